@@ -1,0 +1,73 @@
+"""Redis key names: every key of one keyherald deployment lives under its namespace."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["EVENT_FIELD", "Names", "stream_id", "validate_namespace"]
+
+EVENT_FIELD = "event"
+"""The one field of a stream entry: the event's compact JWS."""
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def validate_namespace(namespace: str) -> str:
+    if not _NAMESPACE.fullmatch(namespace):
+        raise ValueError("a namespace is 1-64 letters, digits, '.', '_' or '-'")
+    return namespace
+
+
+def stream_id(seq: int) -> str:
+    """Event ``seq`` is written at stream id ``<seq>-0``."""
+    return f"{seq}-0"
+
+
+@dataclass(frozen=True)
+class Names:
+    namespace: str
+
+    def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
+
+    def _key(self, suffix: str) -> str:
+        return f"{self.namespace}:{suffix}"
+
+    @property
+    def events(self) -> str:
+        """The stream of signed events."""
+        return self._key("events")
+
+    @property
+    def snapshot(self) -> str:
+        """A string: the signed snapshot of the state at the head of the stream."""
+        return self._key("snapshot")
+
+    @property
+    def head(self) -> str:
+        """A string: the seq of the last event written (the append guard)."""
+        return self._key("head")
+
+    @property
+    def signing_keys(self) -> str:
+        """A hash kid -> encrypted private key (issuer only)."""
+        return self._key("signing-keys")
+
+    @property
+    def control_key(self) -> str:
+        """A string: the encrypted control key (issuer only)."""
+        return self._key("control-key")
+
+    @property
+    def leader(self) -> str:
+        """A string with a TTL: the id of the replica holding the leader lease."""
+        return self._key("leader")
+
+    @property
+    def clients(self) -> str:
+        """A hash client_id -> registered client (issuer only)."""
+        return self._key("clients")
+
+    def ratelimit(self, kind: str, ident: str) -> str:
+        return self._key(f"ratelimit:{kind}:{ident}")

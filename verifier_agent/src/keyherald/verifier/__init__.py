@@ -1,0 +1,1 @@
+"""keyherald.verifier: the agent services embed to validate keyherald tokens offline."""
