@@ -32,7 +32,9 @@ class Names:
         validate_namespace(self.namespace)
 
     def _key(self, suffix: str) -> str:
-        return f"{self.namespace}:{suffix}"
+        # The hash tag keeps every key of a namespace in one Redis Cluster slot, so the
+        # append script may touch the stream, the snapshot and the head at once.
+        return f"{{{self.namespace}}}:{suffix}"
 
     @property
     def events(self) -> str:

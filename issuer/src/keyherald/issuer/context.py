@@ -1,0 +1,150 @@
+"""Everything an issuer process holds, built from settings: the worker, each replica and
+the ``keyherald`` command (which acts with the issuer's settings, no running issuer needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.envelope import ControlKey
+from keyherald.shared.errors import SettingsError
+from keyherald.shared.events import Event
+from keyherald.shared.jwk import SigningKey, VerifyingKey
+from keyherald.shared.names import Names
+from keyherald.shared.state import State
+
+from .eventlog import Draft, EventLog
+from .kek import KeyEncryptionKey
+from .keystore import KeyStore
+from .lifecycle import Policy
+from .settings import IssuerSettings
+
+__all__ = ["FreshKeys", "IssuerContext", "connect_redis"]
+
+
+async def connect_redis(url: str) -> Redis:
+    """A client that fails fast with a SettingsError naming KEYHERALD_REDIS_URL."""
+    client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=3, health_check_interval=15)
+    try:
+        await client.ping()
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        await client.aclose()
+        raise SettingsError("KEYHERALD_REDIS_URL", f"cannot reach Redis ({type(exc).__name__})") from None
+    except RedisError as exc:
+        await client.aclose()
+        raise SettingsError("KEYHERALD_REDIS_URL", f"Redis refused us: {exc}") from None
+    return client
+
+
+class FreshKeys:
+    """New signing keys, made on demand while a mutation decides, kept across its retries."""
+
+    def __init__(self, settings: IssuerSettings) -> None:
+        self._settings = settings
+        self._made: list[SigningKey] = []
+        self.used: list[SigningKey] = []
+
+    def pop(self, index: int = 0) -> VerifyingKey:
+        key = self._made.pop(0) if self._made else SigningKey.generate(
+            self._settings.algorithm, rsa_bits=self._settings.rsa_bits
+        )
+        self.used.append(key)
+        return key.public
+
+    def reset(self) -> None:
+        """Start a new attempt: keys made but not committed may serve it."""
+        self._made.extend(self.used)
+        self.used = []
+
+
+_Decide = Callable[[State, float, FreshKeys], list[Draft]]
+
+
+class IssuerContext:
+    """Redis, the KEK, the key store, the control key and the log, from settings."""
+
+    def __init__(self, settings: IssuerSettings, *, clock: Clock = system_clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.names = Names(settings.namespace)
+        self.policy = Policy(
+            algorithm=settings.algorithm,
+            rotation_period=settings.rotation_period,
+            token_ttl=int(settings.token_ttl),
+            heartbeat_interval=settings.heartbeat_interval,
+        )
+        self._redis: Redis | None = None
+        self._log: EventLog | None = None
+        self._keystore: KeyStore | None = None
+        self._control: ControlKey | None = None
+
+    async def open(self, *, create: bool = True) -> Self:
+        kek = KeyEncryptionKey.from_settings(self.settings)  # before Redis: a missing KEK says so
+        self._redis = await connect_redis(self.settings.redis_url)
+        try:
+            self._keystore = KeyStore(self._redis, self.names, kek)
+            self._control = await self._keystore.control_key(create=create)
+            self._log = EventLog(
+                self._redis, self.names, self._control, self.settings.issuer,
+                retain=self.settings.stream_retain, clock=self.clock,
+            )
+            await self._log.read_state()  # refuse at once a namespace we cannot verify or do not own
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def redis(self) -> Redis:
+        assert self._redis is not None, "IssuerContext is not open"
+        return self._redis
+
+    @property
+    def log(self) -> EventLog:
+        assert self._log is not None, "IssuerContext is not open"
+        return self._log
+
+    @property
+    def keystore(self) -> KeyStore:
+        assert self._keystore is not None, "IssuerContext is not open"
+        return self._keystore
+
+    @property
+    def control(self) -> ControlKey:
+        assert self._control is not None, "IssuerContext is not open"
+        return self._control
+
+    async def commit_with_keys(self, decide: _Decide) -> list[Event]:
+        """Commit drafts that may need new signing keys; those are stored before announced."""
+        fresh = FreshKeys(self.settings)
+
+        async def mutation(state: State, now: float) -> Sequence[Draft]:
+            fresh.reset()
+            drafts = decide(state, now, fresh)
+            for key in fresh.used:
+                await self.keystore.put(key)
+            return drafts
+
+        return await self.log.commit(mutation)
+

@@ -1,0 +1,43 @@
+"""Errors of the issuer.
+
+    KeyheraldError (keyherald.shared)
+    ├── SettingsError (keyherald.shared)     a setting is wrong: wrong KEK, unreachable Redis
+    └── IssuerError
+        ├── KeyNotFound                      no key with that kid
+        ├── NamespaceOwnedElsewhere          the namespace belongs to another issuer
+        ├── CorruptState                     what Redis holds does not verify
+        └── AppendContention                 the log stayed contended for too long
+"""
+
+from __future__ import annotations
+
+from keyherald.shared.errors import KeyheraldError, SettingsError
+
+__all__ = [
+    "AppendContention",
+    "CorruptState",
+    "IssuerError",
+    "KeyNotFound",
+    "NamespaceOwnedElsewhere",
+    "SettingsError",
+]
+
+
+class IssuerError(KeyheraldError):
+    code = "issuer_error"
+
+
+class KeyNotFound(IssuerError):
+    code = "key_not_found"
+
+
+class NamespaceOwnedElsewhere(IssuerError):
+    code = "namespace_owned_elsewhere"
+
+
+class CorruptState(IssuerError):
+    code = "corrupt_state"
+
+
+class AppendContention(IssuerError):
+    code = "append_contention"

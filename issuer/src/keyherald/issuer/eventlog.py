@@ -1,0 +1,124 @@
+"""Appending to the signed log: gap-free seq, the snapshot moved in the same breath.
+
+Every append is a compare-and-set on the head seq, run as one Lua script that writes the
+events at stream ids ``<seq>-0``, replaces the snapshot and trims what the new snapshot
+covers. Any replica, and the ``keyherald`` command itself, may append: a writer that lost
+the race re-reads the state and decides again, so seq never skips nor repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.envelope import ControlKey
+from keyherald.shared.errors import ProtocolError
+from keyherald.shared.events import Event
+from keyherald.shared.names import Names
+from keyherald.shared.state import State
+
+from .errors import AppendContention, CorruptState, NamespaceOwnedElsewhere
+
+__all__ = ["Draft", "EventLog", "Mutation"]
+
+Draft = tuple[str, dict[str, Any]]
+"""An event to be: its type and data. The log gives it seq, time and issuer."""
+
+Mutation = Callable[[State, float], Awaitable[Sequence[Draft]]]
+"""Decides, from the current verified state and the time, which events to append."""
+
+_APPEND = """
+local head = redis.call('GET', KEYS[3]) or '0'
+if head ~= ARGV[1] then return -1 end
+local seq = tonumber(ARGV[1])
+for i = 4, #ARGV do
+  seq = seq + 1
+  redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], tostring(seq) .. '-0', 'event', ARGV[i])
+end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], tostring(seq))
+return seq
+"""
+
+
+class EventLog:
+    def __init__(
+        self,
+        redis: Redis,
+        names: Names,
+        control: ControlKey,
+        issuer: str,
+        *,
+        retain: int = 10_000,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._redis = redis
+        self._names = names
+        self._control = control
+        self._anchor = control.anchor
+        self._issuer = issuer
+        self._retain = retain
+        self._clock = clock
+        self._script = redis.register_script(_APPEND)
+
+    @property
+    def names(self) -> Names:
+        return self._names
+
+    async def read_state(self) -> State:
+        """The state at the head, from the snapshot, verified: Redis is not trusted."""
+        raw_snapshot, raw_head = await self._redis.mget(self._names.snapshot, self._names.head)
+        if raw_snapshot is None:
+            if raw_head not in (None, b"0", "0"):
+                raise CorruptState(f"namespace {self._names.namespace} has events but no snapshot")
+            return State(issuer=self._issuer)
+        text = raw_snapshot.decode() if isinstance(raw_snapshot, bytes) else raw_snapshot
+        try:
+            snapshot = self._anchor.open_snapshot(text)
+        except ProtocolError as exc:
+            raise CorruptState(f"the stored snapshot does not verify: {exc}") from None
+        if snapshot.issuer != self._issuer:
+            raise NamespaceOwnedElsewhere(
+                f"namespace {self._names.namespace!r} belongs to issuer {snapshot.issuer!r}, "
+                f"not {self._issuer!r} (set KEYHERALD_ISSUER or KEYHERALD_NAMESPACE)"
+            )
+        head = int(raw_head or 0)
+        if head != snapshot.seq:
+            raise CorruptState(f"head seq {head} disagrees with snapshot seq {snapshot.seq}")
+        return State.from_snapshot(snapshot)
+
+    async def commit(self, mutation: Mutation, *, attempts: int = 64) -> list[Event]:
+        """Append what ``mutation`` decides; retried on a fresh state when another writer won."""
+        for attempt in range(attempts):
+            state = await self.read_state()
+            base = state.seq
+            now = self._clock()
+            drafts = await mutation(state, now)
+            if not drafts:
+                return []
+            events = [
+                Event(seq=base + i, type=kind, time=now, issuer=self._issuer, data=data)
+                for i, (kind, data) in enumerate(drafts, start=1)
+            ]
+            for event in events:
+                state.apply(event)
+            sealed = [self._control.seal_event(e) for e in events]
+            snapshot = self._control.seal_snapshot(state.to_snapshot())
+            minid = max(0, state.seq - self._retain)
+            try:
+                result = await self._script(
+                    keys=[self._names.events, self._names.snapshot, self._names.head],
+                    args=[str(base), f"{minid}-0", snapshot, *sealed],
+                )
+            except ResponseError as exc:
+                raise CorruptState(f"the event stream refused an append: {exc}") from None
+            if cast(int, result) >= 0:
+                return events
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+        raise AppendContention(f"gave up appending after {attempts} contended attempts")

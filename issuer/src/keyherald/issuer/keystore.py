@@ -1,0 +1,78 @@
+"""Private keys at rest in Redis, sealed under the KEK, readable by every replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from keyherald.shared.encoding import dumps, loads_object
+from keyherald.shared.envelope import ControlKey
+from keyherald.shared.jwk import Algorithm, SigningKey
+from keyherald.shared.names import Names
+
+from .errors import KeyNotFound
+from .kek import KeyEncryptionKey
+
+__all__ = ["KeyStore"]
+
+
+class KeyStore:
+    """Signing keys in a hash (kid -> sealed blob); the control key beside them."""
+
+    def __init__(self, redis: Redis, names: Names, kek: KeyEncryptionKey) -> None:
+        self._redis = redis
+        self._names = names
+        self._kek = kek
+        self._cache: dict[str, SigningKey] = {}
+
+    def _seal(self, key: SigningKey, name: str) -> str:
+        inner = dumps({"alg": key.alg, "kid": key.kid, "der": key.private_bytes().hex()})
+        return self._kek.seal(inner, name=name)
+
+    def _open(self, blob: Any, name: str) -> SigningKey:
+        doc = loads_object(self._kek.open(blob, name=name))
+        key = SigningKey.from_private_bytes(doc["alg"], bytes.fromhex(doc["der"]))
+        return key
+
+    def _name(self, kid: str) -> str:
+        return f"{self._names.namespace}/signing-key/{kid}"
+
+    async def put(self, key: SigningKey) -> None:
+        """Store before the key is announced: agents must never hold a key we cannot use."""
+        await self._redis.hset(self._names.signing_keys, key.kid, self._seal(key, self._name(key.kid)))
+        self._cache[key.kid] = key
+
+    async def get(self, kid: str) -> SigningKey:
+        cached = self._cache.get(kid)
+        if cached is not None:
+            return cached
+        blob = await self._redis.hget(self._names.signing_keys, kid)
+        if blob is None:
+            raise KeyNotFound(f"no private key stored for kid {kid}")
+        key = self._open(blob, self._name(kid))
+        if key.kid != kid:
+            raise KeyNotFound(f"stored key for kid {kid} does not match it")
+        self._cache[kid] = key
+        return key
+
+    async def delete(self, *kids: str) -> None:
+        if kids:
+            await self._redis.hdel(self._names.signing_keys, *kids)
+            for kid in kids:
+                self._cache.pop(kid, None)
+
+    async def kids(self) -> set[str]:
+        return {k.decode() if isinstance(k, bytes) else k for k in await self._redis.hkeys(self._names.signing_keys)}
+
+    async def control_key(self, *, create: bool = True) -> ControlKey:
+        """Load the control key; the first replica to start creates it (SET NX, so only once)."""
+        name = f"{self._names.namespace}/control-key"
+        blob = await self._redis.get(self._names.control_key)
+        if blob is None and create:
+            fresh = ControlKey.generate()
+            await self._redis.set(self._names.control_key, self._seal(fresh.signing_key, name), nx=True)
+            blob = await self._redis.get(self._names.control_key)
+        if blob is None:
+            raise KeyNotFound(f"namespace {self._names.namespace} has no control key yet")
+        return ControlKey(self._open(blob, name))

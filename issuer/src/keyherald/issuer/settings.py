@@ -1,0 +1,51 @@
+"""Issuer settings: ``KEYHERALD_*`` environment variables, overridable by flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from keyherald.shared.durations import Duration
+from keyherald.shared.jwk import Algorithm
+from keyherald.shared.settings import BaseKeyheraldSettings
+
+__all__ = ["IssuerSettings"]
+
+
+class IssuerSettings(BaseKeyheraldSettings):
+    kek: SecretStr | None = None
+    """32-byte key-encryption key, base64url; encrypts every private key at rest."""
+    kek_file: Path | None = None
+    algorithm: Algorithm = "ES256"
+    rsa_bits: int = Field(default=2048, ge=2048, le=8192)
+    rotation_period: Duration = 86400.0
+    token_ttl: Duration = 300.0
+    """Default token lifetime and the maximum published to agents."""
+    heartbeat_interval: Duration = 5.0
+    lease_ttl: Duration = 5.0
+    """The leader lease; a replica takes over within about this long after the leader dies."""
+    stream_retain: int = Field(default=10_000, ge=100)
+    """Events kept in the stream for agents catching up; older ones live only in the snapshot."""
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    auth_failures_per_client: int = Field(default=10, ge=1)
+    """Failed authentications allowed per client_id per minute before 429."""
+    auth_failures_per_address: int = Field(default=100, ge=1)
+    """Failed authentications allowed per source address per minute before 429."""
+    admin_scope: str = "keyherald:admin"
+
+    @field_validator("token_ttl")
+    @classmethod
+    def _whole_seconds(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1s")
+        return float(int(value))
+
+    @model_validator(mode="after")
+    def _coherent(self) -> IssuerSettings:
+        if self.rotation_period < 1:
+            raise ValueError("rotation_period must be at least 1s")
+        if self.heartbeat_interval > 3600:
+            raise ValueError("heartbeat_interval must be at most 1h")
+        return self
