@@ -142,7 +142,8 @@ def plan(state: State, now: float, policy: Policy, fresh: KeySource) -> list[Dra
         drafts.append(_key_draft(EventType.KEY_PUBLISHED, _published(fresh.pop(0), t, t + int(policy.rotation_period))))
     elif nxt is None:
         base = active.activated_at if active and active.activated_at else t
-        drafts.append(_key_draft(EventType.KEY_PUBLISHED, _published(fresh.pop(0), t, max(t, base + int(policy.rotation_period)))))
+        activates = max(t, base + int(policy.rotation_period))
+        drafts.append(_key_draft(EventType.KEY_PUBLISHED, _published(fresh.pop(0), t, activates)))
     elif active is None or rotation_due(state, now, policy):
         drafts.extend(rotate(state, now, policy, fresh.pop(0)))
     if not drafts and heartbeat_due(state, now, policy):

@@ -1,0 +1,56 @@
+"""``keyherald keys list`` and ``keyherald keys rotate [--emergency]``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from ..admin import Admin
+from ..context import IssuerContext
+from ..lifecycle import describe
+from ._common import add_settings_flags, emit_json, settings_from
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="list or rotate the token-signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    listing = keys_sub.add_parser("list", help="every key agents hold, with its state and times")
+    listing.add_argument("--json", action="store_true", help="a JSON list of objects")
+    add_settings_flags(listing)
+    listing.set_defaults(handler=_list)
+    rotate = keys_sub.add_parser("rotate", help="activate the standby key now and publish a new standby")
+    rotate.add_argument(
+        "--emergency", action="store_true",
+        help="also revoke the key being replaced (it is compromised): its tokens stop verifying",
+    )
+    add_settings_flags(rotate)
+    rotate.set_defaults(handler=_rotate)
+
+
+def _when(ts: int | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+async def _list(args: argparse.Namespace) -> int:
+    async with IssuerContext(settings_from(args)) as ctx:
+        records = await Admin(ctx).keys()
+    if args.json:
+        emit_json([describe(r) for r in records])
+        return 0
+    print(f"{'KID':<44} {'ALG':<6} {'STATE':<10} {'ACTIVATED':<21} {'RETIRED/REVOKED':<21} EXPIRES")
+    for r in records:
+        activated = r.activated_at if r.activated_at is not None else r.activates_at
+        ended = r.revoked_at if r.revoked_at is not None else r.retired_at
+        times = f"{_when(activated):<21} {_when(ended):<21} {_when(r.expires_at)}"
+        print(f"{r.kid:<44} {r.alg:<6} {r.state.value:<10} {times}")
+    return 0
+
+
+async def _rotate(args: argparse.Namespace) -> int:
+    async with IssuerContext(settings_from(args)) as ctx:
+        seq = await Admin(ctx).rotate(emergency=args.emergency)
+    print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}")
+    return 0

@@ -1,0 +1,146 @@
+"""One issuer replica at run time: its duty loop (lease, rotation, heartbeats), its signer,
+and the HTTP server. The FastStream app in :mod:`.worker` starts and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from typing import Literal
+
+import uvicorn
+from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.errors import ProtocolError
+from redis.exceptions import RedisError
+
+from .admin import Admin
+from .context import IssuerContext
+from .errors import IssuerError
+from .leader import LeaderLease
+from .rotation import Rotator
+from .settings import IssuerSettings
+from .tokens import TokenSigner
+
+__all__ = ["IssuerRuntime"]
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside our process: signals belong to the FastStream app, not to uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+log = logging.getLogger("keyherald.issuer")
+
+
+class IssuerRuntime:
+    """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz."""
+
+    def __init__(self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.ctx = IssuerContext(settings, clock=clock)
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.signer = TokenSigner(self.ctx)
+        self.admin = Admin(self.ctx)
+        self.role: Literal["leader", "follower"] = "follower"
+        self.redis_ok = False
+        self.seq = 0
+        self._serve_http = serve_http
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lease: LeaderLease | None = None
+        self._rotator: Rotator | None = None
+        self.http_port: int | None = None
+        self._http_started = asyncio.Event()
+
+    @property
+    def tick_interval(self) -> float:
+        s = self.settings
+        return max(0.05, min(1.0, s.heartbeat_interval / 2, s.lease_ttl / 3, s.rotation_period / 4))
+
+    async def start(self) -> None:
+        await self.ctx.open()
+        self.redis_ok = True
+        self._lease = LeaderLease(self.ctx.redis, self.ctx.names, self.replica_id, self.settings.lease_ttl)
+        self._rotator = Rotator(self.ctx)
+        await self._duty_once()
+        await self.signer.refresh()
+        self._tasks.append(asyncio.create_task(self._duty_loop(), name="keyherald-duty"))
+        if self._serve_http:
+            self._tasks.append(asyncio.create_task(self._http(), name="keyherald-http"))
+            await asyncio.wait_for(self._http_started.wait(), timeout=15)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._lease is not None and self.role == "leader":
+            with contextlib.suppress(RedisError, OSError):
+                await self._lease.release()
+        self.role = "follower"
+        await self.ctx.close()
+
+    async def on_event(self) -> None:
+        """A new entry in the log: pick up the active key at once."""
+        await self.signer.refresh()
+
+    async def _duty_once(self) -> None:
+        assert self._lease is not None and self._rotator is not None
+        leading = await self._lease.hold()
+        if leading != (self.role == "leader"):
+            log.info("replica %s is now %s", self.replica_id, "leader" if leading else "follower")
+        self.role = "leader" if leading else "follower"
+        if leading:
+            await self._rotator.tick()
+        state = await self.ctx.log.read_state()
+        self.seq = state.seq
+
+    async def _duty_loop(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            try:
+                await self._duty_once()
+                await self.signer.refresh()
+                if not self.redis_ok:
+                    log.info("Redis is reachable again")
+                self.redis_ok, failures = True, 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if self.redis_ok:
+                    log.warning("Redis unreachable (%s); retrying", type(exc).__name__)
+                self.redis_ok, self.role = False, "follower"
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+            except (IssuerError, ProtocolError) as exc:
+                log.error("duty cycle failed: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _http(self) -> None:
+        from .http import create_app
+
+        config = uvicorn.Config(
+            create_app(self), host=self.settings.http_host, port=self.settings.http_port,
+            log_level="warning", lifespan="off", access_log=False,
+        )
+        server = _QuietServer(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                await task
+                raise OSError(f"HTTP server could not bind {self.settings.http_host}:{self.settings.http_port}")
+            await asyncio.sleep(0.02)
+        self.http_port = server.servers[0].sockets[0].getsockname()[1]
+        self._http_started.set()
+        try:
+            await task
+        finally:
+            server.should_exit = True
