@@ -1,0 +1,145 @@
+"""Opening events and snapshots: the one code path both sides trust, against forgery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from keyherald.shared.encoding import b64url_decode, b64url_encode
+from keyherald.shared.envelope import ControlKey, TrustAnchor
+from keyherald.shared.errors import BadSignature, MalformedMessage, UntrustedSigner, WrongIssuer
+from keyherald.shared.events import Event, Snapshot
+from keyherald.shared.jwk import SigningKey
+from keyherald.shared.state import Outcome, State
+
+VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "protocol.json").read_text())
+ISSUER = "https://issuer.example"
+
+
+@pytest.fixture
+def control() -> ControlKey:
+    seed = bytes.fromhex(VECTORS["control_seed_hex"])
+    return ControlKey(SigningKey("EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(seed)))
+
+
+@pytest.fixture
+def anchor() -> TrustAnchor:
+    return TrustAnchor.from_jwk(VECTORS["anchor_jwk"])
+
+
+def test_vectors_open_to_their_documents(anchor: TrustAnchor) -> None:
+    for item in VECTORS["events"]:
+        assert anchor.open_event(item["jws"], issuer=ISSUER).model_dump(mode="json") == item["event"]
+    snap = VECTORS["snapshot"]
+    assert anchor.open_snapshot(snap["jws"], issuer=ISSUER).model_dump(mode="json") == snap["snapshot"]
+
+
+def test_sealing_is_byte_for_byte_stable(control: ControlKey) -> None:
+    """The wire format: canonical JSON, deterministic Ed25519. Changing it breaks other agents."""
+    for item in VECTORS["events"]:
+        assert control.seal_event(Event.model_validate(item["event"])) == item["jws"]
+    snap = VECTORS["snapshot"]
+    assert control.seal_snapshot(Snapshot.model_validate(snap["snapshot"])) == snap["jws"]
+
+
+def test_folding_the_vector_events_gives_the_vector_snapshot(anchor: TrustAnchor) -> None:
+    state = State(issuer=ISSUER)
+    for item in VECTORS["events"]:
+        assert state.apply(anchor.open_event(item["jws"])) is Outcome.APPLIED
+    assert state.to_snapshot().model_dump(mode="json") == VECTORS["snapshot"]["snapshot"]
+
+
+def test_event_forged_with_another_control_key_is_refused(anchor: TrustAnchor) -> None:
+    forger = ControlKey.generate()
+    forged = forger.seal_event(Event.model_validate(VECTORS["events"][3]["event"]))
+    with pytest.raises(UntrustedSigner):
+        anchor.open_event(forged)
+
+
+def test_forger_claiming_our_kid_fails_the_signature(anchor: TrustAnchor) -> None:
+    forger = ControlKey.generate()
+    forged = forger.seal_event(Event.model_validate(VECTORS["events"][3]["event"]))
+    header, payload, signature = forged.split(".")
+    fake_header = json.loads(b64url_decode(header))
+    fake_header["kid"] = anchor.thumbprint
+    relabelled = ".".join([b64url_encode(json.dumps(fake_header).encode()), payload, signature])
+    with pytest.raises(BadSignature):
+        anchor.open_event(relabelled)
+
+
+def test_tampered_event_is_refused(anchor: TrustAnchor) -> None:
+    header, payload, signature = VECTORS["events"][3]["jws"].split(".")
+    doc = json.loads(b64url_decode(payload))
+    doc["data"]["expires_at"] += 1
+    tampered = ".".join([header, b64url_encode(json.dumps(doc).encode()), signature])
+    with pytest.raises(BadSignature):
+        anchor.open_event(tampered)
+
+
+@pytest.mark.parametrize("garbage", ["", "x", "a.b.c", "a.b", "....", "{}", "é.é.é", "e30.e30.e30"])
+def test_garbage_is_malformed(anchor: TrustAnchor, garbage: str) -> None:
+    with pytest.raises(MalformedMessage):
+        anchor.open_event(garbage)
+
+
+def test_snapshot_cannot_pass_for_an_event_or_back(anchor: TrustAnchor) -> None:
+    with pytest.raises(MalformedMessage):
+        anchor.open_event(VECTORS["snapshot"]["jws"])
+    with pytest.raises(MalformedMessage):
+        anchor.open_snapshot(VECTORS["events"][0]["jws"])
+
+
+def test_event_of_another_issuer_is_refused(anchor: TrustAnchor) -> None:
+    with pytest.raises(WrongIssuer):
+        anchor.open_event(VECTORS["events"][0]["jws"], issuer="https://other.example")
+
+
+def test_replayed_event_changes_nothing(anchor: TrustAnchor) -> None:
+    state = State(issuer=ISSUER)
+    for item in VECTORS["events"]:
+        state.apply(anchor.open_event(item["jws"]))
+    before = state.to_snapshot()
+    assert state.apply(anchor.open_event(VECTORS["events"][1]["jws"])) is Outcome.OLD
+    assert state.to_snapshot() == before
+
+
+def test_a_skipped_seq_is_reported_as_a_gap(anchor: TrustAnchor) -> None:
+    state = State(issuer=ISSUER)
+    state.apply(anchor.open_event(VECTORS["events"][0]["jws"]))
+    assert state.apply(anchor.open_event(VECTORS["events"][2]["jws"])) is Outcome.GAP
+    assert state.seq == 1
+
+
+def test_thumbprint_anchor_binds_the_key_from_the_snapshot() -> None:
+    anchor = TrustAnchor.parse(VECTORS["anchor_thumbprint"])
+    with pytest.raises(UntrustedSigner):
+        anchor.open_event(VECTORS["events"][0]["jws"])  # nothing bound yet
+    anchor.open_snapshot(VECTORS["snapshot"]["jws"])
+    assert anchor.open_event(VECTORS["events"][0]["jws"]).seq == 1
+
+
+def test_thumbprint_anchor_refuses_a_snapshot_of_another_key() -> None:
+    other = ControlKey.generate()
+    snapshot = other.seal_snapshot(Snapshot.model_validate(VECTORS["snapshot"]["snapshot"]))
+    with pytest.raises(UntrustedSigner):
+        TrustAnchor.parse(VECTORS["anchor_thumbprint"]).open_snapshot(snapshot)
+
+
+def test_anchor_parses_jwk_text_and_files(tmp_path: Path) -> None:
+    text = json.dumps(VECTORS["anchor_jwk"])
+    assert TrustAnchor.parse(text).thumbprint == VECTORS["anchor_thumbprint"]
+    path = tmp_path / "anchor.json"
+    path.write_text(text)
+    assert TrustAnchor.parse(str(path)).key is not None
+    with pytest.raises(ValueError):
+        TrustAnchor.parse("not-a-thumbprint")
+    with pytest.raises(ValueError):
+        TrustAnchor.parse('{"kty": "EC"')
+
+
+def test_anchor_must_be_an_ed25519_key() -> None:
+    with pytest.raises(ValueError):
+        TrustAnchor.from_jwk(SigningKey.generate("ES256").public.jwk)
