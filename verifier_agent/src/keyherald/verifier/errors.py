@@ -14,6 +14,7 @@
         │   ├── LifetimeExceeded         lifetime_exceeded
         │   ├── TokenRevoked             revoked (the token, or its subject)
         │   ├── KeyRevoked               key_revoked
+        │   ├── KeyNotActive             key_not_active (iat outside the key's signing window)
         │   └── StaleState               stale (fail-closed: no fresh word from the issuer)
         └── BootstrapError               the agent could not start (no Redis, no cache, wrong issuer)
 
@@ -30,6 +31,7 @@ __all__ = [
     "BootstrapError",
     "InvalidSignature",
     "InvalidToken",
+    "KeyNotActive",
     "KeyRevoked",
     "LifetimeExceeded",
     "MalformedToken",
@@ -100,6 +102,13 @@ class TokenRevoked(InvalidToken):
 
 class KeyRevoked(InvalidToken):
     reason = "key_revoked"
+
+
+class KeyNotActive(InvalidToken):
+    """The token claims an issue time at which its key was not signing (before its
+    activation or after its retirement): what a key leaked after retirement would mint."""
+
+    reason = "key_not_active"
 
 
 class StaleState(InvalidToken):

@@ -1,0 +1,340 @@
+"""The token validator: pure CPU, no I/O, called on every request.
+
+``Validator.verify`` reads whatever state the follower last swapped into the
+:class:`~keyherald.verifier.keycache.KeyCache` (no locks) and either returns the claims or
+raises an :class:`~keyherald.verifier.errors.InvalidToken` subclass; nothing else escapes,
+whatever the input. Checks, in order:
+
+1. ``stale``: no bootstrapped state, or (with ``max_staleness``) no verified word from the
+   issuer for longer than that. First, on cache hits too: fail closed.
+2. ``malformed``: not a str or ASCII bytes, over 8 KiB, not three strict base64url parts
+   (no padding, whitespace or non-canonical trailing bits), header not strict JSON, no
+   ``kid``, ``typ`` not ``at+jwt``, any ``crit``.
+3. ``algorithm_not_allowed``: a header that supplies a key (jwk, jku, x5u, x5c), an alg
+   outside ES256/EdDSA/RS256 (``none``, every HMAC), or an alg other than the key's own.
+4. ``unknown_key`` (kid not in the cache; counted), ``key_revoked``, then ``bad_signature``.
+5. Claims, only once the signature holds: payload strict JSON, ``exp`` and ``iat`` required
+   numbers (``nbf`` optional), ``jti``/``sub`` strings if present, else ``malformed``;
+   ``iss`` (missing or other: ``wrong_issuer``); ``aud`` str or list of str containing one of
+   ours (missing or none of ours: ``wrong_audience``); ``expired`` and ``not_yet_valid`` with
+   the leeway; ``lifetime_exceeded`` when exp - iat exceeds the issuer's published maximum
+   (or none is known); ``key_not_active`` when iat falls outside the key's signing window;
+   ``revoked`` by jti, or by subject when iat <= the subject's cut-off.
+
+The signing window of a key is [activated_at, retired_at or revoked_at], widened by the
+leeway: a key that leaked after retirement cannot mint fresh-looking tokens. A key still
+``published`` here opens its window at ``published_at``: its activation event may be in
+flight (an emergency rotation activates the standby at once and promises that tokens it
+signs verify everywhere a moment later).
+
+Verified tokens go to a bounded LRU keyed by the token text. A hit re-checks staleness,
+expiry, the token's and its subject's revocation and its key's state against the CURRENT
+state, so a revocation applies to cached tokens at once. Callers get a copy of the claims.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from typing import Any, NamedTuple, TypeGuard
+
+from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.events import REVOCATION_GRACE, KeyState
+
+from ._compact import SignatureCheck, b64decode, json_object, parse_header, signature_check
+from .errors import (
+    AlgorithmNotAllowed,
+    InvalidSignature,
+    InvalidToken,
+    KeyNotActive,
+    KeyRevoked,
+    LifetimeExceeded,
+    MalformedToken,
+    StaleState,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenRevoked,
+    UnknownKey,
+    WrongAudience,
+    WrongIssuer,
+)
+from .keycache import KeyCache
+
+__all__ = ["MAX_TOKEN_LENGTH", "REASONS", "Validator"]
+
+MAX_TOKEN_LENGTH = 8192
+REASONS = (
+    "malformed", "algorithm_not_allowed", "unknown_key", "bad_signature", "expired",
+    "not_yet_valid", "wrong_issuer", "wrong_audience", "lifetime_exceeded", "revoked",
+    "key_revoked", "key_not_active", "stale",
+)
+_REVOKED = KeyState.REVOKED
+_MAX_TIME = 1 << 53  # NumericDate bound: beyond it floats lose seconds; inf and NaN fail too
+_INF = math.inf
+_MAX_CACHED_HEADERS = 256
+
+
+class _Entry(NamedTuple):
+    """What a cache hit needs to re-check against the current state."""
+
+    claims: dict[str, Any]
+    exp: float
+    iat: float
+    kid: str
+    jti: str | None
+    sub: str | None
+    nested: tuple[str, ...]  # claims holding lists or objects: copied deeply on every return
+
+
+def _thaw(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _thaw(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return (type(value) is int or type(value) is float) and 0 <= value < _MAX_TIME
+
+
+def _as_text(token: Any) -> str:
+    if isinstance(token, str):
+        return str.__str__(token)
+    if isinstance(token, bytes | bytearray | memoryview):
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise MalformedToken("token is too long")
+        try:
+            return bytes(token).decode("ascii")
+        except UnicodeDecodeError:
+            raise MalformedToken("token is not ASCII") from None
+    raise MalformedToken("token is not a string")
+
+
+class Validator:
+    """Validates keyherald access tokens against the agent's key cache; see the module doc."""
+
+    def __init__(
+        self,
+        keys: KeyCache,
+        *,
+        issuer: str,
+        audience: str | Collection[str],
+        leeway: float = 30.0,
+        max_staleness: float | None = None,
+        cache_size: int = 10_000,
+        clock: Clock = system_clock,
+    ) -> None:
+        audiences = frozenset([audience] if isinstance(audience, str) else audience)
+        if not issuer or not isinstance(issuer, str):
+            raise ValueError("issuer must be a non-empty string")
+        if not audiences or not all(isinstance(a, str) and a for a in audiences):
+            raise ValueError("audience must be a non-empty string or collection of strings")
+        if not 0 <= leeway <= REVOCATION_GRACE:
+            # Revocations are dropped REVOCATION_GRACE after the tokens they cover expire.
+            raise ValueError(f"leeway must be between 0 and {REVOCATION_GRACE} seconds")
+        if max_staleness is not None and not max_staleness > 0:
+            raise ValueError("max_staleness must be positive (or None: never stale)")
+        if cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self._keys = keys
+        self._issuer = issuer
+        self._audiences = audiences
+        self._leeway = float(leeway)
+        self._stale_after = _INF if max_staleness is None else float(max_staleness)
+        self._cache_size = cache_size
+        self._clock = clock
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._headers: dict[str, tuple[str, str]] = {}
+        self._checks: dict[str, tuple[object, SignatureCheck]] = {}
+        self._hits = self._misses = self._unknown_kids = self._unexpected = 0
+        self._refused = dict.fromkeys(REASONS, 0)
+
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """A copy: ``cache_hits``, ``cache_misses``, ``unknown_kids``, ``unexpected_errors``
+        (always 0 unless a bug) and ``refused.<reason>`` for every reason in REASONS.
+        Updated without locks: under threads a count may now and then miss one."""
+        counts = {
+            "cache_hits": self._hits,
+            "cache_misses": self._misses,
+            "unknown_kids": self._unknown_kids,
+            "unexpected_errors": self._unexpected,
+        }
+        counts.update((f"refused.{reason}", n) for reason, n in self._refused.items())
+        return counts
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def verify(self, token: str | bytes) -> dict[str, Any]:
+        """The token's claims (a fresh dict), or an InvalidToken subclass saying why not."""
+        try:
+            if type(token) is not str:
+                token = _as_text(token)
+            entry = self._cache.get(token)
+            if entry is None:
+                return self._verify_uncached(token)
+            # Cache hit: the token's own checks hold; re-check what time and events change.
+            state = self._keys.state
+            now = self._clock()
+            if now - state.time > self._stale_after:
+                raise StaleState("no fresh word from the issuer")
+            if entry.exp <= now - self._leeway:
+                self._evict(token)
+                raise TokenExpired("token has expired")
+            if entry.jti is not None and entry.jti in state.revoked_tokens:
+                self._evict(token)
+                raise TokenRevoked("token is revoked")
+            if entry.sub is not None:
+                cut = state.revoked_subjects.get(entry.sub)
+                if cut is not None and entry.iat <= cut.revoked_at:
+                    self._evict(token)
+                    raise TokenRevoked("token's subject is revoked")
+            record = state.keys.get(entry.kid)
+            if record is None or record.state is _REVOKED:
+                self._evict(token)
+                raise (UnknownKey("signing key is gone") if record is None else KeyRevoked("signing key is revoked"))
+            try:
+                self._cache.move_to_end(token)
+            except KeyError:  # evicted by another thread meanwhile: still valid
+                pass
+            self._hits += 1
+            claims = entry.claims.copy()
+            for name in entry.nested:
+                claims[name] = _thaw(claims[name])
+            return claims
+        except InvalidToken as exc:
+            self._refused[exc.reason] = self._refused.get(exc.reason, 0) + 1
+            raise
+        except Exception:
+            # Safety net: a bug must still refuse, never leak a traceback. Tests assert 0.
+            self._unexpected += 1
+            self._refused["malformed"] += 1
+            raise MalformedToken("token could not be checked") from None
+
+    def _evict(self, token: str) -> None:
+        self._cache.pop(token, None)
+
+    def _verify_uncached(self, token: str) -> dict[str, Any]:
+        self._misses += 1
+        keys = self._keys
+        state = keys.state
+        now = self._clock()
+        if not keys.bootstrapped or now - state.time > self._stale_after:
+            raise StaleState("no fresh word from the issuer")
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            raise MalformedToken("token is too long or not ASCII")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise MalformedToken("token is not three dot-separated parts")
+        head, body, sig = parts
+        header = self._headers.get(head)
+        if header is None:
+            header = self._header(head)
+        try:
+            payload = b64decode(body)
+            signature = b64decode(sig)
+        except ValueError:
+            raise MalformedToken("token part is not canonical base64url") from None
+
+        kid, alg = header
+        record = state.keys.get(kid)
+        if record is None:
+            self._unknown_kids += 1
+            raise UnknownKey("token signed by an unknown key")
+        check = self._check(kid, alg)
+        if record.state is _REVOKED:
+            raise KeyRevoked("signing key is revoked")
+        if not check(token[: len(head) + 1 + len(body)].encode("ascii"), signature):
+            raise InvalidSignature("token signature does not verify")
+
+        try:
+            claims, text = json_object(payload)
+        except ValueError:
+            raise MalformedToken("token payload is not a JSON object") from None
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+        jti, sub = claims.get("jti"), claims.get("sub")
+        if not (_number(exp) and _number(iat) and (nbf is None or _number(nbf))):
+            raise MalformedToken("token exp, iat or nbf missing or not a NumericDate")
+        if (jti is not None and type(jti) is not str) or (sub is not None and type(sub) is not str):
+            raise MalformedToken("token jti or sub is not a string")
+        iss = claims.get("iss")
+        if iss != self._issuer:
+            raise MalformedToken("token iss is not a string") if iss is not None and type(iss) is not str \
+                else WrongIssuer("token from another issuer")
+        self._check_audience(claims.get("aud"))
+        leeway = self._leeway
+        if exp <= now - leeway:
+            raise TokenExpired("token has expired")
+        if iat > now + leeway or (nbf is not None and nbf > now + leeway):
+            raise TokenNotYetValid("token is not valid yet")
+        ttl = state.max_token_ttl
+        if ttl <= 0 or exp - iat > ttl:
+            raise LifetimeExceeded("token lifetime exceeds the issuer's maximum")
+        start = record.activated_at if record.activated_at is not None else record.published_at
+        end = record.retired_at if record.retired_at is not None else record.revoked_at
+        if iat < start - leeway or (end is not None and iat > end + leeway):
+            raise KeyNotActive("token issued when its key was not signing")
+        if jti is not None and jti in state.revoked_tokens:
+            raise TokenRevoked("token is revoked")
+        if sub is not None:
+            cut = state.revoked_subjects.get(sub)
+            if cut is not None and iat <= cut.revoked_at:
+                raise TokenRevoked("token's subject is revoked")
+
+        nested: tuple[str, ...] = ()
+        if "[" in text or text.find("{", 1) >= 0:
+            nested = tuple(k for k, v in claims.items() if type(v) is list or type(v) is dict)
+        result = claims.copy()
+        for name in nested:
+            result[name] = _thaw(result[name])
+        if self._cache_size:
+            cache = self._cache
+            cache[token] = _Entry(claims, exp, iat, kid, jti, sub, nested)
+            if len(cache) > self._cache_size:
+                try:
+                    cache.popitem(last=False)
+                except KeyError:  # emptied by another thread meanwhile
+                    pass
+        return result
+
+    def _header(self, head: str) -> tuple[str, str]:
+        header = parse_header(head)
+        headers = self._headers
+        if len(headers) >= _MAX_CACHED_HEADERS:  # many distinct valid headers: start over
+            headers.clear()
+        headers[head] = header
+        return header
+
+    def _check(self, kid: str, alg: str) -> SignatureCheck:
+        """The signature check for ``kid``; refuses an alg other than the key's own."""
+        key = self._keys.verifying_key(kid)
+        if key is None:
+            self._unknown_kids += 1
+            raise UnknownKey("token signed by an unknown key")
+        if key.alg != alg:
+            raise AlgorithmNotAllowed("token alg is not its key's algorithm")
+        known = self._checks.get(kid)
+        if known is not None and known[0] is key:
+            return known[1]
+        if len(self._checks) >= _MAX_CACHED_HEADERS:
+            self._checks.clear()
+        check = signature_check(key)
+        self._checks[kid] = (key, check)
+        return check
+
+    def _check_audience(self, aud: Any) -> None:
+        audiences = self._audiences
+        if type(aud) is str:
+            if aud in audiences:
+                return
+        elif type(aud) is list:
+            if not all(type(a) is str for a in aud):
+                raise MalformedToken("token aud is not a string or list of strings")
+            if not audiences.isdisjoint(aud):
+                return
+        elif aud is not None:
+            raise MalformedToken("token aud is not a string or list of strings")
+        raise WrongAudience("token is not meant for this audience")
