@@ -85,7 +85,7 @@ def test_bad_settings_give_one_line_naming_the_setting(
     variable: str, value: str, message: str,
 ) -> None:
     monkeypatch.setenv(variable, value)
-    code, out, err = run(capsys, "keys", "list")
+    code, _out, err = run(capsys, "keys", "list")
     assert code != 0
     assert err.startswith("keyherald: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import SecretStr
+
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.errors import CorruptState, NamespaceOwnedElsewhere
@@ -13,7 +15,6 @@ from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared import EVENT_FIELD, ManualClock, State
 from keyherald.shared.envelope import TrustAnchor
-from pydantic import SecretStr
 
 pytestmark = pytest.mark.redis
 

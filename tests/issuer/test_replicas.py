@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from redis import Redis
+
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared import EVENT_FIELD, Names
 from keyherald.shared.envelope import TrustAnchor
-from redis import Redis
 
 pytestmark = pytest.mark.redis
 

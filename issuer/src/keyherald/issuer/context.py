@@ -8,6 +8,11 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.errors import SettingsError
@@ -15,10 +20,6 @@ from keyherald.shared.events import Event
 from keyherald.shared.jwk import SigningKey, VerifyingKey
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .eventlog import Draft, EventLog
 from .kek import KeyEncryptionKey

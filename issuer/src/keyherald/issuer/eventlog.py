@@ -13,14 +13,15 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.errors import ProtocolError
 from keyherald.shared.events import Event
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from .errors import AppendContention, CorruptState, NamespaceOwnedElsewhere
 

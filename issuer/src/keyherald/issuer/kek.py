@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from keyherald.shared.encoding import b64url_decode, b64url_encode, dumps, loads_object
 from keyherald.shared.errors import SettingsError
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio import Redis
+
 from keyherald.shared.encoding import dumps, loads_object
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.names import Names
-from redis.asyncio import Redis
 
 from .errors import KeyNotFound
 from .kek import KeyEncryptionKey

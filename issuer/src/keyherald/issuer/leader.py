@@ -8,8 +8,9 @@ paused ex-leader cannot fork the log; the lease only keeps the work in one place
 
 from __future__ import annotations
 
-from keyherald.shared.names import Names
 from redis.asyncio import Redis
+
+from keyherald.shared.names import Names
 
 __all__ = ["LeaderLease"]
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Literal
 
 import uvicorn
+from redis.exceptions import RedisError
+
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.errors import ProtocolError
-from redis.exceptions import RedisError
 
 from .admin import Admin
 from .context import IssuerContext

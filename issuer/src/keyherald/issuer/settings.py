@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field, SecretStr, field_validator, model_validator
+
 from keyherald.shared.durations import Duration
 from keyherald.shared.jwk import Algorithm
 from keyherald.shared.settings import BaseKeyheraldSettings
-from pydantic import Field, SecretStr, field_validator, model_validator
 
 __all__ = ["IssuerSettings"]
 

@@ -7,11 +7,12 @@ import contextlib
 import logging
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from keyherald.shared.encoding import dumps
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.jws import sign_compact
 from keyherald.shared.names import stream_id
-from redis.exceptions import RedisError
 
 from .context import IssuerContext
 from .errors import KeyNotFound

@@ -12,6 +12,7 @@ from typing import Any
 
 from faststream import FastStream
 from faststream.redis import RedisBroker, StreamSub
+
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.errors import ProtocolError
 from keyherald.shared.names import EVENT_FIELD
