@@ -6,7 +6,9 @@
         ├── KeyNotFound                      no key with that kid
         ├── NamespaceOwnedElsewhere          the namespace belongs to another issuer
         ├── CorruptState                     what Redis holds does not verify
-        └── AppendContention                 the log stayed contended for too long
+        ├── AppendContention                 the log stayed contended for too long
+        ├── ClientNotFound                   no registered client with that client_id
+        └── ClientExists                     a client of that name is registered already
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from keyherald.shared.errors import KeyheraldError, SettingsError
 
 __all__ = [
     "AppendContention",
+    "ClientExists",
+    "ClientNotFound",
     "CorruptState",
     "IssuerError",
     "KeyNotFound",
@@ -41,3 +45,11 @@ class CorruptState(IssuerError):
 
 class AppendContention(IssuerError):
     code = "append_contention"
+
+
+class ClientNotFound(IssuerError):
+    code = "client_not_found"
+
+
+class ClientExists(IssuerError):
+    code = "client_exists"

@@ -1,24 +1,165 @@
-"""The issuer's HTTP API (placeholder until the token endpoint lands)."""
+"""The issuer's HTTP API, served by every replica (``keyherald issuer run``, ``keyherald dev``).
+
+    POST /token                                  OAuth 2.0 client credentials (RFC 6749 §4.4)
+    POST /revoke                                 token revocation by its client (RFC 7009)
+    GET  /.well-known/jwks.json                  the keys a verifier may need now
+    GET  /.well-known/oauth-authorization-server metadata (RFC 8414)
+    GET  /healthz                                role, Redis reachability, seq
+    /admin/...                                   operator actions, admin-scoped tokens (RFC 6750)
+
+docs/api.md documents each; FastAPI serves the OpenAPI document at /openapi.json.
+No answer carries a stack trace: Redis trouble is a 503, anything unexpected a bare 500.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from keyherald.shared.clock import Clock
+from keyherald.shared.names import Names
+from keyherald.shared.state import State
+
+from ..ratelimit import AuthFailureLimiter
+from ..settings import IssuerSettings
+from .admin import AdminDenied, admin_router
+from .revoke import revocation_endpoint
+from .token import token_endpoint
+from .wellknown import jwks_endpoint, metadata_endpoint
 
 if TYPE_CHECKING:
     from ..runtime import IssuerRuntime
 
-__all__ = ["create_app"]
+__all__ = ["Service", "create_app"]
+
+log = logging.getLogger("keyherald.issuer")
+
+_FORM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object",
+            "properties": {
+                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                "client_id": {"type": "string"},
+                "client_secret": {"type": "string"},
+                "audience": {"type": "array", "items": {"type": "string"}},
+                "resource": {"type": "array", "items": {"type": "string"}},
+                "scope": {"type": "string"},
+            },
+            "required": ["grant_type"],
+        }}},
+    }
+}
+_REVOKE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object",
+            "properties": {
+                "token": {"type": "string"},
+                "token_type_hint": {"type": "string"},
+                "client_id": {"type": "string"},
+                "client_secret": {"type": "string"},
+            },
+            "required": ["token"],
+        }}},
+    }
+}
+
+
+class Service:
+    """What the handlers share: the runtime, its settings, Redis and the rate limiter."""
+
+    def __init__(self, runtime: IssuerRuntime) -> None:
+        self.runtime = runtime
+        self.settings: IssuerSettings = runtime.settings
+        self.clock: Clock = runtime.clock
+        self._limiter: AuthFailureLimiter | None = None
+
+    @property
+    def redis(self) -> Redis:
+        return self.runtime.ctx.redis
+
+    @property
+    def names(self) -> Names:
+        return self.runtime.ctx.names
+
+    @property
+    def limiter(self) -> AuthFailureLimiter:
+        if self._limiter is None:
+            s = self.settings
+            self._limiter = AuthFailureLimiter(
+                self.redis, self.names, per_client=s.auth_failures_per_client,
+                per_address=s.auth_failures_per_address, clock=self.clock,
+            )
+        return self._limiter
+
+    async def state(self) -> State:
+        return await self.runtime.ctx.log.read_state()
+
+    @staticmethod
+    def json(
+        body: Any, *, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json"
+    ) -> Response:
+        content = json.dumps(body, separators=(",", ":")).encode()
+        return Response(content, status_code=status, headers=headers, media_type=media_type)
 
 
 def create_app(runtime: IssuerRuntime) -> FastAPI:
-    app = FastAPI(title="keyherald issuer")
+    service = Service(runtime)
+    app = FastAPI(
+        title="keyherald issuer",
+        summary="Short-lived service tokens (OAuth 2.0 client credentials), their keys and revocation.",
+        version="0.1.0",
+    )
 
-    @app.get("/healthz")
-    async def healthz() -> Any:
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> Response:
+        log.warning("request failed: Redis unreachable (%s)", type(exc).__name__)
+        body = {"error": "temporarily_unavailable", "error_description": "the issuer cannot reach its store"}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"})
+
+    @app.exception_handler(AdminDenied)
+    async def admin_denied(request: Request, exc: AdminDenied) -> Response:
+        return exc.response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "server_error"}, status_code=500)
+
+    @app.post(
+        "/token", tags=["oauth"], openapi_extra=_FORM_BODY,
+        summary="client credentials grant: a short-lived access token (RFC 6749 §4.4, RFC 9068)",
+    )
+    async def token(request: Request) -> Response:
+        return await token_endpoint(service, request)
+
+    @app.post("/revoke", tags=["oauth"], openapi_extra=_REVOKE_BODY,
+              summary="revoke a token of the authenticated client (RFC 7009)")
+    async def revoke(request: Request) -> Response:
+        return await revocation_endpoint(service, request)
+
+    @app.get("/.well-known/jwks.json", tags=["discovery"], summary="every key a verifier may need now")
+    async def jwks() -> Response:
+        return await jwks_endpoint(service)
+
+    @app.get("/.well-known/oauth-authorization-server", tags=["discovery"], summary="RFC 8414 metadata")
+    async def oauth_metadata() -> Response:
+        return await metadata_endpoint(service)
+
+    @app.get("/healthz", tags=["operations"], summary="role, Redis reachability and seq; 503 without Redis")
+    async def healthz() -> Response:
         body = {"role": runtime.role, "redis": runtime.redis_ok, "seq": runtime.seq}
         return JSONResponse(body, status_code=200 if runtime.redis_ok else 503)
 
+    app.include_router(admin_router(service))
     return app

@@ -1,0 +1,178 @@
+"""The admin HTTP API: revoke tokens, subjects and keys, rotate, manage clients.
+
+Callers present a keyherald token (``Authorization: Bearer``) whose audience is the issuer
+itself (``KEYHERALD_ISSUER``) and whose scope holds ``KEYHERALD_ADMIN_SCOPE``. The issuer
+checks it with its own verifier agent, exactly as any service checks its callers: no second
+credential system, and revoking an operator's client (``revoke subject``) locks it out too.
+Answers per RFC 6750: 401 ``invalid_token`` (or no error code when no token was sent),
+403 ``insufficient_scope``; the reason a token was refused goes to the log only.
+
+    keyherald clients create ops --audience "$KEYHERALD_ISSUER" --scope keyherald:admin
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ..clients import ClientRegistry
+from ..errors import ClientExists, ClientNotFound, KeyNotFound
+from ..lifecycle import describe
+from .revoke import verified_claims
+
+if TYPE_CHECKING:
+    from . import Service
+
+__all__ = ["AdminDenied", "admin_router"]
+
+log = logging.getLogger("keyherald.issuer")
+
+
+class AdminDenied(Exception):
+    """Answered per RFC 6750 by the app's handler."""
+
+    def __init__(self, status: int, error: str | None, description: str, scope: str | None = None) -> None:
+        super().__init__(description)
+        self.status, self.error, self.description, self.scope = status, error, description, scope
+
+    def response(self) -> JSONResponse:
+        challenge = 'Bearer realm="keyherald"'
+        if self.error:
+            challenge += f', error="{self.error}"'
+        if self.scope:
+            challenge += f', scope="{self.scope}"'
+        body = {"error": self.error or "invalid_token", "error_description": self.description}
+        if self.status == 503:
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(body, status_code=self.status, headers={"WWW-Authenticate": challenge})
+
+
+class TokenRevocation(BaseModel):
+    """Either the token itself, or its jti and exp (Unix seconds)."""
+
+    token: str | None = Field(default=None, max_length=8192)
+    jti: str | None = Field(default=None, min_length=1, max_length=256)
+    expires_at: int | None = None
+
+
+class SubjectRevocation(BaseModel):
+    sub: str = Field(min_length=1, max_length=256)
+
+
+class KeyRevocation(BaseModel):
+    kid: str = Field(min_length=1, max_length=256)
+
+
+class Rotation(BaseModel):
+    emergency: bool = False
+
+
+class NewClient(BaseModel):
+    name: str
+    audiences: list[str] = Field(min_length=1)
+    scopes: list[str] = Field(default_factory=list)
+    ttl: int | None = Field(default=None, ge=1)
+
+
+def _bad(description: str, status: int = 400, error: str = "invalid_request") -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+def admin_router(service: Service) -> APIRouter:
+    settings = service.settings
+
+    def require_admin(request: Request) -> dict[str, Any]:
+        agent = service.runtime.agent
+        if agent is None:
+            raise AdminDenied(503, "temporarily_unavailable", "the issuer's verifier agent is starting")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AdminDenied(401, None, "a bearer token is required")
+        from keyherald.verifier.errors import InvalidToken
+
+        try:
+            claims = agent.verify(token.strip())
+        except InvalidToken as exc:
+            log.info("admin API refused a token: %s", exc.reason)
+            raise AdminDenied(401, "invalid_token", "the access token is not valid") from None
+        if settings.admin_scope not in str(claims.get("scope", "")).split():
+            raise AdminDenied(403, "insufficient_scope", "the token lacks the admin scope", settings.admin_scope)
+        log.info("admin API call by %s: %s %s", claims.get("sub"), request.method, request.url.path)
+        return claims
+
+    Admin = Annotated[dict[str, Any], Depends(require_admin)]
+    router = APIRouter(prefix="/admin", tags=["admin"])
+    admin = service.runtime.admin
+
+    def registry() -> ClientRegistry:
+        return ClientRegistry(service.redis, service.names, clock=service.clock)
+
+    @router.get("/keys", summary="every key agents hold, with its state and times")
+    async def keys(_: Admin) -> Any:
+        return [describe(r) for r in await admin.keys()]
+
+    @router.post("/keys/rotate", summary="activate the standby now; emergency also revokes the old key")
+    async def rotate(body: Rotation, _: Admin) -> Any:
+        return {"seq": await admin.rotate(emergency=body.emergency)}
+
+    @router.post("/revoke/key", summary="revoke a (compromised) key: emergency rotation if it is active")
+    async def revoke_key(body: KeyRevocation, _: Admin) -> Any:
+        try:
+            return {"seq": await admin.revoke_key(body.kid)}
+        except KeyNotFound:
+            return _bad("no key with that kid", 404, "not_found")
+
+    @router.post("/revoke/subject", summary="refuse every token issued to a subject up to now")
+    async def revoke_subject(body: SubjectRevocation, _: Admin) -> Any:
+        return {"seq": await admin.revoke_subject(body.sub)}
+
+    @router.post("/revoke/token", summary="revoke one token, given itself or its jti and exp")
+    async def revoke_token(body: TokenRevocation, _: Admin) -> Any:
+        if body.token is not None:
+            claims = verified_claims(body.token, await service.state(), settings.issuer)
+            jti, exp = (claims or {}).get("jti"), (claims or {}).get("exp")
+            if not isinstance(jti, str) or not isinstance(exp, int):
+                return _bad("not a token signed by this issuer with a key it still holds")
+            return {"seq": await admin.revoke_token(jti, exp), "jti": jti}
+        if body.jti is None or body.expires_at is None:
+            return _bad("give either token, or jti and expires_at")
+        return {"seq": await admin.revoke_token(body.jti, body.expires_at), "jti": body.jti}
+
+    @router.get("/clients", summary="registered clients (never their secrets)")
+    async def clients(_: Admin) -> Any:
+        return [c.public() for c in await registry().list()]
+
+    @router.post("/clients", status_code=201, summary="register a client; its secret is shown once")
+    async def create_client(body: NewClient, _: Admin) -> Any:
+        try:
+            client, secret = await registry().create(
+                body.name, audiences=body.audiences, scopes=body.scopes, ttl=body.ttl
+            )
+        except ClientExists as exc:
+            return _bad(str(exc), 409, "conflict")
+        except ValueError as exc:
+            return _bad(str(exc))
+        return JSONResponse(
+            {**client.public(), "client_secret": secret}, status_code=201, headers={"Cache-Control": "no-store"}
+        )
+
+    @router.post("/clients/{client_id}/disable", summary="the client gets no more tokens")
+    async def disable_client(client_id: str, _: Admin) -> Any:
+        try:
+            return (await registry().disable(client_id)).public()
+        except ClientNotFound:
+            return _bad("no such client", 404, "not_found")
+
+    @router.post("/clients/{client_id}/rotate-secret", summary="a new secret; the old one stops at once")
+    async def rotate_secret(client_id: str, _: Admin) -> Any:
+        try:
+            client, secret = await registry().rotate_secret(client_id)
+        except ClientNotFound:
+            return _bad("no such client", 404, "not_found")
+        return JSONResponse({**client.public(), "client_secret": secret}, headers={"Cache-Control": "no-store"})
+
+    return router

@@ -1,0 +1,67 @@
+"""POST /revoke: RFC 7009 token revocation, by the client the token was issued to.
+
+The client authenticates as at /token. The token must verify against one of the issuer's
+keys (from the verified state, the algorithm taken from the key) and carry this issuer and
+the client's own client_id; then a ``token.revoked`` event with its jti and exp goes out
+to every agent. Anything else (a stranger's token, garbage, an expired token) is answered
+200 as well, as RFC 7009 §2.2 says: the caller learns nothing about tokens it does not own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyherald.shared.encoding import loads_object
+from keyherald.shared.jwk import VerifyingKey
+from keyherald.shared.jws import parse_compact
+from keyherald.shared.state import State
+
+from ..tokens import TOKEN_TYP
+from .oauth import NO_STORE, OAuthError, authenticate_client, error_response, read_form
+
+if TYPE_CHECKING:
+    from . import Service
+
+__all__ = ["revocation_endpoint", "verified_claims"]
+
+log = logging.getLogger("keyherald.issuer")
+MAX_TOKEN = 8 * 1024
+
+
+def verified_claims(token: str, state: State, issuer: str) -> dict[str, Any] | None:
+    """The claims of a token this issuer signed with a key it still knows, else None."""
+    try:
+        jws = parse_compact(token, max_length=MAX_TOKEN)
+        header = jws.header
+        record = state.keys.get(str(header.get("kid")))
+        if record is None or header.get("typ") != TOKEN_TYP or "crit" in header:
+            return None
+        key = VerifyingKey.from_jwk(record.jwk)
+        if header.get("alg") != key.alg or not key.verify(jws.signing_input, jws.signature):
+            return None
+        claims = loads_object(jws.payload)
+    except (ValueError, TypeError):
+        return None
+    return claims if claims.get("iss") == issuer else None
+
+
+async def revocation_endpoint(service: Service, request: Request) -> Response:
+    try:
+        form = await read_form(request)
+        client = await authenticate_client(service, request, form)
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "the token parameter is required")
+    except OAuthError as exc:
+        return error_response(exc)
+    claims = verified_claims(token, await service.state(), service.settings.issuer)
+    if claims is not None and claims.get("client_id") == client.client_id:
+        jti, exp = claims.get("jti"), claims.get("exp")
+        if isinstance(jti, str) and isinstance(exp, int) and not isinstance(exp, bool) and exp > service.clock():
+            seq = await service.runtime.admin.revoke_token(jti, exp)
+            log.info("client %s revoked one of its tokens (seq %d)", client.client_id, seq)
+    return Response(status_code=200, headers=NO_STORE)

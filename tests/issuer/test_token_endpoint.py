@@ -1,0 +1,157 @@
+"""POST /token against a real server: the client credentials flow, RFC 9068 tokens, policy,
+and a token verified by PyJWT from /.well-known/jwks.json alone."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import jwt
+import pytest
+
+from keyherald.issuer.clients import ClientRegistry
+from keyherald.issuer.runtime import IssuerRuntime
+from keyherald.shared.clock import ManualClock
+from keyherald.shared.encoding import b64url_decode, loads_object
+from tests.tokenservice import add_client, basic, http, issuer
+
+__all__ = ["http", "issuer"]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # Real time, frozen: PyJWT checks nbf and exp against the wall clock.
+    return ManualClock(float(int(time.time())))
+
+
+def _parts(token: str) -> tuple[dict[str, object], dict[str, object]]:
+    header, payload, _ = token.split(".")
+    return loads_object(b64url_decode(header)), loads_object(b64url_decode(payload))
+
+
+async def test_client_secret_basic_gets_an_rfc9068_token(issuer: IssuerRuntime, http: httpx.AsyncClient,
+                                                         clock: ManualClock) -> None:
+    secret = await add_client(issuer, "orders", ["inventory"], ["inventory:read", "inventory:write"], ttl=120)
+    response = await http.post("/token", data={"grant_type": "client_credentials"}, headers=basic("orders", secret))
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 120
+    assert body["scope"] == "inventory:read inventory:write"
+    header, claims = _parts(body["access_token"])
+    state = await issuer.ctx.log.read_state()
+    assert state.active_key is not None
+    assert header == {"alg": "ES256", "kid": state.active_key.kid, "typ": "at+jwt"}
+    now = int(clock())
+    assert claims["iss"] == "https://issuer.test"
+    assert claims["sub"] == claims["client_id"] == "orders"
+    assert claims["aud"] == "inventory"
+    assert claims["iat"] == claims["nbf"] == now
+    assert claims["exp"] == now + 120
+    assert claims["scope"] == "inventory:read inventory:write"
+    assert isinstance(claims["jti"], str) and len(b64url_decode(claims["jti"])) == 16
+
+
+async def test_client_secret_post_works_and_each_token_has_its_own_jti(issuer: IssuerRuntime,
+                                                                       http: httpx.AsyncClient) -> None:
+    secret = await add_client(issuer, "billing", ["ledger"])
+    form = {"grant_type": "client_credentials", "client_id": "billing", "client_secret": secret}
+    first = await http.post("/token", data=form)
+    second = await http.post("/token", data=form)
+    assert first.status_code == second.status_code == 200
+    assert _parts(first.json()["access_token"])[1]["jti"] != _parts(second.json()["access_token"])[1]["jti"]
+    # No scopes registered: no scope claim, an empty scope in the response.
+    assert "scope" not in _parts(first.json()["access_token"])[1]
+    assert first.json()["scope"] == ""
+
+
+async def test_lifetime_is_capped_by_the_issuer_token_ttl(issuer: IssuerRuntime, http: httpx.AsyncClient) -> None:
+    secret = await add_client(issuer, "slow", ["inventory"], ttl=86400)
+    response = await http.post("/token", data={"grant_type": "client_credentials"}, headers=basic("slow", secret))
+    assert response.json()["expires_in"] == 300  # issuer_settings token_ttl = 5m
+    _, claims = _parts(response.json()["access_token"])
+    assert claims["exp"] - claims["iat"] == 300
+
+
+async def test_scope_subset_and_audience_choice(issuer: IssuerRuntime, http: httpx.AsyncClient) -> None:
+    secret = await add_client(issuer, "orders", ["inventory", "payments"], ["a", "b"])
+    auth = basic("orders", secret)
+    response = await http.post(
+        "/token", data={"grant_type": "client_credentials", "audience": "payments", "scope": "b"}, headers=auth
+    )
+    assert response.status_code == 200
+    _, claims = _parts(response.json()["access_token"])
+    assert claims["aud"] == "payments" and claims["scope"] == "b"
+    both = await http.post(
+        "/token", headers=auth,
+        data={"grant_type": "client_credentials", "audience": "inventory", "resource": "payments"},
+    )
+    assert both.status_code == 200
+    assert _parts(both.json()["access_token"])[1]["aud"] == ["inventory", "payments"]
+
+
+async def test_audience_not_registered_is_invalid_target(issuer: IssuerRuntime, http: httpx.AsyncClient) -> None:
+    secret = await add_client(issuer, "orders", ["inventory"], ["a"])
+    auth = basic("orders", secret)
+    for data in ({"audience": "payments"}, {"resource": "payments"}, {"audience": ["inventory", "payments"]}):
+        response = await http.post("/token", data={"grant_type": "client_credentials", **data}, headers=auth)
+        assert response.status_code == 400
+        assert response.json()["error"] == "invalid_target"
+
+
+async def test_scope_not_registered_is_invalid_scope_never_narrowed(issuer: IssuerRuntime,
+                                                                    http: httpx.AsyncClient) -> None:
+    secret = await add_client(issuer, "orders", ["inventory"], ["inventory:read"])
+    auth = basic("orders", secret)
+    for scope in ("inventory:read inventory:write", "admin", "inventory:read  x", ""):
+        response = await http.post("/token", data={"grant_type": "client_credentials", "scope": scope}, headers=auth)
+        assert response.status_code == 400, scope
+        assert response.json()["error"] == "invalid_scope"
+        assert "access_token" not in response.json()
+
+
+async def test_several_audiences_and_none_named_is_invalid_request(issuer: IssuerRuntime,
+                                                                   http: httpx.AsyncClient) -> None:
+    secret = await add_client(issuer, "orders", ["inventory", "payments"])
+    response = await http.post("/token", data={"grant_type": "client_credentials"}, headers=basic("orders", secret))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+async def test_disabled_client_is_refused_and_rotate_secret_kills_the_old_one(issuer: IssuerRuntime,
+                                                                             http: httpx.AsyncClient) -> None:
+    old = await add_client(issuer, "orders", ["inventory"])
+    registry = ClientRegistry(issuer.ctx.redis, issuer.ctx.names)
+    _, new = await registry.rotate_secret("orders")
+    form = {"grant_type": "client_credentials"}
+    refused = await http.post("/token", data=form, headers=basic("orders", old))
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    assert (await http.post("/token", data=form, headers=basic("orders", new))).status_code == 200
+    await registry.disable("orders")
+    disabled = await http.post("/token", data=form, headers=basic("orders", new))
+    assert disabled.status_code == 400
+    assert disabled.json()["error"] == "unauthorized_client"
+    await registry.enable("orders")
+    assert (await http.post("/token", data=form, headers=basic("orders", new))).status_code == 200
+
+
+async def test_a_token_verifies_with_pyjwt_from_the_jwks_alone(issuer: IssuerRuntime,
+                                                               http: httpx.AsyncClient) -> None:
+    secret = await add_client(issuer, "orders", ["inventory"], ["inventory:read"])
+    token = (await http.post(
+        "/token", data={"grant_type": "client_credentials"}, headers=basic("orders", secret)
+    )).json()["access_token"]
+    jwks = await http.get("/.well-known/jwks.json")
+    assert jwks.status_code == 200
+    jwk_set = jwt.PyJWKSet.from_dict(jwks.json())
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = next(k for k in jwk_set.keys if k.key_id == kid)
+    claims = jwt.decode(
+        token, key=key, algorithms=["ES256"], audience="inventory", issuer="https://issuer.test",
+        options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
+    )
+    assert claims["sub"] == "orders" and claims["scope"] == "inventory:read"
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(token, key=key, algorithms=["ES256"], audience="payments", issuer="https://issuer.test")
