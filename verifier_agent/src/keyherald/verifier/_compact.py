@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
 from keyherald.shared.jwk import ALGORITHMS, VerifyingKey
 
 from .errors import AlgorithmNotAllowed, MalformedToken
@@ -25,8 +26,12 @@ __all__ = [
     "ACCEPTED_TYP",
     "KEY_HEADERS",
     "SignatureCheck",
+    "CANONICAL_LAST",
+    "PAD",
+    "TO_STD",
     "b64decode",
     "json_object",
+    "json_scan",
     "parse_header",
     "signature_check",
 ]
@@ -45,21 +50,21 @@ _MAX_KID = 256
 
 # base64url to standard alphabet; '+', '/' and '=' in the input become '!', which strict
 # a2b_base64 rejects, so one pass both converts and refuses foreign characters.
-_TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
-_PAD = (b"", b"!", b"==", b"=")
+TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
+PAD = (b"", b"!", b"==", b"=")
 # Last character of a part whose length is 2 or 3 (mod 4): the bits beyond the data are zero.
-_CANONICAL_LAST = ("", "", "AQgw", "AEIMQUYcgkosw048")
+CANONICAL_LAST = (b"", b"", b"AQgw", b"AEIMQUYcgkosw048")
 _a2b = binascii.a2b_base64
 
 
-def b64decode(part: str) -> bytes:
-    """Decode one unpadded, canonical base64url part (ASCII already checked by the caller)."""
+def b64decode(part: bytes) -> bytes:
+    """Decode one unpadded, canonical base64url part; ValueError for anything else."""
     tail = len(part) & 3
-    if tail and part[-1] not in _CANONICAL_LAST[tail]:
+    if tail and part[-1] not in CANONICAL_LAST[tail]:
         raise ValueError("not canonical base64url")
     try:
-        return _a2b(part.encode("ascii").translate(_TO_STD) + _PAD[tail], strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError):
+        return _a2b(part.translate(TO_STD) + PAD[tail], strict_mode=True)
+    except binascii.Error:
         raise ValueError("not canonical base64url") from None
 
 
@@ -75,7 +80,7 @@ def _no_constants(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-_scan = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # the C scanner, built once
+json_scan = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # the C scanner, built once
 
 
 def json_object(data: bytes) -> tuple[dict[str, Any], str]:
@@ -83,7 +88,7 @@ def json_object(data: bytes) -> tuple[dict[str, Any], str]:
     try:
         text = data.decode("utf-8")
         try:
-            value, end = _scan(text, 0)
+            value, end = json_scan(text, 0)
         except StopIteration:
             end = -1
         if end != len(text):  # surrounding whitespace (legal JSON) or garbage: the slow path
@@ -95,7 +100,7 @@ def json_object(data: bytes) -> tuple[dict[str, Any], str]:
     return value, text
 
 
-def parse_header(part: str) -> tuple[str, str]:
+def parse_header(part: bytes) -> tuple[str, str]:
     """Check a JOSE header and return (kid, alg); the key's own alg is compared later.
 
     A header that supplies a key (jwk, jku, x5u, x5c) is an attempt to choose the key and
@@ -125,8 +130,20 @@ def parse_header(part: str) -> tuple[str, str]:
     return kid, alg
 
 
+# DER prefixes for r and s of 32 bytes without a leading zero byte (the case 255 times in
+# 256), by their top bits: a set top bit needs a 0x00 pad to stay positive.
+_DER_HEADS = tuple(
+    (bytes((0x30, 68 + r_pad + s_pad, 2, 32 + r_pad)) + b"\0" * r_pad, bytes((2, 32 + s_pad)) + b"\0" * s_pad)
+    for s_pad in (0, 1) for r_pad in (0, 1)
+)
+
+
 def _der(signature: bytes) -> bytes:
     """JWS ES256 signature (r || s, 32 bytes each) as the DER SEQUENCE OpenSSL wants."""
+    r0, s0 = signature[0], signature[32]
+    if r0 and s0:
+        head, middle = _DER_HEADS[(r0 >> 7) | (s0 >> 7) << 1]
+        return b"".join((head, signature[:32], middle, signature[32:]))
     r = signature[:32].lstrip(b"\0") or b"\0"
     s = signature[32:].lstrip(b"\0") or b"\0"
     if r[0] & 0x80:

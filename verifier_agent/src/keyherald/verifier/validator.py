@@ -34,15 +34,25 @@ state, so a revocation applies to cached tokens at once. Callers get a copy of t
 
 from __future__ import annotations
 
+import binascii
 import math
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, TypeGuard
 
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.events import REVOCATION_GRACE, KeyState
 
-from ._compact import SignatureCheck, b64decode, json_object, parse_header, signature_check
+from ._compact import (
+    CANONICAL_LAST,
+    PAD,
+    TO_STD,
+    SignatureCheck,
+    json_object,
+    json_scan,
+    parse_header,
+    signature_check,
+)
 from .errors import (
     AlgorithmNotAllowed,
     InvalidSignature,
@@ -73,18 +83,12 @@ _REVOKED = KeyState.REVOKED
 _MAX_TIME = 1 << 53  # NumericDate bound: beyond it floats lose seconds; inf and NaN fail too
 _INF = math.inf
 _MAX_CACHED_HEADERS = 256
+_a2b = binascii.a2b_base64
 
 
-class _Entry(NamedTuple):
-    """What a cache hit needs to re-check against the current state."""
-
-    claims: dict[str, Any]
-    exp: float
-    iat: float
-    kid: str
-    jti: str | None
-    sub: str | None
-    nested: tuple[str, ...]  # claims holding lists or objects: copied deeply on every return
+_Entry = tuple[dict[str, Any], float, float, str, "str | None", "str | None", tuple[str, ...]]
+"""A cached token: (claims, exp, iat, kid, jti, sub, names of claims holding lists or objects).
+A plain tuple: built and unpacked faster than a NamedTuple, and this is the hot path."""
 
 
 def _thaw(value: Any) -> Any:
@@ -146,8 +150,8 @@ class Validator:
         self._cache_size = cache_size
         self._clock = clock
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._headers: dict[str, tuple[str, str]] = {}
-        self._checks: dict[str, tuple[object, SignatureCheck]] = {}
+        self._headers: dict[bytes, tuple[str, SignatureCheck]] = {}
+        self._checks: dict[str, SignatureCheck] = {}
         self._hits = self._misses = self._unknown_kids = self._unexpected = 0
         self._refused = dict.fromkeys(REASONS, 0)
 
@@ -177,22 +181,23 @@ class Validator:
             if entry is None:
                 return self._verify_uncached(token)
             # Cache hit: the token's own checks hold; re-check what time and events change.
+            claims, exp, iat, kid, jti, sub, nested = entry
             state = self._keys.state
             now = self._clock()
             if now - state.time > self._stale_after:
                 raise StaleState("no fresh word from the issuer")
-            if entry.exp <= now - self._leeway:
+            if exp <= now - self._leeway:
                 self._evict(token)
                 raise TokenExpired("token has expired")
-            if entry.jti is not None and entry.jti in state.revoked_tokens:
+            if jti is not None and jti in state.revoked_tokens:
                 self._evict(token)
                 raise TokenRevoked("token is revoked")
-            if entry.sub is not None:
-                cut = state.revoked_subjects.get(entry.sub)
-                if cut is not None and entry.iat <= cut.revoked_at:
+            if sub is not None:
+                cut = state.revoked_subjects.get(sub)
+                if cut is not None and iat <= cut.revoked_at:
                     self._evict(token)
                     raise TokenRevoked("token's subject is revoked")
-            record = state.keys.get(entry.kid)
+            record = state.keys.get(kid)
             if record is None or record.state is _REVOKED:
                 self._evict(token)
                 raise (UnknownKey("signing key is gone") if record is None else KeyRevoked("signing key is revoked"))
@@ -201,10 +206,10 @@ class Validator:
             except KeyError:  # evicted by another thread meanwhile: still valid
                 pass
             self._hits += 1
-            claims = entry.claims.copy()
-            for name in entry.nested:
-                claims[name] = _thaw(claims[name])
-            return claims
+            result = claims.copy()
+            for name in nested:
+                result[name] = _thaw(result[name])
+            return result
         except InvalidToken as exc:
             self._refused[exc.reason] = self._refused.get(exc.reason, 0) + 1
             raise
@@ -226,37 +231,51 @@ class Validator:
             raise StaleState("no fresh word from the issuer")
         if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise MalformedToken("token is too long or not ASCII")
-        parts = token.split(".")
+        raw = token.encode("ascii")
+        parts = raw.split(b".")
         if len(parts) != 3:
             raise MalformedToken("token is not three dot-separated parts")
         head, body, sig = parts
-        header = self._headers.get(head)
-        if header is None:
-            header = self._header(head)
-        try:
-            payload = b64decode(body)
-            signature = b64decode(sig)
-        except ValueError:
-            raise MalformedToken("token part is not canonical base64url") from None
-
-        kid, alg = header
+        known = self._headers.get(head)
+        kid, check = known if known is not None else self._header(head)
         record = state.keys.get(kid)
         if record is None:
             self._unknown_kids += 1
             raise UnknownKey("token signed by an unknown key")
-        check = self._check(kid, alg)
+        # _compact.b64decode, inlined for both parts: this is the hot path.
+        body_tail, sig_tail = len(body) & 3, len(sig) & 3
+        if (body_tail and body[-1] not in CANONICAL_LAST[body_tail]) or (
+            sig_tail and sig[-1] not in CANONICAL_LAST[sig_tail]
+        ):
+            raise MalformedToken("token part is not canonical base64url")
+        try:
+            payload = _a2b(body.translate(TO_STD) + PAD[body_tail], strict_mode=True)
+            signature = _a2b(sig.translate(TO_STD) + PAD[sig_tail], strict_mode=True)
+        except binascii.Error:
+            raise MalformedToken("token part is not canonical base64url") from None
         if record.state is _REVOKED:
             raise KeyRevoked("signing key is revoked")
-        if not check(token[: len(head) + 1 + len(body)].encode("ascii"), signature):
+        if not check(raw[: len(head) + 1 + len(body)], signature):
             raise InvalidSignature("token signature does not verify")
 
+        claims: dict[str, Any]
         try:
-            claims, text = json_object(payload)
-        except ValueError:
-            raise MalformedToken("token payload is not a JSON object") from None
+            text = payload.decode("utf-8")
+            claims, stop = json_scan(text, 0)
+            if stop != len(text) or type(claims) is not dict:
+                claims, text = json_object(payload)  # surrounding whitespace, or an error
+        except (ValueError, RecursionError, StopIteration):
+            try:
+                claims, text = json_object(payload)
+            except ValueError:
+                raise MalformedToken("token payload is not a JSON object") from None
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
         jti, sub = claims.get("jti"), claims.get("sub")
-        if not (_number(exp) and _number(iat) and (nbf is None or _number(nbf))):
+        if not (
+            (type(exp) is int or type(exp) is float) and 0 <= exp < _MAX_TIME
+            and (type(iat) is int or type(iat) is float) and 0 <= iat < _MAX_TIME
+            and (nbf is None or _number(nbf))
+        ):
             raise MalformedToken("token exp, iat or nbf missing or not a NumericDate")
         if (jti is not None and type(jti) is not str) or (sub is not None and type(sub) is not str):
             raise MalformedToken("token jti or sub is not a string")
@@ -264,7 +283,9 @@ class Validator:
         if iss != self._issuer:
             raise MalformedToken("token iss is not a string") if iss is not None and type(iss) is not str \
                 else WrongIssuer("token from another issuer")
-        self._check_audience(claims.get("aud"))
+        aud = claims.get("aud")
+        if type(aud) is not str or aud not in self._audiences:
+            self._check_audience(aud)
         leeway = self._leeway
         if exp <= now - leeway:
             raise TokenExpired("token has expired")
@@ -292,7 +313,7 @@ class Validator:
             result[name] = _thaw(result[name])
         if self._cache_size:
             cache = self._cache
-            cache[token] = _Entry(claims, exp, iat, kid, jti, sub, nested)
+            cache[token] = (claims, exp, iat, kid, jti, sub, nested)
             if len(cache) > self._cache_size:
                 try:
                     cache.popitem(last=False)
@@ -300,30 +321,29 @@ class Validator:
                     pass
         return result
 
-    def _header(self, head: str) -> tuple[str, str]:
-        header = parse_header(head)
-        headers = self._headers
-        if len(headers) >= _MAX_CACHED_HEADERS:  # many distinct valid headers: start over
-            headers.clear()
-        headers[head] = header
-        return header
+    def _header(self, head: bytes) -> tuple[str, SignatureCheck]:
+        """Parse a header not seen before; remember it with its key's signature check.
 
-    def _check(self, kid: str, alg: str) -> SignatureCheck:
-        """The signature check for ``kid``; refuses an alg other than the key's own."""
+        A kid is its key's RFC 7638 thumbprint (KeyCache enforces it), so the key, its alg
+        and the check bound to it never change for a kid: only the key's presence and state
+        in the current state are read on every call.
+        """
+        kid, alg = parse_header(head)
         key = self._keys.verifying_key(kid)
         if key is None:
             self._unknown_kids += 1
             raise UnknownKey("token signed by an unknown key")
         if key.alg != alg:
             raise AlgorithmNotAllowed("token alg is not its key's algorithm")
-        known = self._checks.get(kid)
-        if known is not None and known[0] is key:
-            return known[1]
-        if len(self._checks) >= _MAX_CACHED_HEADERS:
-            self._checks.clear()
-        check = signature_check(key)
-        self._checks[kid] = (key, check)
-        return check
+        check = self._checks.get(kid)
+        if check is None:
+            if len(self._checks) >= _MAX_CACHED_HEADERS:
+                self._checks.clear()
+            check = self._checks[kid] = signature_check(key)
+        if len(self._headers) >= _MAX_CACHED_HEADERS:  # many distinct valid headers: start over
+            self._headers.clear()
+        self._headers[head] = (kid, check)
+        return kid, check
 
     def _check_audience(self, aud: Any) -> None:
         audiences = self._audiences
