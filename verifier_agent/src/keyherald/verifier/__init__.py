@@ -1,1 +1,61 @@
-"""keyherald.verifier: the agent services embed to validate keyherald tokens offline."""
+"""keyherald.verifier: the agent services embed to validate keyherald tokens offline.
+
+    from keyherald.verifier import VerifierAgent, VerifierSettings, InvalidToken
+
+    agent = VerifierAgent(VerifierSettings(audience="orders"))  # the rest from KEYHERALD_* env
+    async with agent:
+        claims = agent.verify(token)  # synchronous, CPU only; raises InvalidToken
+
+Integrations live in ``keyherald.verifier.integrations.fastapi`` and ``.faststream``
+(optional extras); ``keyherald.verifier.testing`` mints tokens an agent accepts, for tests.
+"""
+
+from __future__ import annotations
+
+from keyherald.shared.envelope import TrustAnchor
+
+from .agent import VerifierAgent
+from .errors import (
+    AlgorithmNotAllowed,
+    BootstrapError,
+    InvalidSignature,
+    InvalidToken,
+    KeyNotActive,
+    KeyRevoked,
+    LifetimeExceeded,
+    MalformedToken,
+    StaleState,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenRevoked,
+    UnknownKey,
+    VerifierError,
+    WrongAudience,
+    WrongIssuer,
+)
+from .settings import VerifierSettings
+from .status import AgentStatus, KeyStatus
+
+__all__ = [
+    "AgentStatus",
+    "AlgorithmNotAllowed",
+    "BootstrapError",
+    "InvalidSignature",
+    "InvalidToken",
+    "KeyNotActive",
+    "KeyRevoked",
+    "KeyStatus",
+    "LifetimeExceeded",
+    "MalformedToken",
+    "StaleState",
+    "TokenExpired",
+    "TokenNotYetValid",
+    "TokenRevoked",
+    "TrustAnchor",
+    "UnknownKey",
+    "VerifierAgent",
+    "VerifierError",
+    "VerifierSettings",
+    "WrongAudience",
+    "WrongIssuer",
+]

@@ -1,0 +1,121 @@
+"""The agent's settings: ``KEYHERALD_*`` variables, validated at construction, not at first use.
+
+A bad value raises :class:`~keyherald.shared.errors.SettingsError` naming the variable
+(``KEYHERALD_TRUST_ANCHOR: ...``), whether the settings come from the environment or from
+keyword arguments, so a service fails at start with a line an operator can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import NoDecode
+
+from keyherald.shared.durations import Duration, parse_duration
+from keyherald.shared.envelope import TrustAnchor
+from keyherald.shared.errors import SettingsError
+from keyherald.shared.events import REVOCATION_GRACE
+from keyherald.shared.settings import ENV_PREFIX, BaseKeyheraldSettings
+
+__all__ = ["VerifierSettings"]
+
+_OFF = frozenset({"", "none", "off", "never"})
+
+
+def _audiences(value: Any) -> Any:
+    """One audience, or several: ``orders``, ``orders,billing``, ``["orders", "billing"]``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("is not a JSON list of audiences") from None
+        else:
+            value = [part for part in text.replace(",", " ").split() if part]
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        if not items or not all(isinstance(a, str) and a and a.isprintable() for a in items):
+            raise ValueError("needs one or more non-empty audiences")
+        return tuple(items)
+    raise ValueError("needs one or more audiences (a string, or a comma-separated list)")
+
+
+def _duration_or_zero(value: Any) -> float:
+    if isinstance(value, str) and value.strip().lower() in {"0", "0s", "0ms"}:
+        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return parse_duration(value)
+
+
+def _optional_duration(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in _OFF):
+        return None
+    return parse_duration(value)
+
+
+def _optional_path(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in _OFF:
+        return None
+    return value
+
+
+def _settings_error(exc: ValidationError) -> SettingsError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return SettingsError(f"{ENV_PREFIX}{field.upper()}", message)
+
+
+class VerifierSettings(BaseKeyheraldSettings):
+    """What an agent needs: where the log is, whose it is, and the key that signs it."""
+
+    audience: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_audiences)]
+    """The ``aud`` values this service answers to; a token must name one of them."""
+    trust_anchor: str
+    """The issuer's control key: a public JWK as JSON, a path to one, or its RFC 7638 thumbprint."""
+    leeway: Annotated[float, BeforeValidator(_duration_or_zero)] = 30.0
+    """Clock skew tolerated on exp, nbf and iat; 0 allowed, at most the revocation grace."""
+    max_staleness: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+    """Refuse every token (reason ``stale``) past this age without a verified word from the
+    issuer. None (the default) keeps validating through an outage and reports it in status()."""
+    cache_path: Annotated[Path | None, BeforeValidator(_optional_path)] = None
+    """Keep the signed state here, to boot from it when Redis is down at start-up."""
+    token_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    """Verified tokens remembered (LRU); 0 disables the cache."""
+    startup_timeout: Duration = 10.0
+    """How long entering the agent may wait for Redis (when no cache file can serve)."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+
+    @field_validator("trust_anchor")
+    @classmethod
+    def _anchor(cls, value: str) -> str:
+        TrustAnchor.parse(value)  # raises ValueError with an operator's message
+        return value.strip()
+
+    @field_validator("leeway")
+    @classmethod
+    def _leeway(cls, value: float) -> float:
+        if value > REVOCATION_GRACE:
+            raise ValueError(f"must be at most {REVOCATION_GRACE}s (revocations outlive tokens by that)")
+        return value
+
+    @field_validator("max_staleness")
+    @classmethod
+    def _staleness(cls, value: float | None) -> float | None:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1s (or unset to keep validating through outages)")
+        return value
+
+    def anchor(self) -> TrustAnchor:
+        """A fresh TrustAnchor: each agent binds its own (a thumbprint binds on first snapshot)."""
+        return TrustAnchor.parse(self.trust_anchor)

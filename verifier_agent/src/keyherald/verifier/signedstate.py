@@ -1,0 +1,134 @@
+"""The agent's verified mirror of the log: every envelope opened with the trust anchor, then folded.
+
+One path for every source of signed material (Redis, the cache file, the in-memory test
+issuer), so nothing reaches the key cache without its signature checked. It also keeps the
+signed texts it applied (the last snapshot JWS plus the event JWSs after it): the cache
+file writes exactly those, and re-verifies them when it boots from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from keyherald.shared.envelope import TrustAnchor
+from keyherald.shared.errors import ProtocolError
+from keyherald.shared.events import KeyState, Snapshot
+from keyherald.shared.state import Outcome, State
+
+from .keycache import KeyCache
+
+__all__ = ["Material", "SignedState"]
+
+log = logging.getLogger("keyherald.verifier")
+
+_RANK = {KeyState.PUBLISHED: 0, KeyState.ACTIVE: 1, KeyState.RETIRED: 2, KeyState.REVOKED: 3}
+
+
+@dataclass(frozen=True)
+class Material:
+    """Signed texts that rebuild the state: a snapshot JWS and the event JWSs applied after it."""
+
+    snapshot: str
+    events: tuple[str, ...] = ()
+
+
+class SignedState:
+    """Opens envelopes, folds them into a KeyCache, counts what it refuses."""
+
+    def __init__(self, keys: KeyCache, anchor: TrustAnchor, *, issuer: str) -> None:
+        self.keys = keys
+        self.anchor = anchor
+        self.issuer = issuer
+        self.refused: Counter[str] = Counter()
+        """Envelopes refused, by reason code (bad_signature, untrusted_signer, malformed, ...)."""
+        self.resyncs = 0
+        self.resets = 0
+        self._snapshot: str | None = None
+        self._events: list[str] = []
+        self.version = 0
+        """Bumped whenever the material changes: the cache file writer watches it."""
+
+    @property
+    def material(self) -> Material | None:
+        if self._snapshot is None:
+            return None
+        return Material(self._snapshot, tuple(self._events))
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._events)
+
+    def open_snapshot(self, text: str) -> Snapshot:
+        """Verify a snapshot; raises ProtocolError (WrongIssuer included) and counts nothing."""
+        return self.anchor.open_snapshot(text, issuer=self.issuer)
+
+    def load(self, text: str, snapshot: Snapshot, *, resync: bool = False) -> None:
+        """Replace the state with a verified snapshot at or beyond the current seq."""
+        self.keys.load_snapshot(snapshot)
+        self._remember(text)
+        if resync:
+            self.resyncs += 1
+
+    def reset(self, text: str, snapshot: Snapshot) -> None:
+        """Adopt a verified snapshot *older* than the state: a new log, or Redis restored from
+        an older backup. The signature proves the issuer wrote it, but not that it is the
+        latest, so revocations never roll back: revoked tokens and subjects are kept until
+        they expire, and a key keeps the furthest state it reached (a retired key never
+        becomes active again). Keys the new log does not hold are dropped.
+        """
+        old = self.keys.state
+        new = State.from_snapshot(snapshot)
+        for jti, expires_at in old.revoked_tokens.items():
+            new.revoked_tokens[jti] = max(expires_at, new.revoked_tokens.get(jti, 0))
+        for sub, revocation in old.revoked_subjects.items():
+            known = new.revoked_subjects.get(sub)
+            if known is None or known.revoked_at < revocation.revoked_at:
+                new.revoked_subjects[sub] = revocation
+        for kid, record in list(new.keys.items()):
+            before = old.keys.get(kid)
+            if before is not None and _RANK[before.state] > _RANK[record.state]:
+                new.keys[kid] = before
+        self.keys.load_snapshot(new.to_snapshot())
+        self._remember(text)
+        self.resets += 1
+        log.warning(
+            "the issuer's log went back from seq %d to %d (new log or restored backup); "
+            "revocations were kept", old.seq, snapshot.seq,
+        )
+
+    def offer(self, text: object) -> Outcome | None:
+        """Open and fold one event; None when it was refused (counted, nothing applied)."""
+        try:
+            if not isinstance(text, str):
+                raise TypeError("stream entry without an event text")
+            event = self.anchor.open_event(text, issuer=self.issuer)
+            outcome = self.keys.apply(event)
+        except ProtocolError as exc:
+            self._refuse(exc.code)
+            return None
+        except (ValueError, TypeError):
+            self._refuse("malformed")
+            return None
+        if outcome is Outcome.APPLIED:
+            self._events.append(text)
+            self.version += 1
+        return outcome
+
+    def compact(self, text: str) -> None:
+        """A verified snapshot at exactly the current seq replaces the events kept after the last."""
+        self._remember(text)
+
+    def _remember(self, text: str) -> None:
+        self._snapshot = text
+        self._events = []
+        self.version += 1
+
+    def _refuse(self, code: str) -> None:
+        self.refused[code] += 1
+        log.warning("refused an event from the log (%s)", code)
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())

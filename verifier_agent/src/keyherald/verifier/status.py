@@ -1,0 +1,57 @@
+"""What an agent reports about itself: for health endpoints, metrics and the operator's eyes.
+
+Plain data, built on demand from the follower's and the validator's counters; ``as_dict()``
+is JSON-ready. ``age`` is the issuer time of the last verified event (a heartbeat at least
+every few seconds while the issuer lives) measured against the agent's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["AgentStatus", "KeyStatus"]
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    kid: str
+    alg: str
+    state: str
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    issuer: str
+    namespace: str
+    bootstrapped: bool
+    source: str
+    """Where the state came from at start-up: ``redis``, ``cache`` (the cache file) or ``memory``."""
+    connected: bool
+    seq: int
+    """The seq of the last event applied."""
+    age: float | None
+    """Seconds since the issuer time of the last verified event or heartbeat (None before bootstrap)."""
+    stale: bool
+    """True when ``max_staleness`` is set and ``age`` exceeds it: every token is then refused."""
+    max_staleness: float | None
+    keys: tuple[KeyStatus, ...]
+    revoked_tokens: int
+    revoked_subjects: int
+    refused_events: int
+    """Envelopes refused (forged, tampered, malformed); a replayed old event is not counted."""
+    refused_by_reason: Mapping[str, int] = field(default_factory=dict)
+    resyncs: int = 0
+    resets: int = 0
+    disconnects: int = 0
+    unknown_kid: int = 0
+    """Tokens refused because their kid is not in the cache (verify never fetches keys)."""
+    tokens: Mapping[str, int] = field(default_factory=dict)
+    """The validator's counters: refusals by reason, cache hits and misses."""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["refused_by_reason"] = dict(self.refused_by_reason)
+        data["tokens"] = dict(self.tokens)
+        return data
