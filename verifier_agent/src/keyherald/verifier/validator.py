@@ -177,6 +177,8 @@ class Validator:
         try:
             if type(token) is not str:
                 token = _as_text(token)
+            if len(token) > MAX_TOKEN_LENGTH:  # before hashing it for the cache
+                raise MalformedToken("token is too long")
             entry = self._cache.get(token)
             if entry is None:
                 return self._verify_uncached(token)
@@ -229,8 +231,8 @@ class Validator:
         now = self._clock()
         if not keys.bootstrapped or now - state.time > self._stale_after:
             raise StaleState("no fresh word from the issuer")
-        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
-            raise MalformedToken("token is too long or not ASCII")
+        if not token.isascii():
+            raise MalformedToken("token is not ASCII")
         raw = token.encode("ascii")
         parts = raw.split(b".")
         if len(parts) != 3:
@@ -309,8 +311,11 @@ class Validator:
         if "[" in text or text.find("{", 1) >= 0:
             nested = tuple(k for k, v in claims.items() if type(v) is list or type(v) is dict)
         result = claims.copy()
-        for name in nested:
-            result[name] = _thaw(result[name])
+        try:
+            for name in nested:
+                result[name] = _thaw(result[name])
+        except RecursionError:  # parsed just below the limit: too deep to copy
+            raise MalformedToken("token claims nest too deeply") from None
         if self._cache_size:
             cache = self._cache
             cache[token] = (claims, exp, iat, kid, jti, sub, nested)
