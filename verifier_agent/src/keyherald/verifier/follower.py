@@ -30,8 +30,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from keyherald.shared.errors import ProtocolError
+from keyherald.shared.events import Snapshot
 from keyherald.shared.names import EVENT_FIELD, Names, stream_id
-from keyherald.shared.state import Outcome
+from keyherald.shared.state import Outcome, State
 
 from .signedstate import SignedState
 
@@ -70,6 +71,12 @@ def _reraise_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _other_log(snapshot: Snapshot, state: State) -> bool:
+    """At the same seq, the same log has the same time and keys (revocations may differ
+    after a reset, which keeps old ones)."""
+    return snapshot.time != state.time or {k.kid for k in snapshot.keys} != set(state.keys)
 
 
 def _entry_id(text: str) -> tuple[int, int]:
@@ -196,7 +203,8 @@ class Follower:
         if snapshot.seq > current or (gap and snapshot.seq == current):
             self._signed.load(raw, snapshot, resync=True)
             self._cursor = max(self._cursor, position)
-        elif snapshot.seq < current:
+        elif snapshot.seq < current or _other_log(snapshot, self._signed.keys.state):
+            # Behind us, or level with us but different: another log than the one we followed.
             self._signed.reset(raw, snapshot)
             self._cursor = position
         else:
