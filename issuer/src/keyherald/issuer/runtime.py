@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import uvicorn
 from redis.exceptions import RedisError
@@ -26,6 +27,9 @@ from .leader import LeaderLease
 from .rotation import Rotator
 from .settings import IssuerSettings
 from .tokens import TokenSigner
+
+if TYPE_CHECKING:
+    from keyherald.verifier.agent import VerifierAgent
 
 __all__ = ["IssuerRuntime"]
 
@@ -59,6 +63,8 @@ class IssuerRuntime:
         self._rotator: Rotator | None = None
         self.http_port: int | None = None
         self._http_started = asyncio.Event()
+        self.agent: VerifierAgent | None = None
+        """The issuer's own verifier agent (audience: the issuer): it checks admin API tokens."""
 
     @property
     def tick_interval(self) -> float:
@@ -73,6 +79,7 @@ class IssuerRuntime:
         await self._duty_once()
         await self.signer.refresh()
         self._tasks.append(asyncio.create_task(self._duty_loop(), name="keyherald-duty"))
+        self._tasks.append(asyncio.create_task(self._admin_agent(), name="keyherald-admin-agent"))
         if self._serve_http:
             self._tasks.append(asyncio.create_task(self._http(), name="keyherald-http"))
             await asyncio.wait_for(self._http_started.wait(), timeout=15)
@@ -84,6 +91,10 @@ class IssuerRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            with contextlib.suppress(Exception):
+                await agent.stop()
         if self._lease is not None and self.role == "leader":
             with contextlib.suppress(RedisError, OSError):
                 await self._lease.release()
@@ -124,6 +135,30 @@ class IssuerRuntime:
             except (IssuerError, ProtocolError) as exc:
                 log.error("duty cycle failed: %s", exc)
                 await asyncio.sleep(1.0)
+
+    async def _admin_agent(self) -> None:
+        """Start the agent that checks admin tokens; retried until the log has a snapshot."""
+        from keyherald.verifier.agent import VerifierAgent
+        from keyherald.verifier.errors import BootstrapError
+        from keyherald.verifier.settings import VerifierSettings
+
+        s = self.settings
+        anchor = self.ctx.control.anchor
+        assert anchor.key is not None
+        settings = VerifierSettings(
+            redis_url=s.redis_url, namespace=s.namespace, issuer=s.issuer, audience=s.issuer,
+            trust_anchor=json.dumps(anchor.key.jwk), startup_timeout=5.0, leeway=5.0,
+            max_staleness=None, cache_path=None,
+        )
+        while self.agent is None:
+            agent = VerifierAgent(settings, clock=self.clock)
+            try:
+                await agent.start()
+            except (BootstrapError, RedisError, OSError) as exc:
+                log.warning("admin API waits for the verifier agent: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.agent = agent
 
     async def _http(self) -> None:
         from .http import create_app

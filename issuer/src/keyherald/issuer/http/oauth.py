@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..clients import Client, parse_client, secret_matches
+from ..ratelimit import Verdict
 
 if TYPE_CHECKING:
     from . import Service
@@ -150,6 +151,14 @@ def _credentials(request: Request, form: Form) -> ClientAuth:
     return ClientAuth(body_id, body_secret, "client_secret_post")
 
 
+def _refuse_if_limited(verdict: Verdict) -> None:
+    if verdict.limited:
+        raise OAuthError(
+            "temporarily_unavailable", "too many failed authentications; retry later",
+            status=429, headers={"Retry-After": str(verdict.retry_after)},
+        )
+
+
 def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -168,6 +177,7 @@ async def authenticate_client(service: Service, request: Request, form: Form) ->
         auth = _credentials(request, form)
     except OAuthError as exc:
         if exc.error == "invalid_client":
+            _refuse_if_limited(await limiter.check(None, address))
             await limiter.record_failure(None, address)
         raise
     client_key, address_key = limiter.keys(auth.client_id, address)
@@ -176,12 +186,7 @@ async def authenticate_client(service: Service, request: Request, form: Form) ->
         pipe.get(client_key or "")
         pipe.get(address_key or "")
         raw, client_count, address_count = await pipe.execute()
-    verdict = limiter.verdict(client_count, address_count)
-    if verdict.limited:
-        raise OAuthError(
-            "temporarily_unavailable", "too many failed authentications; retry later",
-            status=429, headers={"Retry-After": str(verdict.retry_after)},
-        )
+    _refuse_if_limited(limiter.verdict(client_count, address_count))
     client = parse_client(raw)
     if not secret_matches(client, auth.secret) or client is None:
         await limiter.record_failure(auth.client_id, address)
