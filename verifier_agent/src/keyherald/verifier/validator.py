@@ -5,16 +5,21 @@
 raises an :class:`~keyherald.verifier.errors.InvalidToken` subclass; nothing else escapes,
 whatever the input. Checks, in order:
 
-1. ``stale``: no bootstrapped state, or (with ``max_staleness``) no verified word from the
-   issuer for longer than that. First, on cache hits too: fail closed.
-2. ``malformed``: not a str or ASCII bytes, over 8 KiB, not three strict base64url parts
-   (no padding, whitespace or non-canonical trailing bits), header not strict JSON, no
-   ``kid``, ``typ`` not ``at+jwt``, any ``crit``.
-3. ``algorithm_not_allowed``: a header that supplies a key (jwk, jku, x5u, x5c), an alg
-   outside ES256/EdDSA/RS256 (``none``, every HMAC), or an alg other than the key's own.
-4. ``unknown_key`` (kid not in the cache; counted), ``key_revoked``, then ``bad_signature``.
+1. ``malformed`` for anything but a str or ASCII bytes of at most 8 KiB (before anything
+   else: a huge string is not even hashed for the cache).
+2. ``stale``: no bootstrapped state, or (with ``max_staleness``) no verified word from the
+   issuer for longer than that. On cache hits too: fail closed.
+3. The header (parsed once per distinct header, then remembered): ``malformed`` unless
+   three dot-separated parts, strict base64url (no padding, whitespace or non-canonical
+   trailing bits) and strict JSON (no duplicate members, no NaN), a ``kid``, ``typ``
+   ``at+jwt`` (RFC 9068) and no ``crit`` (we understand no extension);
+   ``algorithm_not_allowed`` for a header that supplies a key (jwk, jku, x5u, x5c: an
+   attempt to choose the key, hence the algorithm), an alg outside ES256/EdDSA/RS256
+   (``none``, every HMAC), or an alg other than the kid's key's own; ``unknown_key`` for a
+   kid the cache does not hold (counted apart in ``unknown_kids``).
+4. The other two parts' encoding (``malformed``), ``key_revoked``, then ``bad_signature``.
 5. Claims, only once the signature holds: payload strict JSON, ``exp`` and ``iat`` required
-   numbers (``nbf`` optional), ``jti``/``sub`` strings if present, else ``malformed``;
+   NumericDates (``nbf`` optional), ``jti``/``sub`` strings if present, else ``malformed``;
    ``iss`` (missing or other: ``wrong_issuer``); ``aud`` str or list of str containing one of
    ours (missing or none of ours: ``wrong_audience``); ``expired`` and ``not_yet_valid`` with
    the leeway; ``lifetime_exceeded`` when exp - iat exceeds the issuer's published maximum
@@ -38,11 +43,12 @@ import binascii
 import math
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.events import REVOCATION_GRACE, KeyState
 
+from ._claims import MAX_TIME, check_audience, numeric_date, thaw
 from ._compact import (
     CANONICAL_LAST,
     PAD,
@@ -66,7 +72,6 @@ from .errors import (
     TokenNotYetValid,
     TokenRevoked,
     UnknownKey,
-    WrongAudience,
     WrongIssuer,
 )
 from .keycache import KeyCache
@@ -80,7 +85,6 @@ REASONS = (
     "key_revoked", "key_not_active", "stale",
 )
 _REVOKED = KeyState.REVOKED
-_MAX_TIME = 1 << 53  # NumericDate bound: beyond it floats lose seconds; inf and NaN fail too
 _INF = math.inf
 _MAX_CACHED_HEADERS = 256
 _a2b = binascii.a2b_base64
@@ -89,18 +93,6 @@ _a2b = binascii.a2b_base64
 _Entry = tuple[dict[str, Any], float, float, str, "str | None", "str | None", tuple[str, ...]]
 """A cached token: (claims, exp, iat, kid, jti, sub, names of claims holding lists or objects).
 A plain tuple: built and unpacked faster than a NamedTuple, and this is the hot path."""
-
-
-def _thaw(value: Any) -> Any:
-    if type(value) is dict:
-        return {k: _thaw(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_thaw(v) for v in value]
-    return value
-
-
-def _number(value: Any) -> TypeGuard[float]:
-    return (type(value) is int or type(value) is float) and 0 <= value < _MAX_TIME
 
 
 def _as_text(token: Any) -> str:
@@ -179,7 +171,8 @@ class Validator:
                 token = _as_text(token)
             if len(token) > MAX_TOKEN_LENGTH:  # before hashing it for the cache
                 raise MalformedToken("token is too long")
-            entry = self._cache.get(token)
+            cache = self._cache
+            entry = cache.get(token)
             if entry is None:
                 return self._verify_uncached(token)
             # Cache hit: the token's own checks hold; re-check what time and events change.
@@ -204,13 +197,13 @@ class Validator:
                 self._evict(token)
                 raise (UnknownKey("signing key is gone") if record is None else KeyRevoked("signing key is revoked"))
             try:
-                self._cache.move_to_end(token)
+                cache.move_to_end(token)
             except KeyError:  # evicted by another thread meanwhile: still valid
                 pass
             self._hits += 1
             result = claims.copy()
             for name in nested:
-                result[name] = _thaw(result[name])
+                result[name] = thaw(result[name])
             return result
         except InvalidToken as exc:
             self._refused[exc.reason] = self._refused.get(exc.reason, 0) + 1
@@ -231,9 +224,10 @@ class Validator:
         now = self._clock()
         if not keys.bootstrapped or now - state.time > self._stale_after:
             raise StaleState("no fresh word from the issuer")
-        if not token.isascii():
-            raise MalformedToken("token is not ASCII")
-        raw = token.encode("ascii")
+        try:
+            raw = token.encode("ascii")
+        except UnicodeEncodeError:
+            raise MalformedToken("token is not ASCII") from None
         parts = raw.split(b".")
         if len(parts) != 3:
             raise MalformedToken("token is not three dot-separated parts")
@@ -274,9 +268,9 @@ class Validator:
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
         jti, sub = claims.get("jti"), claims.get("sub")
         if not (
-            (type(exp) is int or type(exp) is float) and 0 <= exp < _MAX_TIME
-            and (type(iat) is int or type(iat) is float) and 0 <= iat < _MAX_TIME
-            and (nbf is None or _number(nbf))
+            (type(exp) is int or type(exp) is float) and 0 <= exp < MAX_TIME
+            and (type(iat) is int or type(iat) is float) and 0 <= iat < MAX_TIME
+            and (nbf is None or numeric_date(nbf))
         ):
             raise MalformedToken("token exp, iat or nbf missing or not a NumericDate")
         if (jti is not None and type(jti) is not str) or (sub is not None and type(sub) is not str):
@@ -287,7 +281,7 @@ class Validator:
                 else WrongIssuer("token from another issuer")
         aud = claims.get("aud")
         if type(aud) is not str or aud not in self._audiences:
-            self._check_audience(aud)
+            check_audience(aud, self._audiences)
         leeway = self._leeway
         if exp <= now - leeway:
             raise TokenExpired("token has expired")
@@ -313,7 +307,7 @@ class Validator:
         result = claims.copy()
         try:
             for name in nested:
-                result[name] = _thaw(result[name])
+                result[name] = thaw(result[name])
         except RecursionError:  # parsed just below the limit: too deep to copy
             raise MalformedToken("token claims nest too deeply") from None
         if self._cache_size:
@@ -349,17 +343,3 @@ class Validator:
             self._headers.clear()
         self._headers[head] = (kid, check)
         return kid, check
-
-    def _check_audience(self, aud: Any) -> None:
-        audiences = self._audiences
-        if type(aud) is str:
-            if aud in audiences:
-                return
-        elif type(aud) is list:
-            if not all(type(a) is str for a in aud):
-                raise MalformedToken("token aud is not a string or list of strings")
-            if not audiences.isdisjoint(aud):
-                return
-        elif aud is not None:
-            raise MalformedToken("token aud is not a string or list of strings")
-        raise WrongAudience("token is not meant for this audience")
