@@ -99,6 +99,8 @@ class VerifierAgent:
         """Bootstrap (or raise BootstrapError), then follow in the background."""
         if self._tasks:
             raise RuntimeError("the agent is already running")
+        if self._source == "memory":
+            return  # fed in memory (keyherald.verifier.testing): nothing to follow
         if self._redis is None:
             self._redis = connect(self.settings.redis_url)
         follower = self._follower = Follower(self._redis, self.settings.names, self._signed)

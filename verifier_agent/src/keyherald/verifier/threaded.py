@@ -32,7 +32,11 @@ class BackgroundLoop:
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.call_soon(self._started.set)
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
 
     def start(self) -> None:
         self._thread.start()
@@ -47,8 +51,6 @@ class BackgroundLoop:
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.close()
 
     @property
     def running(self) -> bool:
