@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from typing import Any
 
 import jwt as pyjwt
@@ -417,3 +418,46 @@ async def test_issuer_tokens_rotation_and_revocations_end_to_end(
     await _catch_up(issuer_ctx, cache)
     assert refusal(validator, mint(await issuer_ctx.keystore.get(third.kid))) == "revoked"
     assert validator.counters["unexpected_errors"] == 0
+
+
+# --- threads and the benchmark ------------------------------------------------------------------
+
+def test_threads_verifying_while_events_arrive_see_claims_or_refusals_only(es: Kit) -> None:
+    """The sync agent runs verify on request threads while the follower folds events."""
+    validator = es.validator(cache_size=3)
+    tokens = [es.token(jti=f"t{i}", sub=f"s{i}") for i in range(8)]
+    failures: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            for _ in range(300):
+                for token in tokens:
+                    try:
+                        validator.verify(token)
+                    except InvalidToken:
+                        pass
+        except BaseException as exc:  # any escape at all fails the test below
+            failures.append(exc)
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    now = int(es.clock())
+    for i in range(0, 8, 2):
+        es.event(EventType.TOKEN_REVOKED, {"jti": f"t{i}", "expires_at": now + TTL})
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert validator.counters["unexpected_errors"] == 0
+    assert [refusal(validator, tokens[i]) for i in range(0, 8, 2)] == ["revoked"] * 4
+    assert all(validator.verify(tokens[i])["jti"] == f"t{i}" for i in range(1, 8, 2))
+
+
+def test_the_benchmark_runs_and_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a timing test (timings are the benchmark's business): it must not rot."""
+    from bench import verify as bench
+
+    bench.main(["--rounds", "1", "--round-ms", "1"])
+    out = capsys.readouterr().out
+    for row in ("| ES256 | keyherald |", "| EdDSA | PyJWT |", "| RS256 | joserfc |", "cached"):
+        assert row in out
