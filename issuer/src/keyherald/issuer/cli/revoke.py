@@ -1,11 +1,106 @@
-"""``keyherald revoke ...`` (the token service issue fills this in)."""
+"""``keyherald revoke token|subject|key``: publish a revocation every agent applies within a second.
+
+Acts with the issuer's own settings (Redis URL, KEK), as a replica does: no running issuer
+is needed. Each prints the seq of the event it published.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["register"]
+from ..admin import Admin
+from ..clients import ClientRegistry
+from ..context import IssuerContext
+from ._common import add_settings_flags, emit_json, settings_from
+
+__all__ = ["parse_time", "register"]
+
+
+def parse_time(text: str) -> int:
+    """Unix seconds (``1767225600``) or ISO 8601 (``2026-01-01T00:00:00Z``; no zone means UTC)."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither Unix seconds nor an ISO 8601 time (2026-01-01T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 def register(sub: Any) -> None:
-    return None
+    revoke = sub.add_parser("revoke", help="revoke a token, every token of a subject, or a key")
+    revoke_sub = revoke.add_subparsers(dest="revoke_command", metavar="WHAT", required=True)
+
+    token = revoke_sub.add_parser("token", help="one token, by its jti and exp, or the token itself")
+    which = token.add_mutually_exclusive_group(required=True)
+    which.add_argument("--jti", help="the token's jti (give --expires-at too)")
+    which.add_argument("--token", help="the token itself (checked against the issuer's keys)")
+    token.add_argument("--expires-at", type=parse_time, metavar="T",
+                       help="the token's exp: Unix seconds or ISO 8601")
+    token.set_defaults(handler=_token)
+
+    subject = revoke_sub.add_parser(
+        "subject", help="every token issued to a client up to now (this second included)"
+    )
+    subject.add_argument("sub", metavar="CLIENT_ID")
+    subject.set_defaults(handler=_subject)
+
+    key = revoke_sub.add_parser("key", help="a compromised key: an active one is replaced at once")
+    key.add_argument("kid", metavar="KID")
+    key.set_defaults(handler=_key)
+
+    for parser in (token, subject, key):
+        parser.add_argument("--json", action="store_true", help="print {seq} as JSON")
+        add_settings_flags(parser)
+
+
+def _done(args: argparse.Namespace, what: str, seq: int) -> int:
+    if args.json:
+        emit_json({"seq": seq})
+    else:
+        print(f"revoked {what}; seq {seq}")
+    return 0
+
+
+async def _token(args: argparse.Namespace) -> int:
+    from ..http.revoke import verified_claims
+
+    if args.jti is not None and args.expires_at is None:
+        raise ValueError("--jti needs --expires-at (the token's exp), so the revocation can be forgotten after it")
+    if args.token is not None and args.expires_at is not None:
+        raise ValueError("--expires-at goes with --jti; with --token the exp is read from the token")
+    settings = settings_from(args)
+    async with IssuerContext(settings) as ctx:
+        jti, expires_at = args.jti, args.expires_at
+        if args.token is not None:
+            claims = verified_claims(args.token.strip(), await ctx.log.read_state(), settings.issuer)
+            jti, expires_at = (claims or {}).get("jti"), (claims or {}).get("exp")
+            if not isinstance(jti, str) or not isinstance(expires_at, int):
+                raise ValueError("that is not a token this issuer signed with a key it still holds")
+            if expires_at < ctx.clock():
+                print("the token has expired already; nothing to revoke", file=sys.stderr)
+                return 0
+        seq = await Admin(ctx).revoke_token(jti, int(expires_at))
+    return _done(args, f"token {jti}", seq)
+
+
+async def _subject(args: argparse.Namespace) -> int:
+    async with IssuerContext(settings_from(args)) as ctx:
+        if await ClientRegistry(ctx.redis, ctx.names).get(args.sub) is None:
+            print(f"note: no registered client is named {args.sub!r}; revoking the subject anyway", file=sys.stderr)
+        seq = await Admin(ctx).revoke_subject(args.sub)
+    return _done(args, f"every token of {args.sub} issued so far", seq)
+
+
+async def _key(args: argparse.Namespace) -> int:
+    async with IssuerContext(settings_from(args)) as ctx:
+        seq = await Admin(ctx).revoke_key(args.kid)
+    return _done(args, f"key {args.kid}", seq)
