@@ -11,15 +11,19 @@ import base64
 import hashlib
 import hmac
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from keyherald.shared.clock import ManualClock
 from keyherald.shared.encoding import b64url_decode, b64url_encode
+from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.events import EventType, KeyState
 from keyherald.shared.jwk import SigningKey
 from keyherald.verifier.errors import InvalidToken
+from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.validator import MAX_TOKEN_LENGTH, Validator
 
 from .validator_kit import Kit, forge
@@ -255,3 +259,29 @@ def test_a_jwe_shaped_or_nested_token_is_malformed(es: Kit) -> None:
                     inner.encode(), es.key.sign)
     assert refusal(es.validator(), wrapped) == "malformed"  # payload is a JWS, not a JSON object
     assert refusal(es.validator(), inner + ".AAAA.AAAA") == "malformed"
+
+
+# --- the shared token vectors (tests/vectors/tokens.json, for agents in any language) ---------
+
+VECTORS = Path(__file__).parents[1] / "vectors"
+
+
+def _vector_ids() -> list[str]:
+    return [v["name"] for v in json.loads((VECTORS / "tokens.json").read_text())["vectors"]]
+
+
+@pytest.mark.parametrize("name", _vector_ids())
+def test_token_vectors(name: str) -> None:
+    protocol = json.loads((VECTORS / "protocol.json").read_text())
+    doc = json.loads((VECTORS / "tokens.json").read_text())
+    vector = next(v for v in doc["vectors"] if v["name"] == name)
+    agent = doc["agent"]
+    anchor = TrustAnchor.from_jwk(protocol["anchor_jwk"])
+    cache = KeyCache(agent["issuer"])
+    cache.load_snapshot(anchor.open_snapshot(protocol["snapshot"]["jws"], issuer=agent["issuer"]))
+    validator = Validator(cache, issuer=agent["issuer"], audience=agent["audience"],
+                          leeway=agent["leeway"], clock=ManualClock(vector["now"]))
+    if "reason" in vector:
+        assert refusal(validator, vector["token"]) == vector["reason"]
+    else:
+        assert validator.verify(vector["token"]) == vector["claims"]
