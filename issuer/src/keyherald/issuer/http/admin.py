@@ -13,7 +13,7 @@ Answers per RFC 6750: 401 ``invalid_token`` (or no error code when no token was 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -104,34 +104,34 @@ def admin_router(service: Service) -> APIRouter:
         log.info("admin API call by %s: %s %s", claims.get("sub"), request.method, request.url.path)
         return claims
 
-    Admin = Annotated[dict[str, Any], Depends(require_admin)]
-    router = APIRouter(prefix="/admin", tags=["admin"])
+    # Every route of the router requires an admin token (a router-level dependency).
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
     admin = service.runtime.admin
 
     def registry() -> ClientRegistry:
         return ClientRegistry(service.redis, service.names, clock=service.clock)
 
     @router.get("/keys", summary="every key agents hold, with its state and times")
-    async def keys(_: Admin) -> Any:
+    async def keys() -> Any:
         return [describe(r) for r in await admin.keys()]
 
     @router.post("/keys/rotate", summary="activate the standby now; emergency also revokes the old key")
-    async def rotate(body: Rotation, _: Admin) -> Any:
+    async def rotate(body: Rotation) -> Any:
         return {"seq": await admin.rotate(emergency=body.emergency)}
 
     @router.post("/revoke/key", summary="revoke a (compromised) key: emergency rotation if it is active")
-    async def revoke_key(body: KeyRevocation, _: Admin) -> Any:
+    async def revoke_key(body: KeyRevocation) -> Any:
         try:
             return {"seq": await admin.revoke_key(body.kid)}
         except KeyNotFound:
             return _bad("no key with that kid", 404, "not_found")
 
     @router.post("/revoke/subject", summary="refuse every token issued to a subject up to now")
-    async def revoke_subject(body: SubjectRevocation, _: Admin) -> Any:
+    async def revoke_subject(body: SubjectRevocation) -> Any:
         return {"seq": await admin.revoke_subject(body.sub)}
 
     @router.post("/revoke/token", summary="revoke one token, given itself or its jti and exp")
-    async def revoke_token(body: TokenRevocation, _: Admin) -> Any:
+    async def revoke_token(body: TokenRevocation) -> Any:
         if body.token is not None:
             claims = verified_claims(body.token, await service.state(), settings.issuer)
             jti, exp = (claims or {}).get("jti"), (claims or {}).get("exp")
@@ -143,11 +143,11 @@ def admin_router(service: Service) -> APIRouter:
         return {"seq": await admin.revoke_token(body.jti, body.expires_at), "jti": body.jti}
 
     @router.get("/clients", summary="registered clients (never their secrets)")
-    async def clients(_: Admin) -> Any:
+    async def clients() -> Any:
         return [c.public() for c in await registry().list()]
 
     @router.post("/clients", status_code=201, summary="register a client; its secret is shown once")
-    async def create_client(body: NewClient, _: Admin) -> Any:
+    async def create_client(body: NewClient) -> Any:
         try:
             client, secret = await registry().create(
                 body.name, audiences=body.audiences, scopes=body.scopes, ttl=body.ttl
@@ -161,14 +161,14 @@ def admin_router(service: Service) -> APIRouter:
         )
 
     @router.post("/clients/{client_id}/disable", summary="the client gets no more tokens")
-    async def disable_client(client_id: str, _: Admin) -> Any:
+    async def disable_client(client_id: str) -> Any:
         try:
             return (await registry().disable(client_id)).public()
         except ClientNotFound:
             return _bad("no such client", 404, "not_found")
 
     @router.post("/clients/{client_id}/rotate-secret", summary="a new secret; the old one stops at once")
-    async def rotate_secret(client_id: str, _: Admin) -> Any:
+    async def rotate_secret(client_id: str) -> Any:
         try:
             client, secret = await registry().rotate_secret(client_id)
         except ClientNotFound:

@@ -1,0 +1,94 @@
+"""The client registry against a real server: secrets stored only hashed, policy fields kept."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from keyherald.issuer.clients import ClientRegistry, hash_secret, secret_matches
+from keyherald.issuer.context import IssuerContext
+from keyherald.issuer.errors import ClientExists, ClientNotFound
+from keyherald.shared.clock import ManualClock
+from keyherald.shared.encoding import b64url_decode
+
+
+@pytest.fixture
+def registry(issuer_ctx: IssuerContext, clock: ManualClock) -> ClientRegistry:
+    return ClientRegistry(issuer_ctx.redis, issuer_ctx.names, clock=clock)
+
+
+async def test_secret_has_256_bits_and_only_a_salted_hash_is_stored(registry: ClientRegistry,
+                                                                    issuer_ctx: IssuerContext) -> None:
+    client, secret = await registry.create("orders", audiences=["inventory"], scopes=["inventory:read"], ttl=60)
+    assert secret.startswith("khs_") and len(b64url_decode(secret.removeprefix("khs_"))) == 32
+    raw = await issuer_ctx.redis.hget(issuer_ctx.names.clients, "orders")
+    assert raw is not None and secret not in raw and secret.removeprefix("khs_") not in raw
+    stored = json.loads(raw)
+    assert stored["secret_hash"] == hash_secret(secret, bytes.fromhex(stored["secret_salt"]))
+    assert "secret" not in client.public() and "secret_hash" not in client.public()
+    assert secret not in repr(client)
+
+
+async def test_same_secret_text_hashes_differently_per_client(registry: ClientRegistry) -> None:
+    a, _ = await registry.create("a", audiences=["x"])
+    b, _ = await registry.create("b", audiences=["x"])
+    assert a.secret_salt != b.secret_salt
+
+
+async def test_authenticate_accepts_only_the_current_secret(registry: ClientRegistry) -> None:
+    _, secret = await registry.create("orders", audiences=["inventory"])
+    assert await registry.authenticate("orders", secret) is not None
+    assert await registry.authenticate("orders", secret[:-1]) is None
+    assert await registry.authenticate("orders", "") is None
+    assert await registry.authenticate("nobody", secret) is None
+    _, new = await registry.rotate_secret("orders")
+    assert await registry.authenticate("orders", secret) is None
+    assert await registry.authenticate("orders", new) is not None
+    assert not secret_matches(None, new)
+
+
+async def test_fields_listing_and_lifecycle(registry: ClientRegistry, clock: ManualClock) -> None:
+    await registry.create("zeta", audiences=["b", "a", "b"], scopes=["s1", "s2", "s1"], ttl=90)
+    await registry.create("alpha", audiences=["a"])
+    listed = await registry.list()
+    assert [c.client_id for c in listed] == ["alpha", "zeta"]
+    zeta = listed[1]
+    assert zeta.audiences == ("b", "a") and zeta.scopes == ("s1", "s2") and zeta.ttl == 90
+    assert zeta.created_at == int(clock()) and not zeta.disabled
+    assert (await registry.disable("zeta")).disabled
+    assert (await registry.get("zeta")).disabled  # type: ignore[union-attr]
+    assert not (await registry.enable("zeta")).disabled
+    await registry.delete("alpha")
+    assert await registry.get("alpha") is None
+    with pytest.raises(ClientNotFound):
+        await registry.delete("alpha")
+    with pytest.raises(ClientNotFound):
+        await registry.rotate_secret("alpha")
+
+
+async def test_names_are_unique_and_validated(registry: ClientRegistry) -> None:
+    await registry.create("orders", audiences=["inventory"])
+    with pytest.raises(ClientExists):
+        await registry.create("orders", audiences=["other"])
+    for bad in ("", "-x", "a b", "a:b", "x" * 65, "é"):
+        with pytest.raises(ValueError, match="client name"):
+            await registry.create(bad, audiences=["x"])
+    with pytest.raises(ValueError, match="audience"):
+        await registry.create("ok", audiences=[])
+    with pytest.raises(ValueError, match="audience"):
+        await registry.create("ok", audiences=["has space"])
+    with pytest.raises(ValueError, match="scope"):
+        await registry.create("ok", audiences=["x"], scopes=["a\\b"])
+    with pytest.raises(ValueError, match="ttl"):
+        await registry.create("ok", audiences=["x"], ttl=0)
+
+
+async def test_concurrent_updates_lose_nothing(registry: ClientRegistry) -> None:
+    await registry.create("orders", audiences=["inventory"])
+    results = await asyncio.gather(*(registry.rotate_secret("orders") for _ in range(10)), registry.disable("orders"))
+    final = await registry.get("orders")
+    assert final is not None and final.disabled
+    secrets_issued = [r.secret for r in results[:10]]  # type: ignore[union-attr]
+    assert sum(secret_matches(final, s) for s in secrets_issued) == 1
