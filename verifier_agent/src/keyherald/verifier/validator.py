@@ -301,6 +301,10 @@ class Validator:
             if cut is not None and iat <= cut.revoked_at:
                 raise TokenRevoked("token's subject is revoked")
 
+        size = self._cache_size
+        if not size:
+            return claims  # no cache: nothing the caller could corrupt
+        # The cache keeps the parsed claims; the caller gets a copy, deep where it must be.
         nested: tuple[str, ...] = ()
         if "[" in text or text.find("{", 1) >= 0:
             nested = tuple(k for k, v in claims.items() if type(v) is list or type(v) is dict)
@@ -310,14 +314,13 @@ class Validator:
                 result[name] = thaw(result[name])
         except RecursionError:  # parsed just below the limit: too deep to copy
             raise MalformedToken("token claims nest too deeply") from None
-        if self._cache_size:
-            cache = self._cache
-            cache[token] = (claims, exp, iat, kid, jti, sub, nested)
-            if len(cache) > self._cache_size:
-                try:
-                    cache.popitem(last=False)
-                except KeyError:  # emptied by another thread meanwhile
-                    pass
+        cache = self._cache
+        cache[token] = (claims, exp, iat, kid, jti, sub, nested)
+        if len(cache) > size:
+            try:
+                cache.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                pass
         return result
 
     def _header(self, head: bytes) -> tuple[str, SignatureCheck]:
