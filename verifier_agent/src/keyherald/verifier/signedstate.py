@@ -10,18 +10,52 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.errors import ProtocolError
-from keyherald.shared.events import KeyState, Snapshot
+from keyherald.shared.events import Event, KeyState, Snapshot
 from keyherald.shared.state import Outcome, State
 
 from .keycache import KeyCache
 
-__all__ = ["Material", "SignedState"]
+__all__ = ["Material", "SignedState", "set_shared_verification"]
 
 log = logging.getLogger("keyherald.verifier")
+
+_SHARED_SIZE = 256
+_shared: dict[tuple[str, str, str], Event] | None = {}
+"""Envelopes this process already verified, by (anchor thumbprint, issuer, exact text).
+
+Several agents in one process (one per audience, or a benchmark's thousand) receive the
+same bytes; the first checks the signature, the others reuse that verdict. Only successes
+are kept, keyed by the exact text and the pinned key's thumbprint, so nothing unverified
+can enter: a different byte is a different key."""
+
+
+def set_shared_verification(enabled: bool) -> None:
+    """Turn the per-process sharing of envelope verification on (default) or off."""
+    global _shared
+    _shared = {} if enabled else None
+
+
+def _open_event(anchor: TrustAnchor, text: str, issuer: str) -> Event:
+    shared = _shared
+    if shared is None:
+        return anchor.open_event(text, issuer=issuer)
+    key = (anchor.thumbprint, issuer, text)
+    event = shared.get(key)
+    if event is None:
+        event = anchor.open_event(text, issuer=issuer)
+        shared[key] = event
+        if len(shared) > _SHARED_SIZE:
+            try:
+                del shared[next(iter(shared))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread trimmed it
+                pass
+    return event
+
 
 _RANK = {KeyState.PUBLISHED: 0, KeyState.ACTIVE: 1, KeyState.RETIRED: 2, KeyState.REVOKED: 3}
 
@@ -49,6 +83,8 @@ class SignedState:
         self._events: list[str] = []
         self.version = 0
         """Bumped whenever the material changes: the cache file writer watches it."""
+        self.listeners: list[Callable[[Event], None]] = []
+        """Called with each event applied (metrics, benchmarks); must be quick and not raise."""
 
     @property
     def material(self) -> Material | None:
@@ -103,7 +139,7 @@ class SignedState:
         try:
             if not isinstance(text, str):
                 raise TypeError("stream entry without an event text")
-            event = self.anchor.open_event(text, issuer=self.issuer)
+            event = _open_event(self.anchor, text, self.issuer)
             outcome = self.keys.apply(event)
         except ProtocolError as exc:
             self._refuse(exc.code)
@@ -114,6 +150,8 @@ class SignedState:
         if outcome is Outcome.APPLIED:
             self._events.append(text)
             self.version += 1
+            for listener in self.listeners:
+                listener(event)
         return outcome
 
     def compact(self, text: str) -> None:
