@@ -6,9 +6,11 @@ import pytest
 
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
+from keyherald.issuer.tokens import sign_token
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.events import Event, EventType, KeyState
+from keyherald.shared.jwk import SigningKey
 from keyherald.shared.jws import parse_compact
 from keyherald.shared.names import stream_id
 from keyherald.verifier.follower import Follower, connect
@@ -28,8 +30,11 @@ async def issuer(issuer_ctx: IssuerContext) -> IssuerContext:
 
 async def test_bootstrap_verifies_tokens_and_reports_status(issuer: IssuerContext, clock: ManualClock) -> None:
     token = await mint(issuer, clock, scope="read")
+    stranger = sign_token({"iss": issuer.settings.issuer, "aud": "orders", "exp": int(clock()) + 60,
+                           "iat": int(clock())}, SigningKey.generate("ES256"))
     async with running_agent(issuer, clock) as agent:
         claims = agent.verify(token)
+        assert refuses(agent, stranger) == "unknown_key"  # verify never fetches keys
         status = agent.status()
     assert claims["sub"] == "billing-service" and claims["scope"] == "read"
     state = await issuer.log.read_state()
@@ -37,7 +42,7 @@ async def test_bootstrap_verifies_tokens_and_reports_status(issuer: IssuerContex
     assert status.seq == state.seq
     assert status.age == 0 and not status.stale
     assert sorted(k.state for k in status.keys) == [KeyState.ACTIVE, KeyState.PUBLISHED]
-    assert status.refused_events == 0 and status.revoked_tokens == 0
+    assert status.refused_events == 0 and status.revoked_tokens == 0 and status.unknown_kid == 1
     assert status.as_dict()["keys"][0]["kid"] in state.keys
 
 

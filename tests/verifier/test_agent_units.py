@@ -1,0 +1,144 @@
+"""Fast unit tests of the agent's parts: settings, the signed mirror's reset, fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from keyherald.shared.clock import ManualClock
+from keyherald.shared.envelope import ControlKey
+from keyherald.shared.errors import SettingsError
+from keyherald.shared.events import Event, EventType, KeyRecord, KeyState
+from keyherald.shared.jwk import SigningKey
+from keyherald.shared.names import Names, stream_id
+from keyherald.shared.state import State
+from keyherald.verifier import VerifierAgent, VerifierSettings
+from keyherald.verifier.keycache import KeyCache
+from keyherald.verifier.signedstate import SignedState
+
+from .agent_kit import eventually
+
+ISSUER = "https://issuer.test"
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    anchor = ControlKey.generate().anchor
+    path = tmp_path / "anchor.json"
+    path.write_text(json.dumps(anchor.key.jwk if anchor.key else {}))
+    for name, value in {
+        "AUDIENCE": "orders, billing", "TRUST_ANCHOR": str(path), "LEEWAY": "0",
+        "MAX_STALENESS": "1m", "CACHE_PATH": str(tmp_path / "c.json"), "STARTUP_TIMEOUT": "2s",
+        "TOKEN_CACHE_SIZE": "5", "ISSUER": ISSUER, "NAMESPACE": "prod",
+    }.items():
+        monkeypatch.setenv(f"KEYHERALD_{name}", value)
+    settings = VerifierSettings()
+    assert settings.audience == ("orders", "billing") and settings.leeway == 0
+    assert settings.max_staleness == 60 and settings.startup_timeout == 2
+    assert settings.anchor().thumbprint == anchor.thumbprint and settings.names == Names("prod")
+
+
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"audience": ""}, "KEYHERALD_AUDIENCE"),
+        ({"trust_anchor": "not-an-anchor"}, "KEYHERALD_TRUST_ANCHOR"),
+        ({"leeway": "10m"}, "KEYHERALD_LEEWAY"),
+        ({"leeway": "-1"}, "KEYHERALD_LEEWAY"),
+        ({"max_staleness": "soon"}, "KEYHERALD_MAX_STALENESS"),
+        ({"max_staleness": "0.5s"}, "KEYHERALD_MAX_STALENESS"),
+        ({"startup_timeout": "0"}, "KEYHERALD_STARTUP_TIMEOUT"),
+        ({"redis_url": "http://x"}, "KEYHERALD_REDIS_URL"),
+        ({"token_cache_size": "-1"}, "KEYHERALD_TOKEN_CACHE_SIZE"),
+    ],
+)
+def test_bad_settings_name_the_variable(values: dict[str, str], variable: str) -> None:
+    base = {"audience": "orders", "trust_anchor": ControlKey.generate().anchor.thumbprint}
+    with pytest.raises(SettingsError) as caught:
+        VerifierSettings(**{**base, **values})
+    assert caught.value.setting == variable
+
+
+# -- the signed mirror -------------------------------------------------------------------------
+
+
+def _record(key: SigningKey, state: KeyState, **times: int) -> KeyRecord:
+    return KeyRecord(kid=key.kid, alg=key.alg, jwk=key.public.jwk, state=state, published_at=100, **times)
+
+
+def test_an_older_snapshot_never_rolls_back_revocations_or_key_states() -> None:
+    """A replayed old snapshot verifies (the issuer did sign it): the agent adopts its seq
+    but keeps what it knew to be revoked or retired."""
+    control = ControlKey.generate()
+    key = SigningKey.generate("ES256")
+    old = State(issuer=ISSUER, seq=3, time=200.0, max_token_ttl=300,
+                keys={key.kid: _record(key, KeyState.ACTIVE, activated_at=100)})
+    now = State(issuer=ISSUER, seq=9, time=500.0, max_token_ttl=300,
+                keys={key.kid: _record(key, KeyState.RETIRED, activated_at=100, retired_at=400, expires_at=900)},
+                revoked_tokens={"j": 800})
+    keys = KeyCache(ISSUER)
+    signed = SignedState(keys, control.anchor, issuer=ISSUER)
+    text = control.seal_snapshot(now.to_snapshot())
+    signed.load(text, signed.open_snapshot(text))
+    replay = control.seal_snapshot(old.to_snapshot())
+    signed.reset(replay, signed.open_snapshot(replay))
+    assert keys.state.seq == 3 and signed.resets == 1
+    assert keys.state.revoked_tokens == {"j": 800}
+    assert keys.state.keys[key.kid].state is KeyState.RETIRED
+
+
+def test_events_of_another_issuer_or_signer_are_refused_and_counted() -> None:
+    control = ControlKey.generate()
+    keys = KeyCache(ISSUER)
+    signed = SignedState(keys, control.anchor, issuer=ISSUER)
+    text = control.seal_snapshot(State(issuer=ISSUER).to_snapshot())
+    signed.load(text, signed.open_snapshot(text))
+    data = {"jti": "x", "expires_at": 1}
+    signed.offer(control.seal_event(Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer="evil", data=data)))
+    signed.offer(ControlKey.generate().seal_event(
+        Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer=ISSUER, data=data)))
+    signed.offer(control.seal_event(Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer=ISSUER, data={})))
+    signed.offer(None)
+    assert dict(signed.refused) == {"wrong_issuer": 1, "untrusted_signer": 1, "malformed": 2}
+    assert keys.state.seq == 0
+
+
+# -- fault injection ---------------------------------------------------------------------------
+
+
+class FlakyRedis(fakeredis.FakeAsyncRedis):
+    """Fails the next ``failures`` XREADs as a dropped connection would."""
+
+    failures = 0
+
+    async def xread(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("Connection reset by peer")
+        return await super().xread(*args, **kwargs)
+
+
+async def test_dropped_connections_are_retried_with_backoff_while_verify_serves() -> None:
+    control, names = ControlKey.generate(), Names("unit")
+    redis = FlakyRedis(decode_responses=True)
+    state = State(issuer=ISSUER)
+    await redis.set(names.snapshot, control.seal_snapshot(state.to_snapshot()))
+    settings = VerifierSettings(issuer=ISSUER, namespace="unit", audience="orders",
+                                trust_anchor=control.anchor.thumbprint)
+    async with VerifierAgent(settings, clock=ManualClock(), redis=redis) as agent:
+        redis.failures = 4
+        await eventually(lambda: agent.status().disconnects == 1, what="disconnect noticed")
+        event = Event(seq=1, type=EventType.TOKEN_REVOKED, time=5, issuer=ISSUER, data={"jti": "a", "expires_at": 9})
+        await redis.xadd(names.events, {"event": control.seal_event(event)}, id=stream_id(1))
+        # Four failures at 50, 100, 200, 400 ms (jittered down to half) and it catches up.
+        waited = await eventually(lambda: agent.status().seq == 1, within=2, what="catch-up after retries")
+        assert waited < 1.5 and redis.failures == 0
+        assert agent.status().connected and agent.status().revoked_tokens == 1
+    await asyncio.sleep(0)
