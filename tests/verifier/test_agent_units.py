@@ -18,6 +18,7 @@ from keyherald.shared.jwk import SigningKey
 from keyherald.shared.names import Names, stream_id
 from keyherald.shared.state import State
 from keyherald.verifier import VerifierAgent, VerifierSettings
+from keyherald.verifier.follower import BLOCK_MS, connect
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.signedstate import SignedState
 
@@ -142,3 +143,15 @@ async def test_dropped_connections_are_retried_with_backoff_while_verify_serves(
         assert waited < 1.5 and redis.failures == 0
         assert agent.status().connected and agent.status().revoked_tokens == 1
     await asyncio.sleep(0)
+
+
+async def test_the_client_suits_blocking_reads() -> None:
+    """redis-py's defaults (5 s socket timeout, 3 silent retries) fight XREAD BLOCK: the
+    follower's client waits longer than it blocks and leaves retrying to the follower."""
+    client = connect("redis://127.0.0.1:1/0")
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] > BLOCK_MS / 1000
+        assert kwargs["retry"].get_retries() == 0
+    finally:
+        await client.aclose()
