@@ -187,7 +187,7 @@ class Follower:
             raw = await self.fetch_snapshot()
         except NoSnapshot:
             return
-        if raw == self._seen_snapshot and not gap:
+        if raw == self._seen_snapshot and not gap and not self._signed.pending_events:
             return
         try:
             snapshot = self._signed.open_snapshot(raw)
