@@ -3,6 +3,7 @@ and a token verified by PyJWT from /.well-known/jwks.json alone."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -155,3 +156,14 @@ async def test_a_token_verifies_with_pyjwt_from_the_jwks_alone(issuer: IssuerRun
     assert claims["sub"] == "orders" and claims["scope"] == "inventory:read"
     with pytest.raises(jwt.InvalidAudienceError):
         jwt.decode(token, key=key, algorithms=["ES256"], audience="payments", issuer="https://issuer.test")
+
+
+async def test_a_burst_larger_than_the_redis_pool_is_served_not_refused(issuer: IssuerRuntime,
+                                                                        http: httpx.AsyncClient) -> None:
+    # redis-py's pool refuses a 101st connection instead of queueing: the endpoint must queue.
+    secret = await add_client(issuer, "orders", ["inventory"])
+    responses = await asyncio.gather(*(
+        http.post("/token", data={"grant_type": "client_credentials"}, headers=basic("orders", secret))
+        for _ in range(150)
+    ))
+    assert [r.status_code for r in responses] == [200] * 150

@@ -13,6 +13,7 @@ No answer carries a stack trace: Redis trouble is a 503, anything unexpected a b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
@@ -77,6 +78,11 @@ _REVOKE_BODY = {
 }
 
 
+REDIS_SLOTS = 48
+"""Token and revocation requests using Redis at once, per replica. redis-py's pool holds 100
+connections and refuses (it does not queue) beyond; the rest serve the duty loop, the
+signer, the event subscriber and the admin agent."""
+
 _LOOKUP = """
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
 """
@@ -92,6 +98,8 @@ class Service:
         self._limiter: AuthFailureLimiter | None = None
         self._lookup: AsyncScript | None = None
         self._lookup_redis: Redis | None = None
+        self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
+        """Requests past this many wait their turn, instead of exhausting the Redis pool."""
 
     async def lookup(self, *, keys: list[str], args: list[str]) -> list[Any]:
         """[client record, client failures, address failures] in one round trip."""

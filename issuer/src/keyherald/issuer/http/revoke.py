@@ -52,16 +52,20 @@ def verified_claims(token: str, state: State, issuer: str) -> dict[str, Any] | N
 async def revocation_endpoint(service: Service, request: Request) -> Response:
     try:
         form = await read_form(request)
-        client = await authenticate_client(service, request, form)
-        token = form.get("token")
-        if not token:
-            raise OAuthError("invalid_request", "the token parameter is required")
     except OAuthError as exc:
         return error_response(exc)
-    claims = verified_claims(token, await service.state(), service.settings.issuer)
-    if claims is not None and claims.get("client_id") == client.client_id:
-        jti, exp = claims.get("jti"), claims.get("exp")
-        if isinstance(jti, str) and isinstance(exp, int) and not isinstance(exp, bool) and exp > service.clock():
-            seq = await service.runtime.admin.revoke_token(jti, exp)
-            log.info("client %s revoked one of its tokens (seq %d)", client.client_id, seq)
+    async with service.redis_slots:
+        try:
+            client = await authenticate_client(service, request, form)
+            token = form.get("token")
+            if not token:
+                raise OAuthError("invalid_request", "the token parameter is required")
+        except OAuthError as exc:
+            return error_response(exc)
+        claims = verified_claims(token, await service.state(), service.settings.issuer)
+        if claims is not None and claims.get("client_id") == client.client_id:
+            jti, exp = claims.get("jti"), claims.get("exp")
+            if isinstance(jti, str) and isinstance(exp, int) and not isinstance(exp, bool) and exp > service.clock():
+                seq = await service.runtime.admin.revoke_token(jti, exp)
+                log.info("client %s revoked one of its tokens (seq %d)", client.client_id, seq)
     return Response(status_code=200, headers=NO_STORE)

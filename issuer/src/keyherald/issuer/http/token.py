@@ -90,6 +90,14 @@ async def token_endpoint(service: Service, request: Request) -> Response:
             raise OAuthError("invalid_request", "grant_type is required")
         if grant != GRANT_TYPE:
             raise OAuthError("unsupported_grant_type", "only the client_credentials grant is supported")
+    except OAuthError as exc:
+        return error_response(exc)
+    async with service.redis_slots:
+        return await _issue(service, request, form)
+
+
+async def _issue(service: Service, request: Request, form: Form) -> Response:
+    try:
         client = await authenticate_client(service, request, form)
         audiences = audiences_for(client, form)
         scopes = scopes_for(client, form)
