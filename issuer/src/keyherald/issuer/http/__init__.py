@@ -30,6 +30,7 @@ from keyherald.shared.clock import Clock
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
+from ..clients import Client, parse_client
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
 from .admin import AdminDenied, admin_router
@@ -98,8 +99,22 @@ class Service:
         self._limiter: AuthFailureLimiter | None = None
         self._lookup: AsyncScript | None = None
         self._lookup_redis: Redis | None = None
+        self._parsed: dict[str, Client] = {}
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
+
+    def parsed_client(self, raw: str | None) -> Client | None:
+        """The record parsed, memoised by its exact text: a changed record parses afresh."""
+        if raw is None:
+            return None
+        client = self._parsed.get(raw)
+        if client is None:
+            client = parse_client(raw)
+            if len(self._parsed) >= 1024:
+                self._parsed.clear()
+            if client is not None:
+                self._parsed[raw] = client
+        return client
 
     async def lookup(self, *, keys: list[str], args: list[str]) -> list[Any]:
         """[client record, client failures, address failures] in one round trip."""

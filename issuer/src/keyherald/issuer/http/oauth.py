@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..clients import Client, parse_client, secret_matches
+from ..clients import Client, secret_matches
 from ..ratelimit import Verdict
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ async def authenticate_client(service: Service, request: Request, form: Form) ->
         keys=[service.names.clients, client_key or unused, address_key or unused], args=[auth.client_id]
     )
     _refuse_if_limited(limiter.verdict(client_count, address_count))
-    client = parse_client(raw)
+    client = service.parsed_client(raw)
     if not secret_matches(client, auth.secret) or client is None:
         await limiter.record_failure(auth.client_id, address)
         raise OAuthError.invalid_client()
