@@ -42,6 +42,8 @@ log = logging.getLogger("keyherald.verifier")
 
 BLOCK_MS = 2_000
 """XREAD BLOCK time: also how often an idle agent re-checks the snapshot."""
+SOCKET_MARGIN = 3.0
+"""Seconds the socket timeout exceeds the block time (the server's reply may lag a little)."""
 BATCH = 512
 """Entries read per XREAD; also how many event texts are kept before compacting to a snapshot."""
 BACKOFF_FIRST = 0.05
@@ -52,13 +54,18 @@ class NoSnapshot(Exception):
     """The namespace holds no snapshot yet: the issuer has not started (or Redis is empty)."""
 
 
-def connect(url: str, *, block_ms: int = BLOCK_MS) -> Redis:
-    """A client fit for blocking reads: socket timeout above the block time, no hidden retries."""
+def connect(url: str, *, block_ms: int | None = None) -> Redis:
+    """A client fit for blocking reads: socket timeout above the block time, no hidden retries.
+
+    A connection that dies silently (no RST: a partition, a dead NAT entry) is then noticed
+    within block + SOCKET_MARGIN seconds, and the follower's own backoff takes over.
+    """
+    block = BLOCK_MS if block_ms is None else block_ms
     return Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=2.0,
-        socket_timeout=block_ms / 1000 + 3.0,
+        socket_timeout=block / 1000 + SOCKET_MARGIN,
         socket_keepalive=True,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
@@ -96,11 +103,11 @@ def _text(value: object) -> object:
 class Follower:
     """One task per agent: reads the stream and feeds the SignedState."""
 
-    def __init__(self, redis: Redis, names: Names, signed: SignedState, *, block_ms: int = BLOCK_MS) -> None:
+    def __init__(self, redis: Redis, names: Names, signed: SignedState, *, block_ms: int | None = None) -> None:
         self._redis = redis
         self._names = names
         self._signed = signed
-        self._block_ms = block_ms
+        self._block_ms = BLOCK_MS if block_ms is None else block_ms
         self._cursor = (0, 0)
         self._seen_snapshot: str | None = None
         self.connected = False
@@ -111,8 +118,15 @@ class Follower:
     def cursor(self) -> str:
         return f"{self._cursor[0]}-{self._cursor[1]}"
 
+    def _mark_connected(self) -> None:
+        if not self.connected and self.last_error is not None:
+            log.info("Redis is back; following from seq %d", self._signed.keys.state.seq)
+        self.connected = True
+        self.last_error = None
+
     async def fetch_snapshot(self) -> str:
         raw = _text(await self._redis.get(self._names.snapshot))
+        self._mark_connected()
         if raw is None:
             raise NoSnapshot(f"no snapshot in namespace {self._names.namespace!r} yet")
         if not isinstance(raw, str):
@@ -126,7 +140,6 @@ class Follower:
         self._signed.load(raw, snapshot)
         self._seen_snapshot = raw
         self._cursor = _entry_id(stream_id(snapshot.seq) if snapshot.seq else "0-0")
-        self.connected = True
 
     def resume_from_memory(self) -> None:
         """Follow on from a state loaded elsewhere (the cache file): reconcile on first contact."""
@@ -162,10 +175,7 @@ class Follower:
         response: Any = await self._redis.xread(
             {self._names.events: self.cursor}, count=BATCH, block=self._block_ms
         )
-        if not self.connected:
-            log.info("Redis is back; following from seq %d", self._signed.keys.state.seq)
-        self.connected = True
-        self.last_error = None
+        self._mark_connected()
         if not response:
             await self._reconcile()
             return
