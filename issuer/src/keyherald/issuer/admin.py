@@ -10,6 +10,8 @@ Each action appends signed events to the log and returns the seq of the last one
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from keyherald.shared.events import Event, EventType, KeyRecord
 from keyherald.shared.state import State
 
@@ -21,8 +23,10 @@ __all__ = ["Admin"]
 
 
 class Admin:
-    def __init__(self, ctx: IssuerContext) -> None:
+    def __init__(self, ctx: IssuerContext, *, on_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``on_commit`` runs after each action that appended (a replica refreshes its signer)."""
         self._ctx = ctx
+        self._on_commit = on_commit
 
     async def keys(self) -> list[KeyRecord]:
         state = await self._ctx.log.read_state()
@@ -32,7 +36,11 @@ class Admin:
         return await self._ctx.log.read_state()
 
     async def _last_seq(self, events: list[Event]) -> int:
-        return events[-1].seq if events else (await self._ctx.log.read_state()).seq
+        if not events:
+            return (await self._ctx.log.read_state()).seq
+        if self._on_commit is not None:
+            await self._on_commit()
+        return events[-1].seq
 
     async def rotate(self, *, emergency: bool = False) -> int:
         """Activate the standby now. ``emergency`` also revokes the key it replaces."""

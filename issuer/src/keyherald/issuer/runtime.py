@@ -53,7 +53,7 @@ class IssuerRuntime:
         self.ctx = IssuerContext(settings, clock=clock)
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.signer = TokenSigner(self.ctx)
-        self.admin = Admin(self.ctx)
+        self.admin = Admin(self.ctx, on_commit=self.signer.refresh)
         self.role: Literal["leader", "follower"] = "follower"
         self.redis_ok = False
         self.seq = 0

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from keyherald.shared.encoding import dumps
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.jws import sign_compact
-from keyherald.shared.names import stream_id
 
 from .context import IssuerContext
 from .errors import KeyNotFound
@@ -20,7 +14,6 @@ from .errors import KeyNotFound
 __all__ = ["TOKEN_TYP", "TokenSigner", "sign_token"]
 
 TOKEN_TYP = "at+jwt"
-log = logging.getLogger("keyherald.issuer")
 
 
 def sign_token(claims: dict[str, Any], key: SigningKey) -> str:
@@ -29,19 +22,20 @@ def sign_token(claims: dict[str, Any], key: SigningKey) -> str:
 
 
 class TokenSigner:
-    """Keeps the active private key at hand and follows the log to switch at each rotation."""
+    """Keeps the active private key at hand; the runtime calls :meth:`refresh` on every new
+    log entry (and on each duty tick), so signing never reads Redis on the request path."""
 
     def __init__(self, ctx: IssuerContext) -> None:
         self._ctx = ctx
         self._key: SigningKey | None = None
         self._seq = -1
-        self._follow: asyncio.Task[None] | None = None
 
     @property
     def kid(self) -> str | None:
         return self._key.kid if self._key else None
 
     async def refresh(self) -> None:
+        """Pick up the active key of the current verified state (cheap when nothing moved)."""
         state = await self._ctx.log.read_state()
         if state.seq == self._seq:
             return
@@ -50,33 +44,8 @@ class TokenSigner:
         self._seq = state.seq
 
     async def sign(self, claims: dict[str, Any]) -> str:
-        if self._key is None or self._follow is None:
+        if self._key is None:
             await self.refresh()
         if self._key is None:
             raise KeyNotFound("no active signing key yet: is an issuer leader running?")
         return sign_token(claims, self._key)
-
-    async def start(self) -> None:
-        await self.refresh()
-        self._follow = asyncio.create_task(self._run(), name="keyherald-signer-follow")
-
-    async def stop(self) -> None:
-        if self._follow is not None:
-            self._follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow
-            self._follow = None
-
-    async def _run(self) -> None:
-        """Block on the stream; any new entry means the state moved."""
-        redis, stream = self._ctx.redis, self._ctx.names.events
-        while True:
-            try:
-                last = stream_id(self._seq) if self._seq > 0 else "0-0"
-                if await redis.xread({stream: last}, count=1, block=1000):
-                    await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("signer lost Redis (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(1)
