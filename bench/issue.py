@@ -11,7 +11,8 @@ per request than the issuer does, and the machine has only so many cores.
 
 It reports tokens/s, p50 and p99 latency, and, measured in the same run, the bare cost of
 ``sign_token`` (the ES256 signature plus JSON and base64url), the floor of the endpoint.
-Every response is checked to be a 200 with an access_token. Target (issue 4): 2,000
+Every response is checked to be a 200 with an access_token; BENCH_ISSUER_LOG=path keeps
+the issuer processes' logs. Target (issue 4): 2,000
 tokens/s on 2 cores.
 """
 
@@ -148,20 +149,7 @@ async def load(ports: list[int], secret: str, total: int, concurrency: int) -> t
     return len(latencies) / elapsed, latencies
 
 
-_FOLLOWING_SIGNER = """
-from keyherald.issuer.runtime import IssuerRuntime
-_start, _stop = IssuerRuntime.start, IssuerRuntime.stop
-async def start(self):
-    await _start(self)
-    await self.signer.start()
-async def stop(self):
-    await self.signer.stop()
-    await _stop(self)
-IssuerRuntime.start, IssuerRuntime.stop = start, stop
-"""
-
-
-def start_issuer(settings: IssuerSettings, port: int, *, following_signer: bool) -> subprocess.Popen[bytes]:
+def start_issuer(settings: IssuerSettings, port: int) -> subprocess.Popen[bytes]:
     assert settings.kek is not None
     env = {
         **os.environ,
@@ -171,12 +159,9 @@ def start_issuer(settings: IssuerSettings, port: int, *, following_signer: bool)
         "KEYHERALD_KEK": settings.kek.get_secret_value(),
         "KEYHERALD_HTTP_PORT": str(port),
     }
-    code = (_FOLLOWING_SIGNER if following_signer else "") + (
-        "from keyherald.issuer.cli import main; main(['issuer', 'run'])"
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    code = "from keyherald.issuer.cli import main; main(['issuer', 'run'])"
+    log = open(os.environ.get("BENCH_ISSUER_LOG", os.devnull), "ab")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -195,19 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--replicas", type=int, default=1, help="issuer processes sharing the load")
-    parser.add_argument(
-        "--following-signer", action="store_true",
-        help="start the runtime's TokenSigner follow task (the fix proposed for its per-call state read)",
-    )
     args = parser.parse_args(argv)
 
     with redis_server() as url:
         settings = IssuerSettings(
             redis_url=url, namespace=f"bench-{secrets.token_hex(4)}", issuer=ISSUER,
-            kek=generate_kek_text(), _env_file=None,  # type: ignore[call-arg]
+            kek=generate_kek_text(), _env_file=None,  # type: ignore[call-arg,arg-type]
         )
         ports = [free_port() for _ in range(args.replicas)]
-        processes = [start_issuer(settings, port, following_signer=args.following_signer) for port in ports]
+        processes = [start_issuer(settings, port) for port in ports]
         try:
             asyncio.run(_all_ready(ports))
             secret = asyncio.run(setup_client(settings))
