@@ -14,6 +14,7 @@ from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.encoding import b64url_decode, loads_object
+from keyherald.shared.events import KeyState
 from tests.tokenservice import add_client, basic, http, issuer
 
 __all__ = ["http", "issuer"]
@@ -167,3 +168,45 @@ async def test_a_burst_larger_than_the_redis_pool_is_served_not_refused(issuer: 
         for _ in range(150)
     ))
     assert [r.status_code for r in responses] == [200] * 150
+
+
+async def test_jwks_holds_what_verifiers_need_and_never_a_revoked_key(issuer: IssuerRuntime,
+                                                                      http: httpx.AsyncClient,
+                                                                      clock: ManualClock) -> None:
+    state = await issuer.ctx.log.read_state()
+    active, standby = state.active_key, state.keys_in(KeyState.PUBLISHED)[0]
+    assert active is not None
+    response = await http.get("/.well-known/jwks.json")
+    assert response.headers["content-type"].startswith("application/jwk-set+json")
+    assert {k["kid"] for k in response.json()["keys"]} == {active.kid, standby.kid}
+    assert all(k["use"] == "sig" and k["alg"] == "ES256" and "d" not in k for k in response.json()["keys"])
+    # The standby activates in 60 s (rotation_period): the copy is good until then.
+    assert response.headers["cache-control"] == "public, max-age=60"
+    clock.advance(45)
+    assert (await http.get("/.well-known/jwks.json")).headers["cache-control"] == "public, max-age=15"
+
+    await issuer.admin.rotate()  # the old key retires: still served, its tokens are valid
+    retired = (await http.get("/.well-known/jwks.json")).json()["keys"]
+    assert active.kid in {k["kid"] for k in retired} and len(retired) == 3
+    await issuer.admin.revoke_key(active.kid)
+    revoked = (await http.get("/.well-known/jwks.json")).json()["keys"]
+    assert active.kid not in {k["kid"] for k in revoked}
+
+
+async def test_rfc8414_metadata_and_openapi(http: httpx.AsyncClient) -> None:
+    meta = (await http.get("/.well-known/oauth-authorization-server")).json()
+    assert meta["issuer"] == "https://issuer.test"
+    assert meta["token_endpoint"] == "https://issuer.test/token"
+    assert meta["jwks_uri"] == "https://issuer.test/.well-known/jwks.json"
+    assert meta["revocation_endpoint"] == "https://issuer.test/revoke"
+    assert meta["grant_types_supported"] == ["client_credentials"]
+    assert meta["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
+    spec = (await http.get("/openapi.json")).json()
+    token = spec["paths"]["/token"]["post"]
+    assert "application/x-www-form-urlencoded" in token["requestBody"]["content"]
+    assert {"/revoke", "/admin/revoke/subject", "/.well-known/jwks.json", "/healthz"} <= set(spec["paths"])
+
+
+async def test_healthz_reports_role_redis_and_seq(issuer: IssuerRuntime, http: httpx.AsyncClient) -> None:
+    body = (await http.get("/healthz")).json()
+    assert body == {"role": "leader", "redis": True, "seq": issuer.seq} and issuer.seq >= 4
