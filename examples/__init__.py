@@ -5,3 +5,7 @@
 
 Run them with compose.yaml, or by hand next to ``keyherald dev`` (docs/walkthrough.md).
 """
+
+from __future__ import annotations
+
+__all__: list[str] = []
