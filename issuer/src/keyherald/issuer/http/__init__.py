@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -34,6 +33,7 @@ from ..clients import Client, parse_client
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
 from .admin import AdminDenied, admin_router
+from .batching import LookupBatcher
 from .revoke import revocation_endpoint
 from .token import token_endpoint
 from .wellknown import jwks_endpoint, metadata_endpoint
@@ -97,8 +97,8 @@ class Service:
         self.settings: IssuerSettings = runtime.settings
         self.clock: Clock = runtime.clock
         self._limiter: AuthFailureLimiter | None = None
-        self._lookup: AsyncScript | None = None
-        self._lookup_redis: Redis | None = None
+        self.lookup = LookupBatcher(lambda: self.redis, _LOOKUP)
+        """[client record, client failures, address failures]: one read, batched with its peers."""
         self._parsed: dict[str, Client] = {}
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
@@ -115,13 +115,6 @@ class Service:
             if client is not None:
                 self._parsed[raw] = client
         return client
-
-    async def lookup(self, *, keys: list[str], args: list[str]) -> list[Any]:
-        """[client record, client failures, address failures] in one round trip."""
-        redis = self.redis
-        if self._lookup is None or self._lookup_redis is not redis:
-            self._lookup, self._lookup_redis = redis.register_script(_LOOKUP), redis
-        return cast(list[Any], await self._lookup(keys=keys, args=args))
 
     @property
     def redis(self) -> Redis:

@@ -166,8 +166,8 @@ def _address(request: Request) -> str | None:
 async def authenticate_client(service: Service, request: Request, form: Form) -> Client:
     """The registered client the request proves to be, or an OAuthError.
 
-    One Redis command (a script: cheaper than a pipeline of three) reads the client and both
-    failure counters, so a disabled client or a rotated secret takes effect at once. Unknown client and
+    One Redis read (a script, batched with concurrent requests' reads) fetches the client and
+    both failure counters, so a disabled client or a rotated secret takes effect at once. Unknown client and
     wrong secret take the same path (a hash and a constant-time compare) and get the same
     answer. A disabled client with the right secret gets ``unauthorized_client``: it did
     authenticate, and RFC 6749 §5.2 names that error for a client not allowed the grant.
