@@ -81,6 +81,8 @@ async def test_a_script_error_reaches_only_its_caller(redis: Redis, namespace: s
     )
     assert good == [None, "a"]
     assert isinstance(bad, Exception) and "WRONGTYPE" in str(bad)
+    with pytest.raises(Exception, match="WRONGTYPE"):  # alone, it takes the single-command path
+        await batcher(keys=[f"{{{namespace}}}:hash"], args=["c"])
 
 
 async def test_a_cancelled_caller_does_not_disturb_the_others(redis: Redis, namespace: str) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 __all__ = ["LookupBatcher"]
 
@@ -30,6 +32,8 @@ class LookupBatcher:
         self._script = script
         self._pending: list[_Pending] = []
         self._running: set[asyncio.Task[None]] = set()
+        self._single: AsyncScript | None = None
+        self._single_redis: Redis | None = None
 
     async def __call__(self, *, keys: list[str], args: list[str]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -49,10 +53,7 @@ class LookupBatcher:
 
     async def _send(self, batch: list[_Pending]) -> None:
         try:
-            async with self._redis().pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.eval(self._script, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
+            results = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
         except asyncio.CancelledError:
             for _, _, future in batch:
                 future.cancel()
@@ -69,3 +70,20 @@ class LookupBatcher:
                 future.set_exception(result)
             else:
                 future.set_result(list(result))
+
+    async def _one(self, item: _Pending) -> list[Any]:
+        """A batch of one (low load): a plain EVALSHA is cheaper than a pipeline."""
+        redis = self._redis()
+        if self._single is None or self._single_redis is not redis:
+            self._single, self._single_redis = redis.register_script(self._script), redis
+        keys, args, _ = item
+        try:
+            return [await self._single(keys=keys, args=args)]
+        except ResponseError as exc:
+            return [exc]  # the script's own error belongs to its caller, as in a pipeline
+
+    async def _many(self, batch: list[_Pending]) -> list[Any]:
+        async with self._redis().pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.eval(self._script, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
