@@ -151,3 +151,14 @@ async def test_no_signing_key_is_503_not_500(issuer: IssuerRuntime, http: httpx.
     monkeypatch.setattr(issuer.signer, "sign", no_key)
     _is_oauth_error(await http.post("/token", data=GRANT, headers=basic("orders", secret)), 503,
                     "temporarily_unavailable")
+
+
+async def test_failures_are_logged_without_the_secret(http: httpx.AsyncClient, secret: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="keyherald.issuer.auth")
+    await http.post("/token", data=GRANT, headers=basic("orders", secret + "-typo"))
+    await http.post("/token", data=GRANT, headers=basic("evil\nforged line", "x"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "keyherald.issuer.auth"]
+    assert any("'orders'" in line and "wrong secret" in line for line in lines)
+    assert any("unknown client" in line and "\\n" in line for line in lines)
+    assert all(secret not in line and "\n" not in line for line in lines)

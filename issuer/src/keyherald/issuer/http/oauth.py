@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_plus
@@ -34,6 +35,8 @@ __all__ = [
     "error_response",
     "read_form",
 ]
+
+log = logging.getLogger("keyherald.issuer.auth")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_BODY = 16 * 1024
@@ -153,6 +156,7 @@ def _credentials(request: Request, form: Form) -> ClientAuth:
 
 def _refuse_if_limited(verdict: Verdict) -> None:
     if verdict.limited:
+        log.warning("refused a client authentication: too many failures (retry after %ss)", verdict.retry_after)
         raise OAuthError(
             "temporarily_unavailable", "too many failed authentications; retry later",
             status=429, headers={"Retry-After": str(verdict.retry_after)},
@@ -190,6 +194,10 @@ async def authenticate_client(service: Service, request: Request, form: Form) ->
     client = service.parsed_client(raw)
     if not secret_matches(client, auth.secret) or client is None:
         await limiter.record_failure(auth.client_id, address)
+        # For the security team: who failed, from where; never the secret. repr() keeps a
+        # hostile client_id from forging log lines.
+        log.info("client authentication failed: client_id %.80r from %s (%s)",
+                 auth.client_id, address, "unknown client" if client is None else "wrong secret")
         raise OAuthError.invalid_client()
     if client.disabled:
         raise OAuthError("unauthorized_client", "this client is disabled")

@@ -111,7 +111,8 @@ async def _issue(service: Service, request: Request, form: Form) -> Response:
         token = await service.runtime.signer.sign(claims)
     except KeyNotFound:
         return error_response(OAuthError(
-            "temporarily_unavailable", "the issuer has no active signing key yet", status=503
+            "temporarily_unavailable", "the issuer has no active signing key yet", status=503,
+            headers={"Retry-After": "1"},
         ))
     body = {
         "access_token": token,
