@@ -210,3 +210,8 @@ async def test_rfc8414_metadata_and_openapi(http: httpx.AsyncClient) -> None:
 async def test_healthz_reports_role_redis_and_seq(issuer: IssuerRuntime, http: httpx.AsyncClient) -> None:
     body = (await http.get("/healthz")).json()
     assert body == {"role": "leader", "redis": True, "seq": issuer.seq} and issuer.seq >= 4
+
+
+async def test_a_burst_of_jwks_requests_is_served_not_refused(http: httpx.AsyncClient) -> None:
+    responses = await asyncio.gather(*(http.get("/.well-known/jwks.json") for _ in range(150)))
+    assert [r.status_code for r in responses] == [200] * 150

@@ -62,7 +62,8 @@ def metadata(issuer: str) -> dict[str, Any]:
 
 
 async def jwks_endpoint(service: Service) -> Response:
-    state = await service.state()
+    async with service.redis_slots:
+        state = await service.state()
     now = service.clock()
     s = service.settings
     max_age = jwks_max_age(state, now, token_ttl=s.token_ttl, rotation_period=s.rotation_period)
