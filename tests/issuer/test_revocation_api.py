@@ -133,6 +133,8 @@ async def test_admin_api_manages_clients(issuer: IssuerRuntime, http: httpx.Asyn
     await _token(http, "orders", new)
     assert (await http.post("/admin/clients/orders/disable", headers=admin_headers)).json()["disabled"]
     assert (await http.post("/token", data=GRANT, headers=basic("orders", new))).status_code == 400
+    assert not (await http.post("/admin/clients/orders/enable", headers=admin_headers)).json()["disabled"]
+    await _token(http, "orders", new)
     assert (await http.post("/admin/clients/nobody/disable", headers=admin_headers)).status_code == 404
 
 

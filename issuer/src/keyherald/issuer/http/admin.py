@@ -167,6 +167,13 @@ def admin_router(service: Service) -> APIRouter:
         except ClientNotFound:
             return _bad("no such client", 404, "not_found")
 
+    @router.post("/clients/{client_id}/enable", summary="let a disabled client get tokens again")
+    async def enable_client(client_id: str) -> Any:
+        try:
+            return (await registry().enable(client_id)).public()
+        except ClientNotFound:
+            return _bad("no such client", 404, "not_found")
+
     @router.post("/clients/{client_id}/rotate-secret", summary="a new secret; the old one stops at once")
     async def rotate_secret(client_id: str) -> Any:
         try:
