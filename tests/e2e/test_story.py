@@ -68,6 +68,9 @@ async def test_orders_calls_inventory_until_revoked(issuer: IssuerRuntime, agent
         assert (await orders.get("/orders/check/gizmo")).json()["in_stock"] is False
         assert tokens.fetches == 1  # the token is cached
 
+        health = (await to_inventory.get("/healthz")).json()  # exempt from tokens
+        assert health["connected"] is True and health["stale"] is False and health["seq"] >= 4
+
         # Without a token, or without the scope, inventory says no (RFC 6750).
         assert (await to_inventory.get("/items/widget")).status_code == 401
         async with TokenClient(token_url, "stranger", stranger_secret, audience="inventory", clock=clock) as other:
