@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,16 +30,24 @@ from .settings import IssuerSettings
 __all__ = ["FreshKeys", "IssuerContext", "connect_redis"]
 
 
-async def connect_redis(url: str) -> Redis:
-    """A client that fails fast with a SettingsError naming KEYHERALD_REDIS_URL."""
-    client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=3, health_check_interval=15)
+async def connect_redis(url: str, *, max_connections: int = 64) -> Redis:
+    """A client that fails fast with a SettingsError naming KEYHERALD_REDIS_URL.
+
+    The pool blocks (up to 5 s) for a free connection instead of failing a burst of
+    requests outright, as redis-py's default pool does once it holds 100 connections.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=5, decode_responses=True,
+        socket_connect_timeout=3, health_check_interval=15,
+    )
+    client = Redis(connection_pool=pool)
     try:
         await client.ping()
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        await client.aclose()
+        await client.aclose(close_connection_pool=True)
         raise SettingsError("KEYHERALD_REDIS_URL", f"cannot reach Redis ({type(exc).__name__})") from None
     except RedisError as exc:
-        await client.aclose()
+        await client.aclose(close_connection_pool=True)
         raise SettingsError("KEYHERALD_REDIS_URL", f"Redis refused us: {exc}") from None
     return client
 
@@ -104,7 +112,7 @@ class IssuerContext:
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
             self._redis = None
 
     async def __aenter__(self) -> Self:

@@ -18,7 +18,7 @@ import uvicorn
 from redis.exceptions import RedisError
 
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.errors import ProtocolError
+from keyherald.shared.errors import ProtocolError, SettingsError
 
 from .admin import Admin
 from .context import IssuerContext
@@ -62,7 +62,6 @@ class IssuerRuntime:
         self._lease: LeaderLease | None = None
         self._rotator: Rotator | None = None
         self.http_port: int | None = None
-        self._http_started = asyncio.Event()
         self.agent: VerifierAgent | None = None
         """The issuer's own verifier agent (audience: the issuer): it checks admin API tokens."""
 
@@ -72,17 +71,41 @@ class IssuerRuntime:
         return max(0.05, min(1.0, s.heartbeat_interval / 2, s.lease_ttl / 3, s.rotation_period / 4))
 
     async def start(self) -> None:
-        await self.ctx.open()
-        self.redis_ok = True
-        self._lease = LeaderLease(self.ctx.redis, self.ctx.names, self.replica_id, self.settings.lease_ttl)
-        self._rotator = Rotator(self.ctx)
-        await self._duty_once()
-        await self.signer.refresh()
+        # Bind first: a taken port is a setting to fix, said before anything else happens.
+        listener = self._bind() if self._serve_http else None
+        try:
+            await self.ctx.open()
+            self.redis_ok = True
+            self._lease = LeaderLease(self.ctx.redis, self.ctx.names, self.replica_id, self.settings.lease_ttl)
+            self._rotator = Rotator(self.ctx)
+            await self._duty_once()
+            await self.signer.refresh()
+        except BaseException:
+            if listener is not None:
+                listener.close()
+            await self.ctx.close()
+            raise
         self._tasks.append(asyncio.create_task(self._duty_loop(), name="keyherald-duty"))
         self._tasks.append(asyncio.create_task(self._admin_agent(), name="keyherald-admin-agent"))
-        if self._serve_http:
-            self._tasks.append(asyncio.create_task(self._http(), name="keyherald-http"))
-            await asyncio.wait_for(self._http_started.wait(), timeout=15)
+        if listener is not None:
+            self._tasks.append(asyncio.create_task(self._http(listener), name="keyherald-http"))
+
+    def _bind(self) -> socket.socket:
+        host, port = self.settings.http_host, self.settings.http_port
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, kind, proto, _, address = infos[0]
+            listener = socket.socket(family, kind, proto)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(2048)
+        except OSError as exc:
+            raise SettingsError(
+                "KEYHERALD_HTTP_PORT", f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+            ) from None
+        listener.setblocking(False)
+        self.http_port = int(listener.getsockname()[1])
+        return listener
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -160,23 +183,13 @@ class IssuerRuntime:
                 continue
             self.agent = agent
 
-    async def _http(self) -> None:
+    async def _http(self, listener: socket.socket) -> None:
         from .http import create_app
 
-        config = uvicorn.Config(
-            create_app(self), host=self.settings.http_host, port=self.settings.http_port,
-            log_level="warning", lifespan="off", access_log=False,
-        )
+        config = uvicorn.Config(create_app(self), log_level="warning", lifespan="off", access_log=False)
         server = _QuietServer(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                await task
-                raise OSError(f"HTTP server could not bind {self.settings.http_host}:{self.settings.http_port}")
-            await asyncio.sleep(0.02)
-        self.http_port = server.servers[0].sockets[0].getsockname()[1]
-        self._http_started.set()
         try:
-            await task
+            await server.serve(sockets=[listener])
         finally:
             server.should_exit = True
+            listener.close()

@@ -12,6 +12,9 @@ Integrations live in ``keyherald.verifier.integrations.fastapi`` and ``.faststre
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from keyherald.shared.envelope import TrustAnchor
 
 from .agent import VerifierAgent
@@ -36,6 +39,20 @@ from .errors import (
 from .settings import VerifierSettings
 from .status import AgentStatus, KeyStatus
 
+if TYPE_CHECKING:
+    from .client import TokenClient
+
+_LAZY = {"TokenClient": "keyherald.verifier.client"}
+
+
+def __getattr__(name: str) -> Any:
+    """``TokenClient`` needs httpx (the ``[client]`` extra): imported only when asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keyherald.verifier' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "AgentStatus",
     "AlgorithmNotAllowed",
@@ -48,6 +65,7 @@ __all__ = [
     "LifetimeExceeded",
     "MalformedToken",
     "StaleState",
+    "TokenClient",
     "TokenExpired",
     "TokenNotYetValid",
     "TokenRevoked",

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as exc:
         if debug:
             raise
-        print(f"keyherald: error: {exc}", file=sys.stderr)
+        print(f"keyherald: error: {exc or type(exc).__name__}", file=sys.stderr)
         code = 1
     except Exception as exc:
         if debug:

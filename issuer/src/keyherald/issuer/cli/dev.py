@@ -76,6 +76,7 @@ async def _dev(args: argparse.Namespace) -> int:
     try:
         base = IssuerSettings()
         http_port = args.http_port if args.http_port is not None else base.http_port
+        http_port = http_port or _free_port()  # the issuer URL must name the real port
         settings = settings_from(
             args,
             redis_url=f"redis://127.0.0.1:{server.port}/0",
