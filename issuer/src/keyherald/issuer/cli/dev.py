@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -92,10 +93,23 @@ async def _dev(args: argparse.Namespace) -> int:
             anchor = runtime.ctx.control.anchor
             jwk = anchor.key.jwk if anchor.key else {}
             _announce(settings, jwk, anchor.thumbprint, directory, runtime.http_port or http_port)
-            await asyncio.Event().wait()
+            await _until_signalled()
     finally:
         await asyncio.to_thread(server.stop)
     return 0
+
+
+async def _until_signalled() -> None:
+    """Ctrl-C or SIGTERM: stop the issuer, then Valkey (also when started in the background)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _announce(settings: IssuerSettings, jwk: dict[str, Any], thumbprint: str, directory: Path, port: int) -> None:
