@@ -17,10 +17,11 @@ from keyherald.shared.envelope import ControlKey
 from keyherald.shared.events import Event, EventType, KeyRecord, KeyState, Snapshot
 from keyherald.shared.jwk import Algorithm, SigningKey
 from keyherald.shared.state import Outcome
+from keyherald.verifier.errors import InvalidToken
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.validator import Validator
 
-__all__ = ["AUDIENCE", "ISSUER", "TTL", "Kit", "forge"]
+__all__ = ["AUDIENCE", "ISSUER", "TTL", "Kit", "forge", "refusal"]
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "orders"
@@ -33,6 +34,17 @@ def _key(alg: Algorithm) -> SigningKey:
     if alg not in _KEYS:
         _KEYS[alg] = SigningKey.generate(alg)
     return _KEYS[alg]
+
+
+def refusal(validator: Validator, token: str | bytes) -> str:
+    """The reason ``token`` is refused; the message must not echo the token or a part of it."""
+    try:
+        validator.verify(token)
+    except InvalidToken as exc:
+        text = token.decode() if isinstance(token, bytes) else token
+        assert all(len(part) < 8 or part not in str(exc) for part in text.split("."))
+        return exc.reason
+    raise AssertionError("the token was accepted")
 
 
 def forge(header: dict[str, Any], claims: dict[str, Any] | bytes, sign: Callable[[bytes], bytes]) -> str:
