@@ -10,60 +10,52 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from keyherald.issuer.cli import build_parser, main
+from keyherald.issuer.cli import build_parser
 from keyherald.issuer.settings import IssuerSettings
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
-
-@pytest.fixture
-def env(issuer_settings: IssuerSettings, monkeypatch: pytest.MonkeyPatch) -> IssuerSettings:
-    assert issuer_settings.kek is not None
-    for name in [k for k in os.environ if k.startswith("KEYHERALD_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("KEYHERALD_REDIS_URL", issuer_settings.redis_url)
-    monkeypatch.setenv("KEYHERALD_NAMESPACE", issuer_settings.namespace)
-    monkeypatch.setenv("KEYHERALD_ISSUER", issuer_settings.issuer)
-    monkeypatch.setenv("KEYHERALD_KEK", issuer_settings.kek.get_secret_value())
-    return issuer_settings
+Cli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.mark.redis
-def test_keys_list_json_and_rotate(env: IssuerSettings, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "keys", "rotate")  # an empty namespace: genesis
-    assert code == 0 and "seq 4" in out
-    code, out, _ = run(capsys, "keys", "list", "--json")
+def test_admin_commands_refuse_a_namespace_no_issuer_started(bare_env: IssuerSettings, cli: Cli) -> None:
+    code, _, err = cli("keys", "list")
+    assert code == 2 and "has no control key: no issuer has run there" in err and "KEYHERALD_NAMESPACE" in err
+    code, _, err = cli("anchor")
+    assert code == 2 and "no issuer has run there" in err
+
+
+@pytest.mark.redis
+def test_keys_list_json_and_rotate(env: IssuerSettings, cli: Cli) -> None:
+    code, out, _ = cli("keys", "rotate")
+    assert code == 0 and "seq 7" in out  # genesis took 1-4; a rotation appends 3
+    code, out, _ = cli("keys", "list", "--json")
     keys = json.loads(out)
-    assert code == 0 and sorted(k["state"] for k in keys) == ["active", "published"]
+    assert code == 0 and sorted(k["state"] for k in keys) == ["active", "published", "retired"]
     assert all({"kid", "alg", "state", "published_at", "activated_at", "expires_at"} <= k.keys() for k in keys)
-    code, out, _ = run(capsys, "keys", "rotate", "--emergency")
+    code, out, _ = cli("keys", "rotate", "--emergency")
     assert code == 0 and "emergency" in out
-    code, out, _ = run(capsys, "keys", "list")
+    code, out, _ = cli("keys", "list")
     assert code == 0 and "revoked" in out and "active" in out and "published" in out
 
 
 @pytest.mark.redis
-def test_anchor_prints_the_control_key(env: IssuerSettings, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "anchor", "--json")
+def test_anchor_prints_the_control_key(env: IssuerSettings, cli: Cli) -> None:
+    code, out, _ = cli("anchor", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["jwk"]["kty"] == "OKP" and doc["jwk"]["kid"] == doc["thumbprint"]
     assert "d" not in doc["jwk"]
-    code, out, _ = run(capsys, "anchor")
+    code, out, _ = cli("anchor")
     assert f"KEYHERALD_TRUST_ANCHOR={doc['thumbprint']}" in out
 
 
-def test_kek_prints_a_fresh_32_byte_key(capsys: pytest.CaptureFixture[str]) -> None:
-    _, first, _ = run(capsys, "kek")
-    _, second, _ = run(capsys, "kek")
+def test_kek_prints_a_fresh_32_byte_key(cli: Cli) -> None:
+    _, first, _ = cli("kek")
+    _, second, _ = cli("kek")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}\n", first) and first != second
 
 
@@ -82,40 +74,39 @@ def test_kek_prints_a_fresh_32_byte_key(capsys: pytest.CaptureFixture[str]) -> N
     ],
 )
 def test_bad_settings_give_one_line_naming_the_setting(
-    env: IssuerSettings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    env: IssuerSettings, cli: Cli, monkeypatch: pytest.MonkeyPatch,
     variable: str, value: str, message: str,
 ) -> None:
     monkeypatch.setenv(variable, value)
-    code, _out, err = run(capsys, "keys", "list")
+    code, _out, err = cli("keys", "list")
     assert code != 0
     assert err.startswith("keyherald: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.mark.redis
-def test_a_wrong_kek_is_named(env: IssuerSettings, capsys: pytest.CaptureFixture[str],
+def test_a_wrong_kek_is_named(env: IssuerSettings, cli: Cli,
                               monkeypatch: pytest.MonkeyPatch) -> None:
-    run(capsys, "keys", "rotate")
-    _, other, _ = run(capsys, "kek")
+    _, other, _ = cli("kek")
     monkeypatch.setenv("KEYHERALD_KEK", other.strip())
-    code, _, err = run(capsys, "keys", "list")
+    code, _, err = cli("keys", "list")
     assert code == 2 and "KEYHERALD_KEK: does not decrypt" in err and other.strip() not in err
 
 
-def test_missing_kek_says_how_to_make_one(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_kek_says_how_to_make_one(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [k for k in os.environ if k.startswith("KEYHERALD_")]:
         monkeypatch.delenv(name)
-    code, _, err = run(capsys, "keys", "list")
+    code, _, err = cli("keys", "list")
     assert code == 2 and "KEYHERALD_KEK: is not set" in err and "keyherald kek" in err
 
 
-def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_command_has_help(cli: Cli) -> None:
     parser = build_parser()
     stack = [((), parser)]
     seen = []
     while stack:
         path, node = stack.pop()
-        code, out, _ = run(capsys, *path, "--help")
+        code, out, _ = cli(*path, "--help")
         assert code == 0 and "usage: keyherald" in out
         seen.append(" ".join(path))
         for action in node._actions:

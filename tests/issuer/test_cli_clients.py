@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+from collections.abc import Callable
 
 import pytest
 
-from keyherald.issuer.cli import main
 from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.rotation import Rotator
@@ -16,26 +15,9 @@ from keyherald.issuer.settings import IssuerSettings
 from keyherald.issuer.tokens import sign_token
 from keyherald.shared.state import State
 
+Cli = Callable[..., tuple[int, str, str]]
+
 pytestmark = pytest.mark.redis
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
-
-@pytest.fixture
-def env(issuer_settings: IssuerSettings, monkeypatch: pytest.MonkeyPatch) -> IssuerSettings:
-    assert issuer_settings.kek is not None
-    for name in [k for k in os.environ if k.startswith("KEYHERALD_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("KEYHERALD_REDIS_URL", issuer_settings.redis_url)
-    monkeypatch.setenv("KEYHERALD_NAMESPACE", issuer_settings.namespace)
-    monkeypatch.setenv("KEYHERALD_ISSUER", issuer_settings.issuer)
-    monkeypatch.setenv("KEYHERALD_KEK", issuer_settings.kek.get_secret_value())
-    return issuer_settings
 
 
 def _state(settings: IssuerSettings) -> State:
@@ -47,8 +29,8 @@ def _state(settings: IssuerSettings) -> State:
 
 
 def test_create_prints_the_secret_once_and_it_authenticates(env: IssuerSettings,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "clients", "create", "orders", "--audience", "inventory", "--audience", "payments",
+                                                            cli: Cli) -> None:
+    code, out, _ = cli("clients", "create", "orders", "--audience", "inventory", "--audience", "payments",
                        "--scope", "inventory:read", "--ttl", "2m", "--json")
     assert code == 0
     created = json.loads(out)
@@ -63,36 +45,36 @@ def test_create_prints_the_secret_once_and_it_authenticates(env: IssuerSettings,
             assert await registry.authenticate("orders", "khs_wrong") is None
 
     asyncio.run(check())
-    code, out, _ = run(capsys, "clients", "list", "--json")
+    code, out, _ = cli("clients", "list", "--json")
     listed = json.loads(out)
     assert [c["client_id"] for c in listed] == ["orders"]
     assert created["client_secret"] not in out and "secret_hash" not in out
-    code, out, _ = run(capsys, "clients", "list")
+    code, out, _ = cli("clients", "list")
     assert "orders" in out and "enabled" in out and "inventory,payments" in out
 
 
 def test_create_twice_and_bad_input_are_one_line_errors(env: IssuerSettings,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "clients", "create", "orders", "--audience", "inventory")[0] == 0
-    code, _, err = run(capsys, "clients", "create", "orders", "--audience", "inventory")
+                                                        cli: Cli) -> None:
+    assert cli("clients", "create", "orders", "--audience", "inventory")[0] == 0
+    code, _, err = cli("clients", "create", "orders", "--audience", "inventory")
     assert code != 0 and err.count("\n") == 1 and "exists already" in err
-    code, _, err = run(capsys, "clients", "create", "bad name", "--audience", "x")
+    code, _, err = cli("clients", "create", "bad name", "--audience", "x")
     assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
-    code, _, err = run(capsys, "clients", "create", "x", "--audience", "inv", "--scope", 'a"b')
+    code, _, err = cli("clients", "create", "x", "--audience", "inv", "--scope", 'a"b')
     assert code != 0 and "scope" in err
-    code, _, err = run(capsys, "clients", "create", "x", "--audience", "inv", "--ttl", "soon")
+    code, _, err = cli("clients", "create", "x", "--audience", "inv", "--ttl", "soon")
     assert code != 0 and "duration" in err
-    code, _, err = run(capsys, "clients", "disable", "nobody")
+    code, _, err = cli("clients", "disable", "nobody")
     assert code != 0 and "no client 'nobody'" in err
 
 
-def test_disable_and_rotate_secret(env: IssuerSettings, capsys: pytest.CaptureFixture[str]) -> None:
-    _, out, _ = run(capsys, "clients", "create", "orders", "--audience", "inventory", "--json")
+def test_disable_and_rotate_secret(env: IssuerSettings, cli: Cli) -> None:
+    _, out, _ = cli("clients", "create", "orders", "--audience", "inventory", "--json")
     old = json.loads(out)["client_secret"]
-    code, out, _ = run(capsys, "clients", "rotate-secret", "orders", "--json")
+    code, out, _ = cli("clients", "rotate-secret", "orders", "--json")
     new = json.loads(out)["client_secret"]
     assert code == 0 and new != old
-    code, out, _ = run(capsys, "clients", "disable", "orders")
+    code, out, _ = cli("clients", "disable", "orders")
     assert code == 0 and "revoke subject orders" in out
 
     async def check() -> None:
@@ -103,11 +85,11 @@ def test_disable_and_rotate_secret(env: IssuerSettings, capsys: pytest.CaptureFi
             assert client is not None and client.disabled
 
     asyncio.run(check())
-    assert "disabled" in run(capsys, "clients", "list")[1]
+    assert "disabled" in cli("clients", "list")[1]
 
 
 def test_revoke_subject_key_and_token_print_their_seq(env: IssuerSettings,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                      cli: Cli) -> None:
     async def genesis_and_token() -> str:
         async with IssuerContext(env) as ctx:
             await Rotator(ctx).tick()
@@ -121,39 +103,37 @@ def test_revoke_subject_key_and_token_print_their_seq(env: IssuerSettings,
 
     token = asyncio.run(genesis_and_token())
     seq = _state(env).seq
-    code, out, err = run(capsys, "revoke", "subject", "orders")
+    code, out, err = cli("revoke", "subject", "orders")
     assert code == 0 and out.strip().endswith(f"seq {seq + 1}") and "no registered client" in err
     assert "orders" in _state(env).revoked_subjects
 
-    code, out, _ = run(capsys, "revoke", "token", "--jti", "abc", "--expires-at", "2030-01-01T00:00:00Z", "--json")
+    code, out, _ = cli("revoke", "token", "--jti", "abc", "--expires-at", "2030-01-01T00:00:00Z", "--json")
     assert code == 0 and json.loads(out) == {"seq": seq + 2}
     assert _state(env).revoked_tokens["abc"] == 1893456000
-    code, out, _ = run(capsys, "revoke", "token", "--jti", "def", "--expires-at", "1893456000")
+    code, out, _ = cli("revoke", "token", "--jti", "def", "--expires-at", "1893456000")
     assert code == 0 and _state(env).revoked_tokens["def"] == 1893456000
 
-    code, out, _ = run(capsys, "revoke", "token", "--token", token)
+    code, out, _ = cli("revoke", "token", "--token", token)
     assert code == 0 and "jti-from-token" in out and "jti-from-token" in _state(env).revoked_tokens
 
     active = _state(env).active_key
     assert active is not None
-    code, out, _ = run(capsys, "revoke", "key", active.kid)
+    code, out, _ = cli("revoke", "key", active.kid)
     state = _state(env)
     assert code == 0 and out.strip().endswith(f"seq {state.seq}")
     assert state.keys[active.kid].state == "revoked"
     assert state.active_key is not None and state.active_key.kid != active.kid
 
 
-def test_revoke_bad_input_is_a_one_line_error(env: IssuerSettings, capsys: pytest.CaptureFixture[str]) -> None:
+def test_revoke_bad_input_is_a_one_line_error(env: IssuerSettings, cli: Cli) -> None:
     cases = [
         ("revoke", "token", "--jti", "abc"),
         ("revoke", "token", "--token", "not-a-token"),
         ("revoke", "key", "no-such-kid"),
     ]
     for argv in cases:
-        code, _, err = run(capsys, *argv)
+        code, _, err = cli(*argv)
         assert code != 0 and err.count("\n") == 1 and "Traceback" not in err, argv
         assert "not-a-token" not in err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["revoke", "token", "--jti", "a", "--expires-at", "yesterday"])
-    assert exit_info.value.code == 2
-    assert "ISO 8601" in capsys.readouterr().err
+    code, _, err = cli("revoke", "token", "--jti", "a", "--expires-at", "yesterday")
+    assert code == 2 and "ISO 8601" in err

@@ -15,6 +15,7 @@ from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared import EVENT_FIELD, ManualClock, State
 from keyherald.shared.envelope import TrustAnchor
+from keyherald.shared.errors import SettingsError
 
 pytestmark = pytest.mark.redis
 
@@ -135,3 +136,35 @@ async def test_junk_in_the_stream_does_not_stop_the_issuer(issuer_ctx: IssuerCon
     assert seq == 5
     anchor: TrustAnchor = issuer_ctx.control.anchor
     assert anchor.open_event((await read_log(issuer_ctx, after="5-0"))[0][1]).seq == 5
+
+
+async def test_a_replayed_old_snapshot_is_refused_by_a_running_issuer(issuer_ctx: IssuerContext) -> None:
+    """Building on an old state would fork the log; a running replica refuses to go back."""
+    await Rotator(issuer_ctx).tick()
+    names = issuer_ctx.names
+    old_snapshot, old_head = await issuer_ctx.redis.mget(names.snapshot, names.head)
+    await Admin(issuer_ctx).revoke_token("kept", 1_900_000_000)
+    await issuer_ctx.redis.mset({names.snapshot: old_snapshot, names.head: old_head})
+    with pytest.raises(CorruptState, match="went back from seq 5 to 4"):
+        await Admin(issuer_ctx).revoke_token("forked", 1_900_000_000)
+    entries = await read_log(issuer_ctx)
+    assert len(entries) == 5  # nothing appended on top of the replay
+
+
+async def test_a_host_clock_off_the_redis_clock_refuses_to_start(issuer_settings: IssuerSettings) -> None:
+    """Event times (revocation cut-offs, heartbeats) come from the writer's clock."""
+    import time
+
+    ahead = IssuerContext(issuer_settings, clock=lambda: time.time() + 60, check_clock=True)
+    with pytest.raises(SettingsError, match=r"KEYHERALD_MAX_CLOCK_SKEW: this host's clock is \+6\d\.\ds off"):
+        await ahead.open()
+    async with IssuerContext(issuer_settings, check_clock=True) as in_sync:
+        assert in_sync.redis is not None
+
+
+async def test_log_time_never_goes_backwards(issuer_ctx: IssuerContext, clock: ManualClock) -> None:
+    await Rotator(issuer_ctx).tick()
+    clock.advance(-100)  # a writer whose clock is behind the last event's
+    events = await issuer_ctx.log.commit(_revoke("late"))
+    state = await issuer_ctx.log.read_state()
+    assert events[0].time == state.time >= clock() + 100

@@ -7,7 +7,9 @@ import pytest
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.kek import KeyEncryptionKey, WrongKEK, generate_kek_text
 from keyherald.issuer.rotation import Rotator
+from keyherald.shared.clock import ManualClock
 from keyherald.shared.encoding import b64url_encode
+from keyherald.shared.jwk import SigningKey
 
 pytestmark = pytest.mark.redis
 
@@ -43,3 +45,15 @@ async def test_a_sealed_key_moved_to_another_kid_does_not_open(issuer_ctx: Issue
     issuer_ctx.keystore._cache.clear()
     with pytest.raises(WrongKEK):
         await issuer_ctx.keystore.get(kid_a)
+
+
+async def test_keys_no_append_announced_are_swept_once_old(issuer_ctx: IssuerContext, clock: ManualClock) -> None:
+    """A commit that lost its race, or a crash before a delete, leaves a private key behind."""
+    rotator = Rotator(issuer_ctx)
+    await rotator.tick()
+    lost, in_flight = SigningKey.generate("ES256"), SigningKey.generate("ES256")
+    await issuer_ctx.keystore.put(lost, made_at=clock() - 3601)
+    await issuer_ctx.keystore.put(in_flight, made_at=clock())
+    assert await rotator.sweep(clock()) == [lost.kid]
+    state = await issuer_ctx.log.read_state()
+    assert await issuer_ctx.keystore.kids() == set(state.keys) | {in_flight.kid}

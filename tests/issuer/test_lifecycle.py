@@ -32,7 +32,7 @@ async def test_a_key_passes_through_every_state(issuer_ctx: IssuerContext, clock
     rotator = Rotator(issuer_ctx)
     history = list(await rotator.tick())
     kid = history[-1].data["key"]["kid"]  # the genesis standby
-    for step in (PERIOD, PERIOD, 299, 1):
+    for step in (PERIOD, PERIOD, 604, 1):
         clock.advance(step)
         history += await rotator.tick()
     mine = [e for e in history if e.data.get("kid") == kid or e.data.get("key", {}).get("kid") == kid]
@@ -41,7 +41,8 @@ async def test_a_key_passes_through_every_state(issuer_ctx: IssuerContext, clock
     assert published["state"] == "published" and published["activates_at"] == published["published_at"] + PERIOD
     assert activated["state"] == "active" and activated["activated_at"] == published["activates_at"]
     assert retired["state"] == "retired" and retired["retired_at"] == activated["activated_at"] + PERIOD
-    assert retired["expires_at"] == retired["retired_at"] + 300
+    # its last token's exp (ttl 300), plus the largest agent leeway (300), plus a tick (5)
+    assert retired["expires_at"] == retired["retired_at"] + 605
     assert mine[-1].time >= retired["expires_at"]
     assert kid not in (await issuer_ctx.log.read_state()).keys
     assert kid not in await issuer_ctx.keystore.kids()  # the private key is deleted with it
@@ -54,7 +55,7 @@ async def test_a_retired_key_stays_while_its_tokens_may_live(issuer_ctx: IssuerC
     assert first is not None
     clock.advance(PERIOD)
     await rotator.tick()
-    clock.advance(299)
+    clock.advance(604)  # exp of its last token + the largest leeway an agent may give
     await rotator.tick()
     assert (await issuer_ctx.log.read_state()).keys[first.kid].state is KeyState.RETIRED
 

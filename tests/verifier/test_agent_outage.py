@@ -115,17 +115,19 @@ async def test_redis_restarted_empty_the_agent_adopts_the_new_log_and_keeps_revo
         await eventually(lambda: not agent.status().connected, within=5, what="outage noticed")
         own_server.start()
         await _reconnect(own_issuer.redis)
-        await own_issuer.redis.set(own_issuer.names.control_key, control_blob)
+        await own_issuer.redis.set(own_issuer.names.control_key, control_blob)  # restored from backup
         clock.advance(5)
-        new_log = await Rotator(own_issuer).tick()  # genesis again: seq restarts at 1
-        assert new_log[-1].seq < old_seq
-        await eventually(lambda: agent.status().resets == 1, within=6, what="new log adopted")
-        assert agent.status().seq == new_log[-1].seq
-        assert refuses(agent, await mint(own_issuer, clock)) is None  # the new log's key
-        assert refuses(agent, revoked) == "unknown_key"  # the old log's keys are gone with it
-        assert agent.status().revoked_tokens == 1  # but its revocations are kept
-        await Admin(own_issuer).revoke_subject("someone")
-        await eventually(lambda: agent.status().revoked_subjects == 1, what="follows the new log")
+        # A running replica refuses a log that went backwards; a restarted one starts anew.
+        async with IssuerContext(own_issuer.settings, clock=clock) as restarted:
+            new_log = await Rotator(restarted).tick()  # genesis again: seq restarts at 1
+            assert new_log[-1].seq < old_seq
+            await eventually(lambda: agent.status().resets == 1, within=6, what="new log adopted")
+            assert agent.status().seq == new_log[-1].seq
+            assert refuses(agent, await mint(restarted, clock)) is None  # the new log's key
+            assert refuses(agent, revoked) == "unknown_key"  # the old log's keys are gone with it
+            assert agent.status().revoked_tokens == 1  # but its revocations are kept
+            await Admin(restarted).revoke_subject("someone")
+            await eventually(lambda: agent.status().revoked_subjects == 1, what="follows the new log")
 
 
 async def test_cold_start_from_the_cache_file_with_redis_down(

@@ -79,8 +79,15 @@ _Decide = Callable[[State, float, FreshKeys], list[Draft]]
 class IssuerContext:
     """Redis, the KEK, the key store, the control key and the log, from settings."""
 
-    def __init__(self, settings: IssuerSettings, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, settings: IssuerSettings, *, clock: Clock = system_clock, create: bool = True,
+        check_clock: bool | None = None,
+    ) -> None:
+        """``check_clock`` compares the clock with Redis' at open; by default only the system
+        clock is checked (an injected clock is a test's, not the host's)."""
         self.settings = settings
+        self._create = create
+        self._check_clock_at_open = clock is system_clock if check_clock is None else check_clock
         self.clock = clock
         self.names = Names(settings.namespace)
         self.policy = Policy(
@@ -94,12 +101,16 @@ class IssuerContext:
         self._keystore: KeyStore | None = None
         self._control: ControlKey | None = None
 
-    async def open(self, *, create: bool = True) -> Self:
+    async def open(self, *, create: bool | None = None) -> Self:
+        """Connect and load the control key; ``create=False`` (admin commands) refuses a
+        namespace no issuer has started in, rather than minting a control key for a typo."""
         kek = KeyEncryptionKey.from_settings(self.settings)  # before Redis: a missing KEK says so
         self._redis = await connect_redis(self.settings.redis_url)
         try:
+            if self._check_clock_at_open:
+                await self._check_clock()
             self._keystore = KeyStore(self._redis, self.names, kek)
-            self._control = await self._keystore.control_key(create=create)
+            self._control = await self._keystore.control_key(create=self._create if create is None else create)
             self._log = EventLog(
                 self._redis, self.names, self._control, self.settings.issuer,
                 retain=self.settings.stream_retain, clock=self.clock,
@@ -109,6 +120,15 @@ class IssuerContext:
             await self.close()
             raise
         return self
+
+    async def _check_clock(self) -> None:
+        seconds, micros = await self.redis.time()
+        skew = self.clock() - (seconds + micros / 1e6)
+        if abs(skew) > self.settings.max_clock_skew:
+            raise SettingsError(
+                "KEYHERALD_MAX_CLOCK_SKEW",
+                f"this host's clock is {skew:+.1f}s off the Redis server's; fix its time sync (NTP)",
+            )
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -151,7 +171,7 @@ class IssuerContext:
             fresh.reset()
             drafts = decide(state, now, fresh)
             for key in fresh.used:
-                await self.keystore.put(key)
+                await self.keystore.put(key, made_at=now)
             return drafts
 
         return await self.log.commit(mutation)

@@ -7,6 +7,7 @@
         ├── NamespaceOwnedElsewhere          the namespace belongs to another issuer
         ├── CorruptState                     what Redis holds does not verify
         ├── AppendContention                 the log stayed contended for too long
+        ├── SnapshotTooLarge                 the state outgrew what a snapshot may hold
         ├── ClientNotFound                   no registered client with that client_id
         └── ClientExists                     a client of that name is registered already
 """
@@ -23,6 +24,7 @@ __all__ = [
     "IssuerError",
     "KeyNotFound",
     "NamespaceOwnedElsewhere",
+    "SnapshotTooLarge",
     "SettingsError",
 ]
 
@@ -53,3 +55,7 @@ class ClientNotFound(IssuerError):
 
 class ClientExists(IssuerError):
     code = "client_exists"
+
+
+class SnapshotTooLarge(IssuerError):
+    code = "snapshot_too_large"

@@ -17,13 +17,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.envelope import ControlKey
+from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH, ControlKey
 from keyherald.shared.errors import ProtocolError
 from keyherald.shared.events import Event
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
-from .errors import AppendContention, CorruptState, NamespaceOwnedElsewhere
+from .errors import AppendContention, CorruptState, NamespaceOwnedElsewhere, SnapshotTooLarge
 
 __all__ = ["Draft", "EventLog", "Mutation"]
 
@@ -66,17 +66,27 @@ class EventLog:
         self._retain = retain
         self._clock = clock
         self._script = redis.register_script(_APPEND)
+        self._high_water = (0, 0.0)
+        """The furthest (seq, time) this process has seen: the log must never go back."""
 
     @property
     def names(self) -> Names:
         return self._names
 
     async def read_state(self) -> State:
-        """The state at the head, from the snapshot, verified: Redis is not trusted."""
-        raw_snapshot, raw_head = await self._redis.mget(self._names.snapshot, self._names.head)
+        """The state at the head, from the snapshot, verified: Redis is not trusted.
+
+        A state older than one this process saw (a replayed old snapshot, a restored
+        backup) is refused: building on it would fork the log. A restart accepts it.
+        """
+        try:
+            raw_snapshot, raw_head = await self._redis.mget(self._names.snapshot, self._names.head)
+        except UnicodeDecodeError:
+            raise CorruptState("the stored snapshot or head is not text") from None
         if raw_snapshot is None:
             if raw_head not in (None, b"0", "0"):
                 raise CorruptState(f"namespace {self._names.namespace} has events but no snapshot")
+            self._check_forward(0, 0.0)
             return State(issuer=self._issuer)
         text = raw_snapshot.decode() if isinstance(raw_snapshot, bytes) else raw_snapshot
         try:
@@ -88,17 +98,30 @@ class EventLog:
                 f"namespace {self._names.namespace!r} belongs to issuer {snapshot.issuer!r}, "
                 f"not {self._issuer!r} (set KEYHERALD_ISSUER or KEYHERALD_NAMESPACE)"
             )
-        head = int(raw_head or 0)
+        try:
+            head = int(raw_head or 0)
+        except ValueError:
+            raise CorruptState("the stored head is not a number") from None
         if head != snapshot.seq:
             raise CorruptState(f"head seq {head} disagrees with snapshot seq {snapshot.seq}")
+        self._check_forward(snapshot.seq, snapshot.time)
         return State.from_snapshot(snapshot)
+
+    def _check_forward(self, seq: int, time: float) -> None:
+        high_seq, high_time = self._high_water
+        if seq < high_seq or time < high_time:
+            raise CorruptState(
+                f"the log in Redis went back from seq {high_seq} to {seq}: a restored backup or a replay;"
+                " restart the issuer to accept it"
+            )
+        self._high_water = (seq, time)
 
     async def commit(self, mutation: Mutation, *, attempts: int = 64) -> list[Event]:
         """Append what ``mutation`` decides; retried on a fresh state when another writer won."""
         for attempt in range(attempts):
             state = await self.read_state()
             base = state.seq
-            now = self._clock()
+            now = max(self._clock(), state.time)  # log time never goes backwards
             drafts = await mutation(state, now)
             if not drafts:
                 return []
@@ -110,6 +133,11 @@ class EventLog:
                 state.apply(event)
             sealed = [self._control.seal_event(e) for e in events]
             snapshot = self._control.seal_snapshot(state.to_snapshot())
+            if len(snapshot) > MAX_SNAPSHOT_LENGTH:
+                raise SnapshotTooLarge(
+                    f"the snapshot would be {len(snapshot)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"
+                    " revocations; revoke subjects rather than single tokens"
+                )
             minid = max(0, state.seq - self._retain)
             try:
                 result = await self._script(
@@ -119,6 +147,7 @@ class EventLog:
             except ResponseError as exc:
                 raise CorruptState(f"the event stream refused an append: {exc}") from None
             if cast(int, result) >= 0:
+                self._high_water = (state.seq, state.time)
                 return events
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
         raise AppendContention(f"gave up appending after {attempts} contended attempts")

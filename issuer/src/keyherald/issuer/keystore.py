@@ -38,10 +38,26 @@ class KeyStore:
     def _name(self, kid: str) -> str:
         return f"{self._names.namespace}/signing-key/{kid}"
 
-    async def put(self, key: SigningKey) -> None:
-        """Store before the key is announced: agents must never hold a key we cannot use."""
-        await self._redis.hset(self._names.signing_keys, key.kid, self._seal(key, self._name(key.kid)))
+    async def put(self, key: SigningKey, *, made_at: float) -> None:
+        """Store before the key is announced: agents must never hold a key we cannot use.
+
+        ``made_at`` (outside the seal) lets the leader sweep keys a lost append never announced.
+        """
+        sealed = loads_object(self._seal(key, self._name(key.kid)))
+        blob = dumps({**sealed, "made_at": int(made_at)}).decode()
+        await self._redis.hset(self._names.signing_keys, key.kid, blob)
         self._cache[key.kid] = key
+
+    async def made_at(self) -> dict[str, int]:
+        """kid -> when each stored key was made (0 when unknown)."""
+        made: dict[str, int] = {}
+        for kid, blob in (await self._redis.hgetall(self._names.signing_keys)).items():
+            try:
+                value = loads_object(blob).get("made_at", 0)
+            except ValueError:
+                value = 0
+            made[str(kid)] = value if isinstance(value, int) else 0
+        return made
 
     async def get(self, kid: str) -> SigningKey:
         cached = self._cache.get(kid)
@@ -74,5 +90,8 @@ class KeyStore:
             await self._redis.set(self._names.control_key, self._seal(fresh.signing_key, name), nx=True)
             blob = await self._redis.get(self._names.control_key)
         if blob is None:
-            raise KeyNotFound(f"namespace {self._names.namespace} has no control key yet")
+            raise KeyNotFound(
+                f"namespace {self._names.namespace!r} has no control key: no issuer has run there"
+                " (check KEYHERALD_NAMESPACE and KEYHERALD_REDIS_URL, or start `keyherald issuer run`)"
+            )
         return ControlKey(self._open(blob, name))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from keyherald.shared.events import EventType, KeyRecord, KeyState
+from keyherald.shared.events import REVOCATION_GRACE, EventType, KeyRecord, KeyState
 from keyherald.shared.jwk import Algorithm, VerifyingKey
 from keyherald.shared.state import State
 
@@ -23,6 +23,7 @@ __all__ = [
     "describe",
     "expired_kids",
     "heartbeat_due",
+    "key_expiry",
     "plan",
     "revoke_key",
     "rotate",
@@ -54,6 +55,13 @@ def _published(key: VerifyingKey, now: int, activates_at: int) -> KeyRecord:
         kid=key.kid, alg=key.alg, jwk=key.jwk, state=KeyState.PUBLISHED,
         published_at=now, activates_at=activates_at,
     )
+
+
+def key_expiry(stopped_at: int, policy: Policy) -> int:
+    """When a key that stopped signing at ``stopped_at`` may go: its last token's exp, plus
+    the largest leeway an agent may grant (REVOCATION_GRACE), plus a tick for replicas that
+    signed with it a moment after the rotation."""
+    return stopped_at + policy.token_ttl + REVOCATION_GRACE + 5
 
 
 def standby(state: State) -> KeyRecord | None:
@@ -91,7 +99,7 @@ def rotate(state: State, now: float, policy: Policy, fresh: VerifyingKey) -> lis
         raise KeyNotFound("there is no standby key to activate")
     if active is not None:
         drafts.append(_key_draft(EventType.KEY_RETIRED, active.model_copy(
-            update={"state": KeyState.RETIRED, "retired_at": t, "expires_at": t + policy.token_ttl})))
+            update={"state": KeyState.RETIRED, "retired_at": t, "expires_at": key_expiry(t, policy)})))
     drafts.append(_key_draft(EventType.KEY_ACTIVATED, nxt.model_copy(
         update={"state": KeyState.ACTIVE, "activated_at": t, "activates_at": t})))
     drafts.append(_key_draft(EventType.KEY_PUBLISHED, _published(fresh, t, t + int(policy.rotation_period))))
@@ -106,7 +114,7 @@ def revoke_key(state: State, kid: str, now: float, policy: Policy, fresh: Verify
     if record.state is KeyState.REVOKED:
         return []
     t = int(now)
-    expires = t + policy.token_ttl if record.state is not KeyState.RETIRED else record.expires_at
+    expires = key_expiry(t, policy) if record.state is not KeyState.RETIRED else record.expires_at
     revoked = record.model_copy(update={"state": KeyState.REVOKED, "revoked_at": t, "expires_at": expires})
     drafts = [_key_draft(EventType.KEY_REVOKED, revoked)]
     if record.state is KeyState.ACTIVE:

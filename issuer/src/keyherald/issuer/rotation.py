@@ -17,9 +17,15 @@ from .eventlog import Draft
 __all__ = ["Rotator"]
 
 
+ORPHAN_AGE = 3600
+"""A stored key no append announced within this long was made for a commit that lost."""
+SWEEP_EVERY = 600
+
+
 class Rotator:
     def __init__(self, ctx: IssuerContext) -> None:
         self._ctx = ctx
+        self._swept_at = float("-inf")
 
     async def tick(self) -> list[Event]:
         """Do whatever is due now; returns the events appended (often none)."""
@@ -32,4 +38,17 @@ class Rotator:
         # Private keys of expired keys are deleted: nothing may sign with them again.
         expired = [str(e.data.get("kid")) for e in events if e.type == EventType.KEY_EXPIRED]
         await self._ctx.keystore.delete(*expired)
+        now = self._ctx.clock()
+        if now - self._swept_at >= SWEEP_EVERY:
+            await self.sweep(now)
         return events
+
+    async def sweep(self, now: float) -> list[str]:
+        """Delete private keys that no state holds and that are too old to be an append in
+        flight: keys of a commit that lost its race, or left by a crash before their delete."""
+        self._swept_at = now
+        state = await self._ctx.log.read_state()
+        made = await self._ctx.keystore.made_at()
+        orphans = [kid for kid, at in made.items() if kid not in state.keys and at + ORPHAN_AGE < now]
+        await self._ctx.keystore.delete(*orphans)
+        return orphans

@@ -158,6 +158,9 @@ class IssuerRuntime:
             except (IssuerError, ProtocolError) as exc:
                 log.error("duty cycle failed: %s", exc)
                 await asyncio.sleep(1.0)
+            except Exception as exc:  # a surprise must not end the duty loop: no heartbeats, no rotation
+                log.error("duty cycle failed unexpectedly (%s: %s)", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
 
     async def _admin_agent(self) -> None:
         """Start the agent that checks admin tokens; retried until the log has a snapshot."""

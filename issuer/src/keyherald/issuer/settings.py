@@ -34,6 +34,9 @@ class IssuerSettings(BaseKeyheraldSettings):
     auth_failures_per_address: int = Field(default=100, ge=1)
     """Failed authentications allowed per source address per minute before 429."""
     admin_scope: str = "keyherald:admin"
+    max_clock_skew: Duration = 5.0
+    """Refuse to run when this host's clock is further than this from the Redis server's:
+    event times (revocation cut-offs, heartbeats) come from the writer's clock."""
 
     @field_validator("token_ttl")
     @classmethod

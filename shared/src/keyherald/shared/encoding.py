@@ -52,7 +52,9 @@ def _no_constants(name: str) -> Any:
 def loads_object(data: bytes | str) -> dict[str, Any]:
     """Parse strict JSON whose top level must be an object."""
     try:
-        value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        # Bytes are UTF-8 (RFC 8259 §8.1); json.loads would also guess UTF-16 and UTF-32.
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise ValueError("not valid JSON") from None
     if not isinstance(value, dict):

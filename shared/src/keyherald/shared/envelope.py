@@ -20,10 +20,14 @@ from .events import Event, Snapshot
 from .jwk import SigningKey, VerifyingKey
 from .jws import parse_compact, sign_compact
 
-__all__ = ["EVENT_TYP", "SNAPSHOT_TYP", "ControlKey", "TrustAnchor"]
+__all__ = ["EVENT_TYP", "MAX_EVENT_LENGTH", "MAX_SNAPSHOT_LENGTH", "SNAPSHOT_TYP", "ControlKey", "TrustAnchor"]
 
 EVENT_TYP = "keyherald-event+jws"
 SNAPSHOT_TYP = "keyherald-snapshot+jws"
+MAX_EVENT_LENGTH = 1 << 20
+"""An event is small (a key record at most); anything longer is refused unread."""
+MAX_SNAPSHOT_LENGTH = 64 << 20
+"""A snapshot grows with live revocations (about 60 bytes each): 64 MiB holds a million."""
 _M = TypeVar("_M", bound=BaseModel)
 _THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -102,7 +106,7 @@ class TrustAnchor:
     def open_event(self, text: str, *, issuer: str | None = None) -> Event:
         if self.key is None:
             raise UntrustedSigner("the trust anchor has no key yet: open a snapshot first")
-        event = self._open(text, EVENT_TYP, Event, self.key)
+        event = self._open(text, EVENT_TYP, Event, self.key, MAX_EVENT_LENGTH)
         if issuer is not None and event.issuer != issuer:
             raise WrongIssuer(f"event from issuer {event.issuer!r}, expected {issuer!r}")
         return event
@@ -117,7 +121,7 @@ class TrustAnchor:
                 raise MalformedMessage(f"snapshot carries no usable control key: {exc}") from None
             if key.kid != self.thumbprint:
                 raise UntrustedSigner("snapshot signed by a control key other than the pinned one")
-        snapshot = self._open(text, SNAPSHOT_TYP, Snapshot, key)
+        snapshot = self._open(text, SNAPSHOT_TYP, Snapshot, key, MAX_SNAPSHOT_LENGTH)
         self.key = key
         if issuer is not None and snapshot.issuer != issuer:
             raise WrongIssuer(f"snapshot of issuer {snapshot.issuer!r}, expected {issuer!r}")
@@ -126,13 +130,13 @@ class TrustAnchor:
     @staticmethod
     def _header(text: str) -> dict[str, Any]:
         try:
-            return parse_compact(text).header
+            return parse_compact(text, max_length=MAX_SNAPSHOT_LENGTH).header
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
 
-    def _open(self, text: str, typ: str, model: type[_M], key: VerifyingKey) -> _M:
+    def _open(self, text: str, typ: str, model: type[_M], key: VerifyingKey, max_length: int) -> _M:
         try:
-            jws = parse_compact(text)
+            jws = parse_compact(text, max_length=max_length)
         except (ValueError, TypeError):
             raise MalformedMessage("not a compact JWS") from None
         header = jws.header

@@ -75,7 +75,7 @@ def _print_secret(client_id: str, secret: str, as_json: bool) -> None:
 
 
 async def _create(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         registry = ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock)
         client, secret = await registry.create(args.name, audiences=args.audience, scopes=args.scope, ttl=args.ttl)
         cap = int(ctx.settings.token_ttl)
@@ -90,7 +90,7 @@ def _when(ts: int) -> str:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         clients = await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).list()
         default_ttl = int(ctx.settings.token_ttl)
     if args.json:
@@ -106,7 +106,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _disable(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).disable(args.client_id)
     print(f"disabled {args.client_id}: it gets no more tokens. Tokens it holds stay valid until they expire;")
     print(f"to refuse those too: keyherald revoke subject {args.client_id}")
@@ -114,14 +114,14 @@ async def _disable(args: argparse.Namespace) -> int:
 
 
 async def _enable(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).enable(args.client_id)
     print(f"enabled {args.client_id}")
     return 0
 
 
 async def _rotate(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         client, secret = await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).rotate_secret(args.client_id)
     _print_secret(client.client_id, secret, args.json)
     if not args.json:

@@ -89,27 +89,25 @@ async def _dev(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"kek": None})
         configure_logging()
         app, runtime = create_worker(settings)
+        stop = _stop_on_signals()
         async with app:
             anchor = runtime.ctx.control.anchor
             jwk = anchor.key.jwk if anchor.key else {}
             _announce(settings, jwk, anchor.thumbprint, directory, runtime.http_port or http_port)
-            await _until_signalled()
+            await stop.wait()
     finally:
         await asyncio.to_thread(server.stop)
     return 0
 
 
-async def _until_signalled() -> None:
-    """Ctrl-C or SIGTERM: stop the issuer, then Valkey (also when started in the background)."""
+def _stop_on_signals() -> asyncio.Event:
+    """Ctrl-C or SIGTERM, even before start-up is done (and when started in the background,
+    where SIGINT is ignored): stop the issuer, then Valkey."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return stop
 
 
 def _announce(settings: IssuerSettings, jwk: dict[str, Any], thumbprint: str, directory: Path, port: int) -> None:

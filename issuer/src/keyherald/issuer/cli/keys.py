@@ -35,7 +35,7 @@ def _when(ts: int | None) -> str:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         records = await Admin(ctx).keys()
     if args.json:
         emit_json([describe(r) for r in records])
@@ -50,7 +50,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _rotate(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         seq = await Admin(ctx).rotate(emergency=args.emergency)
     print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}")
     return 0

@@ -78,7 +78,7 @@ async def _token(args: argparse.Namespace) -> int:
     if args.token is not None and args.expires_at is not None:
         raise ValueError("--expires-at goes with --jti; with --token the exp is read from the token")
     settings = settings_from(args)
-    async with IssuerContext(settings) as ctx:
+    async with IssuerContext(settings, create=False) as ctx:
         jti, expires_at = args.jti, args.expires_at
         if args.token is not None:
             claims = verified_claims(args.token.strip(), await ctx.log.read_state(), settings.issuer)
@@ -93,7 +93,7 @@ async def _token(args: argparse.Namespace) -> int:
 
 
 async def _subject(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         if await ClientRegistry(ctx.redis, ctx.names).get(args.sub) is None:
             print(f"note: no registered client is named {args.sub!r}; revoking the subject anyway", file=sys.stderr)
         seq = await Admin(ctx).revoke_subject(args.sub)
@@ -101,6 +101,6 @@ async def _subject(args: argparse.Namespace) -> int:
 
 
 async def _key(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         seq = await Admin(ctx).revoke_key(args.kid)
     return _done(args, f"key {args.kid}", seq)

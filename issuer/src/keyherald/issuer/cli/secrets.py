@@ -30,7 +30,7 @@ async def _kek(args: argparse.Namespace) -> int:
 
 
 async def _anchor(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args)) as ctx:
+    async with IssuerContext(settings_from(args), create=False) as ctx:
         anchor = ctx.control.anchor
         assert anchor.key is not None
         jwk = anchor.key.jwk
