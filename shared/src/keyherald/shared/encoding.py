@@ -12,7 +12,7 @@ import binascii
 import json
 from typing import Any
 
-__all__ = ["b64url_decode", "b64url_encode", "dumps", "loads_object"]
+__all__ = ["b64url_decode", "b64url_encode", "dumps", "loads_object", "no_constants", "no_duplicate_members"]
 
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _TO_STD = bytes.maketrans(b"-_", b"+/")
@@ -38,14 +38,16 @@ def b64url_decode(text: str) -> bytes:
     return data
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for json: an object naming a member twice is not one meaning."""
     result = dict(pairs)
     if len(result) != len(pairs):
         raise ValueError("duplicate member name in JSON object")
     return result
 
 
-def _no_constants(name: str) -> Any:
+def no_constants(name: str) -> Any:
+    """``parse_constant`` for json: NaN and Infinity are not JSON (RFC 8259)."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -54,7 +56,7 @@ def loads_object(data: bytes | str) -> dict[str, Any]:
     try:
         # Bytes are UTF-8 (RFC 8259 §8.1); json.loads would also guess UTF-16 and UTF-32.
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(text, object_pairs_hook=no_duplicate_members, parse_constant=no_constants)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise ValueError("not valid JSON") from None
     if not isinstance(value, dict):

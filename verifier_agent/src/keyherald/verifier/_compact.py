@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from keyherald.shared.encoding import no_constants, no_duplicate_members
 from keyherald.shared.jwk import ALGORITHMS, VerifyingKey
 
 from .errors import AlgorithmNotAllowed, MalformedToken
@@ -68,18 +69,7 @@ def b64decode(part: bytes) -> bytes:
         raise ValueError("not canonical base64url") from None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate member name in JSON object")
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(object_pairs_hook=no_duplicate_members, parse_constant=no_constants)
 json_scan = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # the C scanner, built once
 
 
