@@ -202,3 +202,27 @@ async def _status(http: httpx.AsyncClient, headers: dict[str, str], status: int)
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_rfc7009_revocations_per_client_are_budgeted(issuer_settings: IssuerSettings,
+                                                          clock: ManualClock) -> None:
+    """Each revocation lives in every agent until its token expires: one client may not grow
+    everyone's state without bound by minting and revoking in a loop."""
+    from tests.tokenservice import asgi_client, running_issuer
+
+    settings = issuer_settings.model_copy(update={"revocations_per_client": 3})
+    async with running_issuer(settings, clock) as runtime, asgi_client(runtime) as client:
+        secret = await add_client(runtime, "orders", ["inventory"])
+        answers = []
+        for _ in range(4):
+            token = await _token(client, "orders", secret)
+            response = await client.post("/revoke", data={"token": token}, headers=basic("orders", secret))
+            answers.append(response.status_code)
+        assert answers == [200, 200, 200, 429]
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        assert response.json()["error"] == "temporarily_unavailable"
+        assert len((await runtime.ctx.log.read_state()).revoked_tokens) == 3
+        clock.advance(60)  # the next minute's budget
+        token = await _token(client, "orders", secret)
+        response = await client.post("/revoke", data={"token": token}, headers=basic("orders", secret))
+        assert response.status_code == 200

@@ -33,6 +33,9 @@ class IssuerSettings(BaseKeyheraldSettings):
     """Failed authentications allowed per client_id per minute before 429."""
     auth_failures_per_address: int = Field(default=100, ge=1)
     """Failed authentications allowed per source address per minute before 429."""
+    revocations_per_client: int = Field(default=60, ge=1)
+    """RFC 7009 revocations one client may publish per minute: each is remembered by every
+    agent until the token expires, so a client may not grow everyone's state without bound."""
     admin_scope: str = "keyherald:admin"
     max_clock_skew: Duration = 5.0
     """Refuse to run when this host's clock is further than this from the Redis server's:

@@ -10,6 +10,7 @@ to every agent. Anything else (a stranger's token, garbage, an expired token) is
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -49,6 +50,21 @@ def verified_claims(token: str, state: State, issuer: str) -> dict[str, Any] | N
     return claims if claims.get("iss") == issuer else None
 
 
+async def _over_revocation_budget(service: Service, client_id: str) -> int | None:
+    """Seconds to wait when the client used up this minute's revocations, else None."""
+    now = service.clock()
+    window = int(now // 60)
+    key = service.runtime.ctx.names.ratelimit("revoke", f"{client_id}:{window}")
+    redis = service.runtime.ctx.redis
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+    if int(count) <= service.settings.revocations_per_client:
+        return None
+    return max(1, math.ceil((window + 1) * 60 - now))
+
+
 async def revocation_endpoint(service: Service, request: Request) -> Response:
     try:
         form = await read_form(request)
@@ -66,6 +82,13 @@ async def revocation_endpoint(service: Service, request: Request) -> Response:
         if claims is not None and claims.get("client_id") == client.client_id:
             jti, exp = claims.get("jti"), claims.get("exp")
             if isinstance(jti, str) and isinstance(exp, int) and not isinstance(exp, bool) and exp > service.clock():
+                retry_after = await _over_revocation_budget(service, client.client_id)
+                if retry_after is not None:
+                    log.warning("client %r is over its revocation budget", client.client_id)
+                    return error_response(OAuthError(
+                        "temporarily_unavailable", "too many revocations; retry later",
+                        status=429, headers={"Retry-After": str(retry_after)},
+                    ))
                 seq = await service.runtime.admin.revoke_token(jti, exp)
                 log.info("client %s revoked one of its tokens (seq %d)", client.client_id, seq)
     return Response(status_code=200, headers=NO_STORE)
