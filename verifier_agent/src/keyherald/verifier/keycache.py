@@ -2,15 +2,37 @@
 
 Written only by the follower (one task), read by ``verify`` on any thread: every update
 swaps whole objects, so a reader never sees half an event.
+
+It also keeps **tombstones**: the kids it saw revoked or expired. A snapshot or event from a
+log that forgot them (Redis restored from an old backup, a new log started from stale
+issuer data) cannot make such a key usable again: a revoked one stays revoked, an expired
+one stays gone. Tombstones are bounded: each lives until a day after its key's
+``expires_at`` (issuer time; no token the key signed can be valid by then, and the signing
+window refuses fresh ones), and at most ``MAX_TOMBSTONES`` are kept (the soonest to end go
+first).
 """
 
 from __future__ import annotations
 
-from keyherald.shared.events import Event, KeyRecord, Snapshot
+from dataclasses import dataclass
+
+from keyherald.shared.events import Event, EventType, KeyRecord, KeyState, Snapshot
 from keyherald.shared.jwk import VerifyingKey
 from keyherald.shared.state import Outcome, State
 
-__all__ = ["KeyCache"]
+__all__ = ["MAX_TOMBSTONES", "TOMBSTONE_MARGIN", "KeyCache", "Tombstone"]
+
+TOMBSTONE_MARGIN = 86_400
+"""Seconds a tombstone outlives its key's ``expires_at``."""
+MAX_TOMBSTONES = 4_096
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    until: float
+    """Issuer time after which the tombstone is dropped."""
+    revoked: KeyRecord | None
+    """The revoked record to put back, when the agent saw one; else the key is dropped."""
 
 
 class KeyCache:
@@ -18,12 +40,12 @@ class KeyCache:
         self.state = State(issuer=issuer)
         self._verifying: dict[str, VerifyingKey] = {}
         self.bootstrapped = False
+        self.tombstones: dict[str, Tombstone] = {}
 
     def load_snapshot(self, snapshot: Snapshot) -> None:
-        """Replace everything with a verified snapshot (bootstrap or resync)."""
+        """Replace everything with a verified snapshot (bootstrap, resync or reset)."""
         state = State.from_snapshot(snapshot)
-        self._verifying = self._parse_keys(state.keys, self._verifying)
-        self.state = state
+        self._swap(state, expired=())
         self.bootstrapped = True
 
     def apply(self, event: Event) -> Outcome:
@@ -34,9 +56,48 @@ class KeyCache:
         state = State.from_snapshot(self.state.to_snapshot()) if event.type.startswith("key.") else self.state
         outcome = state.apply(event)
         if state is not self.state:
-            self._verifying = self._parse_keys(state.keys, self._verifying)
-            self.state = state
+            expiring = event.type == EventType.KEY_EXPIRED
+            self._swap(state, expired=[k for k in self.state.keys if k not in state.keys] if expiring else ())
         return outcome
+
+    def _swap(self, state: State, *, expired: list[str] | tuple[str, ...]) -> None:
+        """Parse the keys (raising before anything changes), apply the tombstones, swap."""
+        verifying = self._parse_keys(state.keys, self._verifying)
+        self._bury(self.state, state, expired=expired)
+        self._guard(state)
+        self._verifying = {kid: key for kid, key in verifying.items() if kid in state.keys}
+        self.state = state
+
+    def _bury(self, old: State, new: State, *, expired: list[str] | tuple[str, ...]) -> None:
+        """Tombstone the keys ``new`` holds revoked, and those that left it by expiring."""
+        for kid, record in new.keys.items():
+            if record.state is KeyState.REVOKED:
+                self.tombstones[kid] = Tombstone(_until(record, new.time), record)
+        for kid, record in old.keys.items():
+            if kid in new.keys:
+                continue
+            gone = kid in expired or (record.expires_at is not None and record.expires_at <= new.time)
+            if gone:
+                known = self.tombstones.get(kid)
+                revoked = record if record.state is KeyState.REVOKED else (known.revoked if known else None)
+                self.tombstones[kid] = Tombstone(_until(record, new.time), revoked)
+
+    def _guard(self, state: State) -> None:
+        """Keep tombstoned keys unusable in ``state``; drop tombstones past their time."""
+        stones = self.tombstones
+        for kid in [k for k, stone in stones.items() if stone.until < state.time]:
+            del stones[kid]
+        if len(stones) > MAX_TOMBSTONES:
+            for kid in sorted(stones, key=lambda k: stones[k].until)[: len(stones) - MAX_TOMBSTONES]:
+                del stones[kid]
+        for kid, stone in stones.items():
+            record = state.keys.get(kid)
+            if record is None or record.state is KeyState.REVOKED:
+                continue
+            if stone.revoked is not None:  # the same kid is the same key (RFC 7638)
+                state.keys[kid] = stone.revoked
+            else:
+                del state.keys[kid]
 
     @staticmethod
     def _parse_keys(keys: dict[str, KeyRecord], old: dict[str, VerifyingKey]) -> dict[str, VerifyingKey]:
@@ -55,3 +116,8 @@ class KeyCache:
 
     def verifying_key(self, kid: str) -> VerifyingKey | None:
         return self._verifying.get(kid)
+
+
+def _until(record: KeyRecord, now: float) -> float:
+    end = record.expires_at if record.expires_at is not None else now
+    return end + TOMBSTONE_MARGIN
