@@ -74,13 +74,13 @@ def _record(key: SigningKey, state: KeyState, **times: int) -> KeyRecord:
     return KeyRecord(kid=key.kid, alg=key.alg, jwk=key.public.jwk, state=state, published_at=100, **times)
 
 
-def test_an_older_snapshot_never_rolls_back_revocations_or_key_states() -> None:
-    """A replayed old snapshot verifies (the issuer did sign it): the agent adopts its seq
-    but keeps what it knew to be revoked or retired."""
+def test_a_log_that_went_back_in_seq_never_rolls_back_revocations_or_key_states() -> None:
+    """Redis restored from an old backup that the issuer went on with: behind in seq, later
+    in time. The agent adopts its seq but keeps what it knew to be revoked or retired."""
     control = ControlKey.generate()
     key = SigningKey.generate("ES256")
-    old = State(issuer=ISSUER, seq=3, time=200.0, max_token_ttl=300,
-                keys={key.kid: _record(key, KeyState.ACTIVE, activated_at=100)})
+    restored = State(issuer=ISSUER, seq=3, time=600.0, max_token_ttl=300,
+                     keys={key.kid: _record(key, KeyState.ACTIVE, activated_at=100)})
     now = State(issuer=ISSUER, seq=9, time=500.0, max_token_ttl=300,
                 keys={key.kid: _record(key, KeyState.RETIRED, activated_at=100, retired_at=400, expires_at=900)},
                 revoked_tokens={"j": 800})
@@ -88,8 +88,8 @@ def test_an_older_snapshot_never_rolls_back_revocations_or_key_states() -> None:
     signed = SignedState(keys, control.anchor, issuer=ISSUER)
     text = control.seal_snapshot(now.to_snapshot())
     signed.load(text, signed.open_snapshot(text))
-    replay = control.seal_snapshot(old.to_snapshot())
-    signed.reset(replay, signed.open_snapshot(replay))
+    later = control.seal_snapshot(restored.to_snapshot())
+    assert signed.reset(later, signed.open_snapshot(later))
     assert keys.state.seq == 3 and signed.resets == 1
     assert keys.state.revoked_tokens == {"j": 800}
     assert keys.state.keys[key.kid].state is KeyState.RETIRED

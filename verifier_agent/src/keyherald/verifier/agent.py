@@ -73,6 +73,7 @@ class VerifierAgent:
         self._follower: Follower | None = None
         self._writer = CacheWriter(self.settings.cache_path, self._signed) if self.settings.cache_path else None
         self._tasks: list[asyncio.Task[None]] = []
+        self._follow_task: asyncio.Task[None] | None = None
         self._source = "none"
         self._background: BackgroundLoop | None = None
         self._why: str | None = None
@@ -115,12 +116,13 @@ class VerifierAgent:
         except BaseException:
             await self._close_redis()
             raise
-        self._tasks.append(asyncio.create_task(follower.run(), name="keyherald-follower"))
+        self._follow_task = asyncio.create_task(follower.run(), name="keyherald-follower")
+        self._tasks.append(self._follow_task)
         if self._writer is not None:
             self._tasks.append(asyncio.create_task(self._writer.run(), name="keyherald-cache-writer"))
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks, self._follow_task = self._tasks, [], None
         for task in tasks:
             task.cancel()
         if tasks:
@@ -230,12 +232,15 @@ class VerifierAgent:
         age = self._clock() - state.time if bootstrapped else None
         limit = self.settings.max_staleness
         counters = dict(self.validator.counters)
+        task = self._follow_task
+        following = task is not None and not task.done()
         return AgentStatus(
             issuer=self.settings.issuer,
             namespace=self.settings.namespace,
             bootstrapped=bootstrapped,
             source=self._source,
-            connected=bool(follower and follower.connected and self._tasks),
+            connected=bool(follower and follower.connected and following),
+            following=following,
             seq=state.seq,
             age=age,
             stale=limit is not None and (age is None or age > limit),
@@ -248,6 +253,7 @@ class VerifierAgent:
             resyncs=signed.resyncs,
             resets=signed.resets,
             disconnects=follower.disconnects if follower else 0,
+            follow_failures=follower.failures if follower else 0,
             unknown_kid=counters.get("unknown_kids", 0),
             tokens=counters,
         )

@@ -11,17 +11,25 @@ for a while before telling us. :func:`connect` builds a client whose socket time
 exceeds the block time and which never retries by itself: this loop owns the retries.
 
 When the idle wait ends with nothing read, and after every reconnect, the follower compares
-the snapshot with its state. A snapshot *behind* the state means the log restarted (an empty
-Redis where the issuer began again with the same control key, or a restored backup): the
-agent adopts it only because its signature verifies, and keeps every revocation it knew
-(see :meth:`SignedState.reset`).
+the snapshot with its state (:meth:`SignedState.adopt`): a newer one resyncs; one behind in
+seq but later in time means the log restarted (an empty Redis where the issuer began again
+with the same control key, or a restored backup) and resets, keeping every revocation; one
+older in time is a replay and is refused.
+
+Everything is read as bytes: an entry or snapshot that is not ASCII is refused and counted
+like any other malformed message, not a crash in the client's decoder. (A client passed in
+with ``decode_responses=True`` still works, but its decoder may fail on such bytes; the loop
+survives that too, only less gracefully.) Nothing stops the loop but cancellation: an
+unexpected error is logged (its type only), backed off and retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -29,12 +37,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from keyherald.shared.errors import ProtocolError
-from keyherald.shared.events import Snapshot
-from keyherald.shared.names import EVENT_FIELD, Names, stream_id
-from keyherald.shared.state import Outcome, State
+from keyherald.shared.errors import MalformedMessage, ProtocolError
+from keyherald.shared.names import EVENT_FIELD, Names
+from keyherald.shared.state import Outcome
 
-from .signedstate import SignedState
+from .signedstate import Adoption, SignedState
 
 __all__ = ["BLOCK_MS", "Follower", "NoSnapshot", "connect"]
 
@@ -48,6 +55,15 @@ BATCH = 512
 """Entries read per XREAD; also how many event texts are kept before compacting to a snapshot."""
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 2.0
+JUNK_WAIT_MS = 250
+"""While entries beyond the next event's slot were all seen and skipped already, how long a
+read blocks past them before looking again from the verified position."""
+SKIPPED_SIZE = 1_024
+"""Entries beyond the next event's slot remembered as seen (not re-verified, not re-counted)."""
+
+EntryId = tuple[int, int]
+_UNREADABLE = object()
+"""Stands for a snapshot the client itself could not decode (so there is no value to compare)."""
 
 
 class NoSnapshot(Exception):
@@ -58,12 +74,13 @@ def connect(url: str, *, block_ms: int | None = None) -> Redis:
     """A client fit for blocking reads: socket timeout above the block time, no hidden retries.
 
     A connection that dies silently (no RST: a partition, a dead NAT entry) is then noticed
-    within block + SOCKET_MARGIN seconds, and the follower's own backoff takes over.
+    within block + SOCKET_MARGIN seconds, and the follower's own backoff takes over. Replies
+    stay bytes: the follower decodes (and refuses) what it reads itself.
     """
     block = BLOCK_MS if block_ms is None else block_ms
     return Redis.from_url(
         url,
-        decode_responses=True,
+        decode_responses=False,
         socket_connect_timeout=2.0,
         socket_timeout=block / 1000 + SOCKET_MARGIN,
         socket_keepalive=True,
@@ -80,15 +97,20 @@ def _reraise_cancellation() -> None:
         raise asyncio.CancelledError
 
 
-def _other_log(snapshot: Snapshot, state: State) -> bool:
-    """At the same seq, the same log has the same time and keys (revocations may differ
-    after a reset, which keeps old ones)."""
-    return snapshot.time != state.time or {k.kid for k in snapshot.keys} != set(state.keys)
-
-
-def _entry_id(text: str) -> tuple[int, int]:
+def _entry_id(value: object) -> EntryId | None:
+    text = _text(value)
+    if not isinstance(text, str):
+        return None
     ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return None
+
+
+def _position(seq: int) -> EntryId:
+    """Where event ``seq`` lives in the stream (``<seq>-0``; ``0-0`` before the first)."""
+    return seq, 0
 
 
 def _text(value: object) -> object:
@@ -100,18 +122,63 @@ def _text(value: object) -> object:
     return value
 
 
+def _event_value(fields: object) -> object:
+    if not isinstance(fields, dict):
+        return None
+    value = fields.get(EVENT_FIELD.encode())
+    return fields.get(EVENT_FIELD) if value is None else value
+
+
+def _digest(value: object) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogatepass")
+    data = value if isinstance(value, bytes) else b"\x00"
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _snapshot_text(raw: object) -> str:
+    text = _text(raw)
+    if not isinstance(text, str):
+        raise MalformedMessage("the snapshot is not ASCII text")
+    return text
+
+
 class Follower:
-    """One task per agent: reads the stream and feeds the SignedState."""
+    """One task per agent: reads the stream and feeds the SignedState.
+
+    **The read cursor** is the stream position after which the next event can be, and it
+    moves only on what verified: past an event applied (to ``<seq>-0`` of the state's seq)
+    and past any entry whose id lies within the slot of the last applied event (ids up to
+    ``<seq>-*``). Genuine event ``seq+1`` lives at ``<seq+1>-0``, above that slot, so no
+    entry the cursor passes, verified or junk, can hide it. An entry *beyond* the slot that
+    does not verify as the next event (a forgery at ``9999999999-0``, a copy of an old event
+    at a far id) leaves the cursor where it is: otherwise every later genuine event would sit
+    below the cursor, unseen by XREAD until the idle snapshot poll.
+
+    Such entries are remembered in a small bounded set (by id and content), so they are
+    verified and counted once; when a read brings nothing but them, the next read blocks
+    for at most JUNK_WAIT_MS *past* them and then looks again from the cursor. So junk
+    beyond the slot costs a few reads a second, never a busy loop, and genuine events that
+    appear below it (the stream deleted or its id reset to repair it) are seen within that
+    wait. (Reading with XRANGE from the cursor was the alternative; it cannot block, so it
+    would poll always, not only under attack.)
+    """
 
     def __init__(self, redis: Redis, names: Names, signed: SignedState, *, block_ms: int | None = None) -> None:
         self._redis = redis
         self._names = names
         self._signed = signed
         self._block_ms = BLOCK_MS if block_ms is None else block_ms
-        self._cursor = (0, 0)
-        self._seen_snapshot: str | None = None
+        self._cursor: EntryId = (0, 0)
+        self._skipped: dict[tuple[EntryId, bytes], None] = {}
+        self._wait_from: EntryId | None = None
+        self._seen_snapshot: object = None
+        self._refused_snapshot: object = None
+        self._reconciled_at = time.monotonic()
         self.connected = False
         self.disconnects = 0
+        self.failures = 0
+        """Unexpected errors the loop survived (a bug, or something Redis sent that nobody foresaw)."""
         self.last_error: str | None = None
 
     @property
@@ -124,30 +191,37 @@ class Follower:
         self.connected = True
         self.last_error = None
 
-    async def fetch_snapshot(self) -> str:
-        raw = _text(await self._redis.get(self._names.snapshot))
+    async def _get_snapshot(self) -> object:
+        try:
+            raw: object = await self._redis.get(self._names.snapshot)
+        except UnicodeDecodeError:  # a client that decodes replies, given bytes that are not UTF-8
+            self._mark_connected()
+            raise MalformedMessage("the snapshot is not text") from None
         self._mark_connected()
         if raw is None:
             raise NoSnapshot(f"no snapshot in namespace {self._names.namespace!r} yet")
-        if not isinstance(raw, str):
-            raise NoSnapshot("the snapshot is not text")
         return raw
+
+    async def fetch_snapshot(self) -> str:
+        """The snapshot's text; raises NoSnapshot, MalformedMessage (not ASCII), RedisError."""
+        return _snapshot_text(await self._get_snapshot())
 
     async def bootstrap(self) -> None:
         """Load the snapshot; raises RedisError/OSError, NoSnapshot or ProtocolError."""
-        raw = await self.fetch_snapshot()
-        snapshot = self._signed.open_snapshot(raw)
-        self._signed.load(raw, snapshot)
+        raw = await self._get_snapshot()
+        text = _snapshot_text(raw)
+        snapshot = self._signed.open_snapshot(text)
+        self._signed.load(text, snapshot)
         self._seen_snapshot = raw
-        self._cursor = _entry_id(stream_id(snapshot.seq) if snapshot.seq else "0-0")
+        self._cursor = _position(snapshot.seq)
 
     def resume_from_memory(self) -> None:
         """Follow on from a state loaded elsewhere (the cache file): reconcile on first contact."""
-        self._cursor = _entry_id(stream_id(self._signed.keys.state.seq) if self._signed.keys.state.seq else "0-0")
+        self._cursor = _position(self._signed.keys.state.seq)
         self._seen_snapshot = None
 
     async def run(self) -> None:
-        """Follow forever (until cancelled); never raises for Redis or protocol trouble."""
+        """Follow forever (until cancelled); never raises for Redis, protocol or other trouble."""
         delay = BACKOFF_FIRST
         reconcile = not self.connected
         while True:
@@ -168,54 +242,101 @@ class Follower:
                 self.connected = False
                 self.last_error = type(exc).__name__
                 reconcile = True
-                await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter only
-                delay = min(delay * 2, BACKOFF_CAP)
+            except Exception as exc:
+                _reraise_cancellation()
+                # Never the message: it may quote what Redis held. The type is enough to look.
+                log.error("following hit an unexpected %s; validating from memory, retrying", type(exc).__name__)
+                self.failures += 1
+                self.last_error = type(exc).__name__
+                reconcile = True
+            else:
+                continue
+            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter only
+            delay = min(delay * 2, BACKOFF_CAP)
 
     async def _read_once(self) -> None:
+        start, block, waiting = self._cursor, self._block_ms, self._wait_from is not None
+        if self._wait_from is not None:
+            start, block, self._wait_from = self._wait_from, min(JUNK_WAIT_MS, self._block_ms), None
         response: Any = await self._redis.xread(
-            {self._names.events: self.cursor}, count=BATCH, block=self._block_ms
+            {self._names.events: f"{start[0]}-{start[1]}"}, count=BATCH, block=block
         )
         self._mark_connected()
         if not response:
-            await self._reconcile()
+            if not waiting or time.monotonic() - self._reconciled_at >= self._block_ms / 1000:
+                await self._reconcile()
             return
         entries: list[tuple[Any, Any]] = [e for _stream, batch in response for e in batch]
-        for entry_id, fields in entries:
-            self._cursor = max(self._cursor, _entry_id(str(_text(entry_id))))
-            text = _text(fields.get(EVENT_FIELD)) if isinstance(fields, dict) else None
-            if self._signed.offer(text) is Outcome.GAP:
+        fresh, last = False, start
+        for raw_id, fields in entries:
+            entry_id = _entry_id(raw_id)
+            if entry_id is None:  # not an id Redis gives; nothing to place or skip
+                continue
+            last = max(last, entry_id)
+            value = _event_value(fields)
+            mark = (entry_id, _digest(value))
+            if mark in self._skipped:
+                if entry_id[0] <= self._signed.keys.state.seq and entry_id > self._cursor:
+                    self._cursor, fresh = entry_id, True  # a resync brought it within the slot
+                continue
+            fresh = True
+            outcome, seq = self._signed.offer_seq(_text(value))
+            if outcome is Outcome.GAP:
                 log.info("gap in seq after %d: resyncing from the snapshot", self._signed.keys.state.seq)
                 await self._reconcile(gap=True)
+                if seq is not None and self._signed.keys.state.seq < seq:
+                    self._skip(mark)  # the snapshot does not cover it: do not resync on it again
                 return
+            applied = self._signed.keys.state.seq
+            if outcome is Outcome.APPLIED:
+                self._cursor = max(self._cursor, _position(applied))
+            if entry_id[0] <= applied:
+                self._cursor = max(self._cursor, entry_id)
+            else:
+                self._skip(mark)
+        if not fresh:
+            self._wait_from = last
         if self._signed.pending_events >= BATCH:
             await self._reconcile()
 
+    def _skip(self, mark: tuple[EntryId, bytes]) -> None:
+        self._skipped[mark] = None
+        if len(self._skipped) > SKIPPED_SIZE:
+            del self._skipped[next(iter(self._skipped))]
+
     async def _reconcile(self, *, gap: bool = False) -> None:
-        """Compare the snapshot with the state: adopt a newer one, reset to an older one
-        (a restarted log), compact the kept events when equal."""
+        """Compare the snapshot with the state (SignedState.adopt): resync to a newer one,
+        reset to a later log, compact when level, refuse a replay."""
+        self._reconciled_at = time.monotonic()
         try:
-            raw = await self.fetch_snapshot()
+            raw = await self._get_snapshot()
         except NoSnapshot:
             return
-        if raw == self._seen_snapshot and not gap and not self._signed.pending_events:
+        except MalformedMessage as exc:
+            self._refuse_snapshot(_UNREADABLE, exc.code)
+            return
+        if raw == self._refused_snapshot or (
+            raw == self._seen_snapshot and not gap and not self._signed.pending_events
+        ):
             return
         try:
-            snapshot = self._signed.open_snapshot(raw)
+            text = _snapshot_text(raw)
+            snapshot = self._signed.open_snapshot(text)
         except ProtocolError as exc:
-            if raw != self._seen_snapshot:
-                self._signed.refused[f"snapshot_{exc.code}"] += 1
-                log.warning("refused the snapshot in Redis (%s)", exc.code)
-            self._seen_snapshot = raw
+            self._refuse_snapshot(raw, exc.code)
             return
         self._seen_snapshot = raw
-        current = self._signed.keys.state.seq
-        position = _entry_id(snapshot.position)
-        if snapshot.seq > current or (gap and snapshot.seq == current):
-            self._signed.load(raw, snapshot, resync=True)
+        adoption = self._signed.adopt(text, snapshot, gap=gap)
+        position = _entry_id(snapshot.position) or _position(snapshot.seq)
+        if adoption is Adoption.RESYNC:
             self._cursor = max(self._cursor, position)
-        elif snapshot.seq < current or _other_log(snapshot, self._signed.keys.state):
-            # Behind us, or level with us but different: another log than the one we followed.
-            self._signed.reset(raw, snapshot)
+        elif adoption is Adoption.RESET:
             self._cursor = position
-        else:
-            self._signed.compact(raw)
+        elif adoption is Adoption.REFUSED:
+            self._refused_snapshot = raw
+
+    def _refuse_snapshot(self, raw: object, code: str) -> None:
+        if raw != self._refused_snapshot:
+            self._signed.refused[f"snapshot_{code}"] += 1
+            log.warning("refused the snapshot in Redis (%s)", code)
+        self._refused_snapshot = raw

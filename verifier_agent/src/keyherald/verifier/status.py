@@ -29,6 +29,7 @@ class AgentStatus:
     source: str
     """Where the state came from at start-up: ``redis``, ``cache`` (the cache file) or ``memory``."""
     connected: bool
+    """Following Redis right now: the last command succeeded and the follower task is alive."""
     seq: int
     """The seq of the last event applied."""
     age: float | None
@@ -45,6 +46,12 @@ class AgentStatus:
     resyncs: int = 0
     resets: int = 0
     disconnects: int = 0
+    following: bool = False
+    """The background follower task is running. False before start, after stop, for an agent
+    fed in memory, and (which should never happen: it survives every error) if it died:
+    then the agent validates from memory only, and ``connected`` is False too."""
+    follow_failures: int = 0
+    """Unexpected errors the follower survived (logged by type); non-zero deserves a look."""
     unknown_kid: int = 0
     """Tokens refused because their kid is not in the cache (verify never fetches keys)."""
     tokens: Mapping[str, int] = field(default_factory=dict)
