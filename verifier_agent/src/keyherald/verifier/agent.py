@@ -4,11 +4,13 @@
     async with agent:                  # returns once bootstrapped (Redis, or the cache file)
         claims = agent.verify(token)   # synchronous, CPU only, no I/O
 
-Start-up tries Redis first. If Redis cannot be reached and ``cache_path`` holds a file whose
-signatures verify, the agent boots from it and keeps reconnecting in the background.
-Otherwise it retries Redis until ``startup_timeout`` and raises :class:`BootstrapError`.
-A snapshot of another issuer, or one the trust anchor refuses, fails at once: waiting would
-not fix a configuration error.
+Start-up tries Redis first. If Redis cannot be reached, holds no snapshot, or holds one the
+trust anchor refuses (garbage, a forgery: anyone who can write Redis can put one there, and
+the issuer's next append replaces it), and ``cache_path`` holds a file whose signatures
+verify, the agent boots from it and keeps following in the background. Otherwise it retries
+until ``startup_timeout`` and raises :class:`BootstrapError`, as it does for anything else
+that goes wrong. Only a validly signed snapshot of another issuer fails at once: that is a
+configuration error, and waiting would not fix it.
 """
 
 from __future__ import annotations
@@ -113,6 +115,12 @@ class VerifierAgent:
                 f"could not bootstrap within {self.settings.startup_timeout:g}s: "
                 f"{self._why or 'no answer'}{self._cache_note}"
             ) from None
+        except BootstrapError:
+            await self._close_redis()
+            raise
+        except Exception as exc:
+            await self._close_redis()
+            raise BootstrapError(f"could not bootstrap: unexpected {type(exc).__name__}") from None
         except BaseException:
             await self._close_redis()
             raise
@@ -160,16 +168,19 @@ class VerifierAgent:
                     "check KEYHERALD_ISSUER and KEYHERALD_NAMESPACE"
                 ) from None
             except ProtocolError as exc:
-                # The snapshot is not signed by our control key: a configuration error (or an
-                # attack). Only a cache file that verifies can serve; waiting will not help.
-                why = f"the snapshot in Redis was refused ({exc.code}); check KEYHERALD_TRUST_ANCHOR"
-                if self._boot_from_cache(follower, why):
-                    return
-                raise BootstrapError(f"{why}{self._cache_note}") from None
+                # Not signed by our control key, or not a snapshot at all: a wrong anchor, or
+                # someone who can write Redis. The issuer's next append replaces it, so wait.
+                self._why = (
+                    f"the snapshot in Redis was refused ({exc.code}): it does not verify with the "
+                    "trust anchor; check KEYHERALD_TRUST_ANCHOR, or whether someone else writes Redis"
+                )
             except NoSnapshot as exc:
                 self._why = f"{exc} (is the issuer running?)"
             except (RedisError, OSError) as exc:
                 self._why = f"cannot reach Redis at KEYHERALD_REDIS_URL ({type(exc).__name__})"
+            except Exception as exc:  # anything else read from Redis: retry, never a raw traceback
+                log.warning("bootstrap attempt failed (%s); retrying", type(exc).__name__)
+                self._why = f"reading the snapshot failed ({type(exc).__name__})"
             if not cache_tried:
                 cache_tried = True
                 if self._boot_from_cache(follower, self._why or ""):
