@@ -41,7 +41,8 @@ class AgentStatus:
     revoked_tokens: int
     revoked_subjects: int
     refused_events: int
-    """Envelopes refused (forged, tampered, malformed); a replayed old event is not counted."""
+    """Envelopes refused (forged, tampered, malformed, and snapshots older than the state:
+    ``snapshot_replayed``); a replayed old event is ignored, not counted."""
     refused_by_reason: Mapping[str, int] = field(default_factory=dict)
     resyncs: int = 0
     resets: int = 0
