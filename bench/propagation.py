@@ -141,7 +141,8 @@ async def bare(ctx: IssuerContext, n: int, rounds: int) -> list[float]:
             response: Any = await redis.xread({stream: last}, block=2000, count=100)
             now = time.perf_counter()
             for _name, entries in response or ():
-                for entry_id, _fields in entries:
+                for raw_id, _fields in entries:
+                    entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                     publisher.arrived(entry_id, n, now)
                     last = entry_id
 
