@@ -1,0 +1,24 @@
+"""The propagation and issuing benchmarks must not rot (their timings are not asserted here)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytestmark = pytest.mark.redis
+
+
+def test_the_propagation_benchmark_measures_agents_and_bare_loops(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import propagation
+
+    monkeypatch.setenv("KEYHERALD_TEST_REDIS_URL", redis_url)
+    table = asyncio.run(propagation.run([1, 3], 0.01))
+    rows = [line for line in table.splitlines() if line.startswith("| 1 ") or line.startswith("| 3 ")]
+    assert len(rows) == 2, table
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        bare_p50, agent_p50 = (float(cells[i].split(" / ")[0]) for i in (2, 3))
+        assert 0 < bare_p50 < 1000 and 0 < agent_p50 < 1000
