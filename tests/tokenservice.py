@@ -21,8 +21,10 @@ from keyherald.issuer.http import create_app
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import Clock, ManualClock
+from keyherald.verifier import VerifierAgent, VerifierSettings
 
 __all__ = [
+    "agent",
     "ADDRESS",
     "add_client",
     "asgi_client",
@@ -88,3 +90,14 @@ async def issuer(issuer_settings: IssuerSettings, clock: ManualClock) -> AsyncIt
 async def http(issuer: IssuerRuntime) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(issuer) as client:
         yield client
+
+
+@pytest.fixture
+async def agent(issuer: IssuerRuntime, issuer_settings: IssuerSettings,
+                clock: ManualClock) -> AsyncIterator[VerifierAgent]:
+    settings = VerifierSettings(
+        redis_url=issuer_settings.redis_url, namespace=issuer_settings.namespace, issuer=issuer_settings.issuer,
+        audience="inventory", trust_anchor=issuer.ctx.control.anchor.thumbprint, _env_file=None,
+    )
+    async with VerifierAgent(settings, clock=clock) as running:
+        yield running

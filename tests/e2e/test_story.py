@@ -19,9 +19,11 @@ from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
-from keyherald.verifier import VerifierAgent, VerifierSettings
+from keyherald.verifier import VerifierAgent
 from keyherald.verifier.client import TokenClient
-from tests.tokenservice import eventually, running_issuer
+from tests.tokenservice import agent, eventually, running_issuer
+
+__all__ = ["agent"]  # a fixture, used by name
 
 pytestmark = pytest.mark.redis
 
@@ -31,17 +33,6 @@ async def issuer(issuer_settings: IssuerSettings, clock: ManualClock) -> AsyncIt
     settings = issuer_settings.model_copy(update={"http_port": 0})
     async with running_issuer(settings, clock, serve_http=True) as runtime:
         yield runtime
-
-
-@pytest.fixture
-async def agent(issuer: IssuerRuntime, issuer_settings: IssuerSettings,
-                clock: ManualClock) -> AsyncIterator[VerifierAgent]:
-    settings = VerifierSettings(
-        redis_url=issuer_settings.redis_url, namespace=issuer_settings.namespace, issuer=issuer_settings.issuer,
-        audience="inventory", trust_anchor=issuer.ctx.control.anchor.thumbprint, _env_file=None,
-    )
-    async with VerifierAgent(settings, clock=clock) as running:
-        yield running
 
 
 async def test_orders_calls_inventory_until_revoked(issuer: IssuerRuntime, agent: VerifierAgent,

@@ -4,18 +4,16 @@ agent within a second."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
-from keyherald.verifier import InvalidToken, KeyRevoked, TokenRevoked, VerifierAgent, VerifierSettings
-from tests.tokenservice import add_client, basic, eventually, http, issuer
+from keyherald.verifier import InvalidToken, KeyRevoked, TokenRevoked, VerifierAgent
+from tests.tokenservice import add_client, agent, basic, eventually, http, issuer
 
-__all__ = ["http", "issuer"]
+__all__ = ["agent", "http", "issuer"]
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -24,17 +22,6 @@ async def _token(http: httpx.AsyncClient, client_id: str, secret: str, **form: s
     response = await http.post("/token", data={**GRANT, **form}, headers=basic(client_id, secret))
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
-
-
-@pytest.fixture
-async def agent(issuer: IssuerRuntime, issuer_settings: IssuerSettings,
-                clock: ManualClock) -> AsyncIterator[VerifierAgent]:
-    settings = VerifierSettings(
-        redis_url=issuer_settings.redis_url, namespace=issuer_settings.namespace, issuer=issuer_settings.issuer,
-        audience="inventory", trust_anchor=issuer.ctx.control.anchor.thumbprint, _env_file=None,
-    )
-    async with VerifierAgent(settings, clock=clock) as running:
-        yield running
 
 
 @pytest.fixture

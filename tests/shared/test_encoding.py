@@ -34,7 +34,10 @@ def test_non_canonical_base64url_is_refused(text: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b'{"a":1,"a":2}', '{"a":1}'.encode("utf-16"), '{"a":1}'.encode("utf-32-le"), b"[1]", b'"x"', b"{'a':1}", b'{"a":NaN}', b'{"a":Infinity}', b"\xff", b"{"],
+    [
+        b'{"a":1,"a":2}', '{"a":1}'.encode("utf-16"), '{"a":1}'.encode("utf-32-le"), b"[1]", b'"x"',
+        b"{'a':1}", b'{"a":NaN}', b'{"a":Infinity}', b"\xff", b"{",
+    ],
 )
 def test_json_must_be_one_strict_object(raw: bytes) -> None:
     with pytest.raises(ValueError):
