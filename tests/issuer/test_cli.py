@@ -30,6 +30,17 @@ def test_admin_commands_refuse_a_namespace_no_issuer_started(bare_env: IssuerSet
 
 
 @pytest.mark.redis
+def test_issuer_init_prepares_a_namespace_once(bare_env: IssuerSettings, cli: Cli) -> None:
+    code, out, _ = cli("issuer", "init")
+    anchor = re.search(r"KEYHERALD_TRUST_ANCHOR=([A-Za-z0-9_-]{43})", out)
+    assert code == 0 and anchor and "4 events appended" in out
+    code, out, _ = cli("issuer", "init")
+    assert code == 0 and f"KEYHERALD_TRUST_ANCHOR={anchor.group(1)}" in out and "ready already" in out
+    code, out, _ = cli("keys", "list", "--json")
+    assert code == 0 and sorted(k["state"] for k in json.loads(out)) == ["active", "published"]
+
+
+@pytest.mark.redis
 def test_keys_list_json_and_rotate(env: IssuerSettings, cli: Cli) -> None:
     code, out, _ = cli("keys", "rotate")
     assert code == 0 and "seq 7" in out  # genesis took 1-4; a rotation appends 3
@@ -112,7 +123,7 @@ def test_every_command_has_help(cli: Cli) -> None:
         for action in node._actions:
             if hasattr(action, "choices") and isinstance(action.choices, dict):
                 stack.extend(((*path, name), sub) for name, sub in action.choices.items())
-    assert {"dev", "issuer run", "anchor", "kek", "keys list", "keys rotate"} <= set(seen)
+    assert {"dev", "issuer run", "issuer init", "anchor", "kek", "keys list", "keys rotate"} <= set(seen)
 
 
 def test_keyherald_dev_runs_and_prints_connection_details(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import Any
 
+from ..context import IssuerContext
+from ..rotation import Rotator
 from ..worker import create_worker
 from ._common import add_settings_flags, settings_from
 
@@ -22,10 +24,26 @@ def register(sub: Any) -> None:
     run.add_argument("--http-host", help="KEYHERALD_HTTP_HOST")
     run.add_argument("--http-port", type=int, help="KEYHERALD_HTTP_PORT")
     run.set_defaults(handler=_run)
+    init = issuer_sub.add_parser(
+        "init", help="prepare a namespace before the first replica runs: control key, first keys, trust anchor"
+    )
+    add_settings_flags(init)
+    init.set_defaults(handler=_init)
 
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _init(args: argparse.Namespace) -> int:
+    """Idempotent: on a namespace already in use it only prints the anchor."""
+    async with IssuerContext(settings_from(args), create=True) as ctx:
+        fresh = (await ctx.log.read_state()).seq == 0
+        events = await Rotator(ctx).tick() if fresh else []
+        anchor = ctx.control.anchor
+    print(f"KEYHERALD_TRUST_ANCHOR={anchor.thumbprint}")
+    print(f"namespace ready; {len(events)} events appended" if events else "namespace was ready already")
+    return 0
 
 
 async def _run(args: argparse.Namespace) -> int:
