@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.kek import generate_kek_text
 from keyherald.issuer.settings import IssuerSettings
@@ -87,7 +86,7 @@ def bare_signing(seconds: float = 1.0) -> float:
 
 async def setup_client(settings: IssuerSettings) -> str:
     async with IssuerContext(settings) as ctx:
-        registry = ClientRegistry(ctx.redis, ctx.names)
+        registry = ctx.clients()
         return (await registry.create("bench", audiences=["inventory"], scopes=["inventory:read"])).secret
 
 

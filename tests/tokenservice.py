@@ -16,7 +16,6 @@ from urllib.parse import quote_plus
 import httpx
 import pytest
 
-from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.http import create_app
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
@@ -64,7 +63,7 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 async def add_client(runtime: IssuerRuntime, name: str, audiences: list[str], scopes: list[str] = (),  # type: ignore[assignment]
                      ttl: int | None = None) -> str:
     """Register a client; returns its secret."""
-    registry = ClientRegistry(runtime.ctx.redis, runtime.ctx.names, clock=runtime.clock)
+    registry = runtime.ctx.clients()
     return (await registry.create(name, audiences=audiences, scopes=scopes, ttl=ttl)).secret
 
 

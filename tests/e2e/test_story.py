@@ -15,7 +15,6 @@ import pytest
 
 from examples.inventory import create_app as inventory_app
 from examples.orders import create_app as orders_app
-from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
@@ -38,7 +37,7 @@ async def issuer(issuer_settings: IssuerSettings, clock: ManualClock) -> AsyncIt
 async def test_orders_calls_inventory_until_revoked(issuer: IssuerRuntime, agent: VerifierAgent,
                                                     clock: ManualClock) -> None:
     # keyherald clients create orders --audience inventory --scope inventory:read
-    registry = ClientRegistry(issuer.ctx.redis, issuer.ctx.names, clock=clock)
+    registry = issuer.ctx.clients()
     _, secret = await registry.create("orders", audiences=["inventory"], scopes=["inventory:read"])
     # keyherald clients create stranger --audience inventory  (no inventory:read)
     _, stranger_secret = await registry.create("stranger", audiences=["inventory"])

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import pytest
 
-from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.settings import IssuerSettings
@@ -39,7 +38,7 @@ def test_create_prints_the_secret_once_and_it_authenticates(env: IssuerSettings,
 
     async def check() -> None:
         async with IssuerContext(env) as ctx:
-            registry = ClientRegistry(ctx.redis, ctx.names)
+            registry = ctx.clients()
             client = await registry.authenticate("orders", created["client_secret"])
             assert client is not None and client.ttl == 120 and client.audiences == ("inventory", "payments")
             assert await registry.authenticate("orders", "khs_wrong") is None
@@ -79,7 +78,7 @@ def test_disable_and_rotate_secret(env: IssuerSettings, cli: Cli) -> None:
 
     async def check() -> None:
         async with IssuerContext(env) as ctx:
-            registry = ClientRegistry(ctx.redis, ctx.names)
+            registry = ctx.clients()
             assert await registry.authenticate("orders", old) is None
             client = await registry.authenticate("orders", new)
             assert client is not None and client.disabled

@@ -16,7 +16,7 @@ from keyherald.shared.encoding import b64url_decode
 
 @pytest.fixture
 def registry(issuer_ctx: IssuerContext, clock: ManualClock) -> ClientRegistry:
-    return ClientRegistry(issuer_ctx.redis, issuer_ctx.names, clock=clock)
+    return issuer_ctx.clients()
 
 
 async def test_secret_has_256_bits_and_only_a_salted_hash_is_stored(registry: ClientRegistry,
@@ -92,3 +92,28 @@ async def test_concurrent_updates_lose_nothing(registry: ClientRegistry) -> None
     assert final is not None and final.disabled
     secrets_issued = [r.secret for r in results[:10]]  # type: ignore[union-attr]
     assert sum(secret_matches(final, s) for s in secrets_issued) == 1
+
+
+async def test_records_written_to_redis_by_anyone_else_are_no_client(
+    registry: ClientRegistry, issuer_ctx: IssuerContext
+) -> None:
+    """Every agent host can reach Redis: a record it writes must not become a client."""
+    _, secret = await registry.create("orders", audiences=["inventory"], scopes=["inventory:read"])
+    key = issuer_ctx.names.clients
+    stored = json.loads(await issuer_ctx.redis.hget(key, "orders"))
+    # Widen a real client's rights in place...
+    widened = {**stored, "audiences": ["inventory", "https://issuer.test"], "scopes": ["keyherald:admin"]}
+    await issuer_ctx.redis.hset(key, "orders", json.dumps(widened))
+    assert await registry.get("orders") is None
+    assert await registry.authenticate("orders", secret) is None
+    # ...or plant a whole new one with a secret of the attacker's choosing.
+    salt = "00" * 16
+    planted = {**stored, "client_id": "evil", "secret_salt": salt, "mac": "",
+               "secret_hash": hash_secret("khs_chosen", bytes.fromhex(salt))}
+    await issuer_ctx.redis.hset(key, "evil", json.dumps(planted))
+    assert await registry.authenticate("evil", "khs_chosen") is None
+    assert [c.client_id for c in await registry.list()] == []
+    # A record copied under another client_id fails too: the tag covers the id.
+    await registry.create("billing", audiences=["inventory"])
+    await issuer_ctx.redis.hset(key, "billing-copy", await issuer_ctx.redis.hget(key, "billing"))
+    assert await registry.get("billing-copy") is None

@@ -11,7 +11,6 @@ import base64
 import httpx
 import pytest
 
-from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.runtime import IssuerRuntime
 from tests.tokenservice import add_client, basic, http, issuer
 
@@ -74,7 +73,7 @@ async def test_malformed_or_foreign_authorization_is_invalid_client(http: httpx.
 
 
 async def test_basic_credentials_are_form_urlencoded(issuer: IssuerRuntime, http: httpx.AsyncClient) -> None:
-    registry = ClientRegistry(issuer.ctx.redis, issuer.ctx.names)
+    registry = issuer.ctx.clients()
     _, secret = await registry.create("a.b_c-d", audiences=["x"])
     ok = await http.post("/token", data=GRANT, headers=basic("a.b_c-d", secret))
     assert ok.status_code == 200
@@ -120,7 +119,7 @@ async def test_malformed_bodies_are_invalid_request_never_422(http: httpx.AsyncC
 
 async def test_disabled_client_is_unauthorized_client(issuer: IssuerRuntime, http: httpx.AsyncClient,
                                                       secret: str) -> None:
-    await ClientRegistry(issuer.ctx.redis, issuer.ctx.names).disable("orders")
+    await issuer.ctx.clients().disable("orders")
     _is_oauth_error(await http.post("/token", data=GRANT, headers=basic("orders", secret)), 400, "unauthorized_client")
     # Without the right secret a disabled client looks like any failed authentication.
     wrong = await http.post("/token", data=GRANT, headers=basic("orders", "guess"))

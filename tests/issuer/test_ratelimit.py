@@ -42,6 +42,17 @@ async def test_a_limited_client_gets_429_even_with_the_right_secret(issuer: Issu
         assert (await http.post("/token", data=GRANT, headers=basic("orders", secret))).status_code == 200
 
 
+async def test_failures_from_elsewhere_cannot_lock_a_client_out(issuer: IssuerRuntime) -> None:
+    """client_ids are not secret (every token names its own): a stranger guessing at
+    ``orders`` from another address locks out only itself."""
+    secret = await add_client(issuer, "orders", ["inventory"])
+    async with asgi_client(issuer, address="203.0.113.66") as attacker, asgi_client(issuer) as orders:
+        for _ in range(3):
+            assert (await attacker.post("/token", data=GRANT, headers=basic("orders", "guess"))).status_code == 401
+        assert (await attacker.post("/token", data=GRANT, headers=basic("orders", secret))).status_code == 429
+        assert (await orders.post("/token", data=GRANT, headers=basic("orders", secret))).status_code == 200
+
+
 async def test_successes_are_not_counted(issuer: IssuerRuntime) -> None:
     secret = await add_client(issuer, "orders", ["inventory"])
     async with asgi_client(issuer) as http:

@@ -10,7 +10,6 @@ import httpx
 import jwt
 import pytest
 
-from keyherald.issuer.clients import ClientRegistry
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.encoding import b64url_decode, loads_object
@@ -125,7 +124,7 @@ async def test_several_audiences_and_none_named_is_invalid_request(issuer: Issue
 async def test_disabled_client_is_refused_and_rotate_secret_kills_the_old_one(issuer: IssuerRuntime,
                                                                              http: httpx.AsyncClient) -> None:
     old = await add_client(issuer, "orders", ["inventory"])
-    registry = ClientRegistry(issuer.ctx.redis, issuer.ctx.names)
+    registry = issuer.ctx.clients()
     _, new = await registry.rotate_secret("orders")
     form = {"grant_type": "client_credentials"}
     refused = await http.post("/token", data=form, headers=basic("orders", old))

@@ -8,13 +8,18 @@ The client_id is the NAME the operator chose (``orders``), unique in the namespa
 ``keyherald revoke subject orders`` all read the same word; a random suffix would buy
 nothing, since the secret is what authenticates.
 
+Redis is not trusted here either: anyone who can write it (every agent host has its URL)
+could otherwise register a client of their own with any audience and scope, admin included.
+Every record carries an HMAC-SHA256 tag under a key derived from the KEK, bound to its
+client_id; a record whose tag does not verify is treated as no client at all.
+
 Secrets are 32 random bytes (``secrets.token_urlsafe``). With 256 bits of entropy a fast hash
 is safe: nobody can guess a preimage, so a slow password hash (bcrypt, argon2) would only
 cost every token request milliseconds. We keep SHA-256(salt || secret) with a random salt per
 secret, compare in constant time (``hmac.compare_digest``) and never store, log or show the
 secret after it is printed once.
 
-    registry = ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock)
+    registry = ctx.clients()
     client, secret = await registry.create("orders", audiences=["inventory"], scopes=["inventory:read"])
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
@@ -32,6 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.encoding import dumps
 from keyherald.shared.names import Names
 
 from .errors import ClientExists, ClientNotFound, IssuerError
@@ -41,6 +48,7 @@ __all__ = [
     "Client",
     "ClientRegistry",
     "Credentials",
+    "RecordSeal",
     "hash_secret",
     "new_secret",
     "parse_client",
@@ -49,6 +57,8 @@ __all__ = [
     "validate_client_id",
     "validate_scope",
 ]
+
+log = logging.getLogger("keyherald.issuer")
 
 SECRET_PREFIX = "khs_"
 """Marks keyherald secrets, so secret scanners (and people) recognise a leaked one."""
@@ -100,10 +110,35 @@ class Client(BaseModel):
     secret_salt: str
     secret_hash: str
     secret_rotated_at: int
+    mac: str = ""
+    """HMAC of every other field under the registry's key (see RecordSeal)."""
 
     def public(self) -> dict[str, object]:
         """What may be shown to an operator: everything but the secret's hash and salt."""
-        return self.model_dump(mode="json", exclude={"secret_salt", "secret_hash"})
+        return self.model_dump(mode="json", exclude={"secret_salt", "secret_hash", "mac"})
+
+
+class RecordSeal:
+    """Tags client records so that only the issuer (which holds the KEK) can write them."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def tag(self, client: Client) -> str:
+        body = dumps(client.model_dump(mode="json", exclude={"mac"}))
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
+
+    def seal(self, client: Client) -> str:
+        """The record as stored: its JSON with the tag."""
+        return client.model_copy(update={"mac": self.tag(client)}).model_dump_json()
+
+    def verifies(self, client: Client) -> bool:
+        return hmac.compare_digest(self.tag(client), client.mac)
+
+    def __repr__(self) -> str:
+        return "RecordSeal(<hidden>)"
 
 
 class Credentials(NamedTuple):
@@ -111,13 +146,21 @@ class Credentials(NamedTuple):
     secret: str
 
 
-def parse_client(raw: str | bytes | None) -> Client | None:
+def parse_client(raw: str | bytes | None, seal: RecordSeal, client_id: str | None = None) -> Client | None:
+    """The client a stored record holds, or None: absent, malformed, not written by us, or
+    (with ``client_id``) stored under another id than its own."""
     if raw is None:
         return None
     try:
-        return Client.model_validate_json(raw)
+        client = Client.model_validate_json(raw)
     except ValidationError:
         return None
+    if client_id is not None and client.client_id != client_id:
+        return None
+    if not seal.verifies(client):
+        log.warning("client record %r fails its integrity check: ignored (was Redis written to?)", client.client_id)
+        return None
+    return client
 
 
 def secret_matches(client: Client | None, secret: str) -> bool:
@@ -148,9 +191,10 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
 class ClientRegistry:
     """Create, list, disable clients and rotate their secrets; every replica sees changes at once."""
 
-    def __init__(self, redis: Redis, names: Names, *, clock: Clock = system_clock) -> None:
+    def __init__(self, redis: Redis, names: Names, *, seal: RecordSeal, clock: Clock = system_clock) -> None:
         self._redis = redis
         self._key = names.clients
+        self._seal = seal
         self._clock = clock
 
     async def create(
@@ -176,16 +220,16 @@ class ClientRegistry:
             "ttl": int(ttl) if ttl is not None else None, "disabled": False, "created_at": now,
             **_secret_fields(secret, now),
         })
-        if not await self._redis.hsetnx(self._key, client_id, client.model_dump_json()):
+        if not await self._redis.hsetnx(self._key, client_id, self._seal.seal(client)):
             raise ClientExists(f"a client named {client_id!r} exists already (rotate its secret instead)")
         return Credentials(client, secret)
 
     async def get(self, client_id: str) -> Client | None:
-        return parse_client(await self._redis.hget(self._key, client_id))
+        return parse_client(await self._redis.hget(self._key, client_id), self._seal, client_id)
 
     async def list(self) -> list[Client]:
         raw = await self._redis.hgetall(self._key)
-        clients = (parse_client(value) for value in raw.values())
+        clients = (parse_client(value, self._seal, str(cid)) for cid, value in raw.items())
         return sorted((c for c in clients if c is not None), key=lambda c: c.client_id)
 
     async def authenticate(self, client_id: str, secret: str) -> Client | None:
@@ -217,12 +261,12 @@ class ClientRegistry:
             for _ in range(50):
                 try:
                     await pipe.watch(self._key)
-                    current = parse_client(await pipe.hget(self._key, client_id))
+                    current = parse_client(await pipe.hget(self._key, client_id), self._seal, client_id)
                     if current is None:
                         raise ClientNotFound(f"no client {client_id!r}")
                     updated = change(current)
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(self._key, client_id, updated.model_dump_json())
+                    pipe.hset(self._key, client_id, self._seal.seal(updated))
                     await pipe.execute()
                     return updated
                 except WatchError:

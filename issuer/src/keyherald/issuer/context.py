@@ -21,6 +21,7 @@ from keyherald.shared.jwk import SigningKey, VerifyingKey
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
+from .clients import ClientRegistry, RecordSeal
 from .eventlog import Draft, EventLog
 from .kek import KeyEncryptionKey
 from .keystore import KeyStore
@@ -100,6 +101,7 @@ class IssuerContext:
         self._log: EventLog | None = None
         self._keystore: KeyStore | None = None
         self._control: ControlKey | None = None
+        self._client_seal: RecordSeal | None = None
 
     async def open(self, *, create: bool | None = None) -> Self:
         """Connect and load the control key; ``create=False`` (admin commands) refuses a
@@ -110,6 +112,7 @@ class IssuerContext:
             if self._check_clock_at_open:
                 await self._check_clock()
             self._keystore = KeyStore(self._redis, self.names, kek)
+            self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
             self._control = await self._keystore.control_key(create=self._create if create is None else create)
             self._log = EventLog(
                 self._redis, self.names, self._control, self.settings.issuer,
@@ -157,6 +160,15 @@ class IssuerContext:
     def keystore(self) -> KeyStore:
         assert self._keystore is not None, "IssuerContext is not open"
         return self._keystore
+
+    @property
+    def client_seal(self) -> RecordSeal:
+        assert self._client_seal is not None, "IssuerContext is not open"
+        return self._client_seal
+
+    def clients(self) -> ClientRegistry:
+        """The client registry, its records sealed under a key derived from the KEK."""
+        return ClientRegistry(self.redis, self.names, seal=self.client_seal, clock=self.clock)
 
     @property
     def control(self) -> ControlKey:

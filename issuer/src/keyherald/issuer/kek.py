@@ -7,7 +7,9 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyherald.shared.encoding import b64url_decode, b64url_encode, dumps, loads_object
 from keyherald.shared.errors import SettingsError
@@ -31,12 +33,13 @@ def generate_kek_text() -> str:
 class KeyEncryptionKey:
     """Seals and opens private key material; the associated data binds a blob to its name."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_key")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise SettingsError("KEYHERALD_KEK", "must be 32 bytes, base64url-encoded")
         self._aead = AESGCM(key)
+        self._key = key
 
     @classmethod
     def from_text(cls, text: str, *, setting: str = "KEYHERALD_KEK") -> KeyEncryptionKey:
@@ -77,6 +80,10 @@ class KeyEncryptionKey:
             return self._aead.decrypt(nonce, ciphertext, name.encode())
         except InvalidTag:
             raise WrongKEK(name) from None
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for another purpose (HKDF-SHA256), independent of this one."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(self._key)
 
     def __repr__(self) -> str:
         return "KeyEncryptionKey(<hidden>)"

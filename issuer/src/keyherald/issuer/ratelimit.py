@@ -8,8 +8,12 @@ twice the limit passes around a window boundary. Successful requests are never c
 a client over its limit is refused with 429 even with the right secret until the window
 ends; otherwise the limit would not stop anyone.
 
-The client_id is whatever the request claims, so unknown ids are limited too; the per
-address limit (looser: many clients may share a NAT) bounds an attacker that varies ids.
+The client_id is whatever the request claims, so unknown ids are limited too. The per-client
+counter is kept per (client_id, source address): client_ids are not secret (every token
+names its own), so counting failures by id alone would let anyone lock a client out from
+anywhere; this way a brute-forcer locks out only itself. The per-address limit (looser:
+many clients may share a NAT) bounds an attacker that varies ids. Behind a proxy, set
+uvicorn's forwarded-allow-ips to the proxy only, or every caller shares one address.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ class AuthFailureLimiter:
     def keys(self, client_id: str | None, address: str | None) -> tuple[str | None, str | None]:
         """The counters that apply now (None where there is nothing to count by)."""
         number, _ = self._window()
-        client = self._names.ratelimit("client", f"{_ident(client_id)}:{number}") if client_id else None
+        where = _ident(address) if address else "-"
+        client = self._names.ratelimit("client", f"{_ident(client_id)}@{where}:{number}") if client_id else None
         addr = self._names.ratelimit("address", f"{_ident(address)}:{number}") if address else None
         return client, addr
 

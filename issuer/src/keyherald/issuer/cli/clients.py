@@ -11,7 +11,6 @@ from typing import Any
 
 from keyherald.shared.durations import format_duration, parse_duration
 
-from ..clients import ClientRegistry
 from ..context import IssuerContext
 from ._common import add_settings_flags, emit_json, settings_from
 
@@ -76,7 +75,7 @@ def _print_secret(client_id: str, secret: str, as_json: bool) -> None:
 
 async def _create(args: argparse.Namespace) -> int:
     async with IssuerContext(settings_from(args), create=False) as ctx:
-        registry = ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock)
+        registry = ctx.clients()
         client, secret = await registry.create(args.name, audiences=args.audience, scopes=args.scope, ttl=args.ttl)
         cap = int(ctx.settings.token_ttl)
     _print_secret(client.client_id, secret, args.json)
@@ -91,7 +90,7 @@ def _when(ts: int) -> str:
 
 async def _list(args: argparse.Namespace) -> int:
     async with IssuerContext(settings_from(args), create=False) as ctx:
-        clients = await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).list()
+        clients = await ctx.clients().list()
         default_ttl = int(ctx.settings.token_ttl)
     if args.json:
         emit_json([c.public() for c in clients])
@@ -107,7 +106,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 async def _disable(args: argparse.Namespace) -> int:
     async with IssuerContext(settings_from(args), create=False) as ctx:
-        await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).disable(args.client_id)
+        await ctx.clients().disable(args.client_id)
     print(f"disabled {args.client_id}: it gets no more tokens. Tokens it holds stay valid until they expire;")
     print(f"to refuse those too: keyherald revoke subject {args.client_id}")
     return 0
@@ -115,14 +114,14 @@ async def _disable(args: argparse.Namespace) -> int:
 
 async def _enable(args: argparse.Namespace) -> int:
     async with IssuerContext(settings_from(args), create=False) as ctx:
-        await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).enable(args.client_id)
+        await ctx.clients().enable(args.client_id)
     print(f"enabled {args.client_id}")
     return 0
 
 
 async def _rotate(args: argparse.Namespace) -> int:
     async with IssuerContext(settings_from(args), create=False) as ctx:
-        client, secret = await ClientRegistry(ctx.redis, ctx.names, clock=ctx.clock).rotate_secret(args.client_id)
+        client, secret = await ctx.clients().rotate_secret(args.client_id)
     _print_secret(client.client_id, secret, args.json)
     if not args.json:
         print("The old secret no longer works.")

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..admin import Admin
-from ..clients import ClientRegistry
 from ..context import IssuerContext
 from ._common import add_settings_flags, emit_json, settings_from
 
@@ -94,7 +93,7 @@ async def _token(args: argparse.Namespace) -> int:
 
 async def _subject(args: argparse.Namespace) -> int:
     async with IssuerContext(settings_from(args), create=False) as ctx:
-        if await ClientRegistry(ctx.redis, ctx.names).get(args.sub) is None:
+        if await ctx.clients().get(args.sub) is None:
             print(f"note: no registered client is named {args.sub!r}; revoking the subject anyway", file=sys.stderr)
         seq = await Admin(ctx).revoke_subject(args.sub)
     return _done(args, f"every token of {args.sub} issued so far", seq)

@@ -103,13 +103,16 @@ class Service:
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
 
-    def parsed_client(self, raw: str | None) -> Client | None:
-        """The record parsed, memoised by its exact text: a changed record parses afresh."""
+    def parsed_client(self, raw: str | None, client_id: str) -> Client | None:
+        """The record parsed and its tag checked, memoised by its exact text (a changed record
+        parses afresh); None unless it is ``client_id``'s own."""
         if raw is None:
             return None
         client = self._parsed.get(raw)
+        if client is not None and client.client_id != client_id:
+            return None
         if client is None:
-            client = parse_client(raw)
+            client = parse_client(raw, self.runtime.ctx.client_seal, client_id)
             if len(self._parsed) >= 1024:
                 self._parsed.clear()
             if client is not None:

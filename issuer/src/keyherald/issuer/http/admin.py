@@ -109,7 +109,7 @@ def admin_router(service: Service) -> APIRouter:
     admin = service.runtime.admin
 
     def registry() -> ClientRegistry:
-        return ClientRegistry(service.redis, service.names, clock=service.clock)
+        return service.runtime.ctx.clients()
 
     @router.get("/keys", summary="every key agents hold, with its state and times")
     async def keys() -> Any:
