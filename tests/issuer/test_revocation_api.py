@@ -170,7 +170,8 @@ async def test_admin_rotate_and_revoke_by_jti(issuer: IssuerRuntime, http: httpx
     response = await http.post("/admin/revoke/token", headers=admin_headers,
                                json={"jti": "abc", "expires_at": 1_900_000_000})
     assert response.status_code == 200
-    assert (await issuer.ctx.log.read_state()).revoked_tokens["abc"] == 1_900_000_000
+    # remembered until no token can still need it: now + the token TTL (5 m), not 2030
+    assert (await issuer.ctx.log.read_state()).revoked_tokens["abc"] == int(issuer.clock()) + 300
     incomplete = await http.post("/admin/revoke/token", headers=admin_headers, json={"jti": "abc"})
     assert incomplete.status_code == 400
 
@@ -213,3 +214,15 @@ async def test_rfc7009_revocations_per_client_are_budgeted(issuer_settings: Issu
         token = await _token(client, "orders", secret)
         response = await client.post("/revoke", data={"token": token}, headers=basic("orders", secret))
         assert response.status_code == 200
+
+
+async def test_admin_bodies_are_checked_after_the_token_and_never_echoed(
+        http: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    broken = b"{bad json"
+    anonymous = await http.post("/admin/revoke/subject", content=broken,
+                                headers={"Content-Type": "application/json"})
+    assert anonymous.status_code == 401 and "detail" not in anonymous.text
+    echoed = await http.post("/admin/revoke/token", json={"token": 12345678901234567890},
+                             headers=admin_headers)
+    assert echoed.status_code == 400 and echoed.json()["error"] == "invalid_request"
+    assert "12345678901234567890" not in echoed.text and "detail" not in echoed.text

@@ -70,8 +70,13 @@ class Admin:
         if not jti or len(jti) > 256:
             raise ValueError("jti must be 1-256 characters")
 
+        ttl = self._ctx.policy.token_ttl
+
         def decide(state: State, now: float, fresh: FreshKeys) -> list[Draft]:
-            return [(str(EventType.TOKEN_REVOKED), {"jti": jti, "expires_at": int(expires_at)})]
+            # No token outlives now + the longest lifetime issued: a later expires_at would
+            # only keep the entry in every agent's memory for nothing.
+            until = min(int(expires_at), int(now) + max(ttl, state.max_token_ttl))
+            return [(str(EventType.TOKEN_REVOKED), {"jti": jti, "expires_at": until})]
 
         return await self._last_seq(await self._ctx.commit_with_keys(decide))
 

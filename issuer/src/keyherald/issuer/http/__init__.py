@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -32,7 +33,7 @@ from keyherald.shared.state import State
 from ..clients import Client, parse_client
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
-from .admin import AdminDenied, admin_router
+from .admin import AdminDenied, admin_router, check_admin
 from .batching import LookupBatcher
 from .revoke import revocation_endpoint
 from .token import token_endpoint
@@ -191,6 +192,18 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:
         return _redis_down(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI checks a body before the router's dependencies: an admin route still owes
+        # a caller without a valid admin token its 401/403 first. Never echo the input.
+        if request.url.path.startswith("/admin"):
+            try:
+                check_admin(service, request)
+            except AdminDenied as denied:
+                return denied.response()
+        body = {"error": "invalid_request", "error_description": "the request is malformed"}
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(AdminDenied)
     async def admin_denied(request: Request, exc: AdminDenied) -> Response:

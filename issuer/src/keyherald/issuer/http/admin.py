@@ -27,7 +27,7 @@ from .revoke import verified_claims
 if TYPE_CHECKING:
     from . import Service
 
-__all__ = ["AdminDenied", "admin_router"]
+__all__ = ["AdminDenied", "admin_router", "check_admin"]
 
 log = logging.getLogger("keyherald.issuer")
 
@@ -82,27 +82,34 @@ def _bad(description: str, status: int = 400, error: str = "invalid_request") ->
     return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
 
+def check_admin(service: Service, request: Request) -> dict[str, Any]:
+    """The claims of the admin token on ``request``; AdminDenied (RFC 6750) otherwise."""
+    settings = service.settings
+    agent = service.runtime.agent
+    if agent is None:
+        raise AdminDenied(503, "temporarily_unavailable", "the issuer's verifier agent is starting")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AdminDenied(401, None, "a bearer token is required")
+    from keyherald.verifier.errors import InvalidToken
+
+    try:
+        claims = agent.verify(token.strip())
+    except InvalidToken as exc:
+        log.info("admin API refused a token: %s", exc.reason)
+        raise AdminDenied(401, "invalid_token", "the access token is not valid") from None
+    if settings.admin_scope not in str(claims.get("scope", "")).split():
+        raise AdminDenied(403, "insufficient_scope", "the token lacks the admin scope", settings.admin_scope)
+    log.info("admin API call by %s: %s %s", claims.get("sub"), request.method, request.url.path)
+    return claims
+
+
 def admin_router(service: Service) -> APIRouter:
     settings = service.settings
 
-    def require_admin(request: Request) -> dict[str, Any]:
-        agent = service.runtime.agent
-        if agent is None:
-            raise AdminDenied(503, "temporarily_unavailable", "the issuer's verifier agent is starting")
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AdminDenied(401, None, "a bearer token is required")
-        from keyherald.verifier.errors import InvalidToken
-
-        try:
-            claims = agent.verify(token.strip())
-        except InvalidToken as exc:
-            log.info("admin API refused a token: %s", exc.reason)
-            raise AdminDenied(401, "invalid_token", "the access token is not valid") from None
-        if settings.admin_scope not in str(claims.get("scope", "")).split():
-            raise AdminDenied(403, "insufficient_scope", "the token lacks the admin scope", settings.admin_scope)
-        log.info("admin API call by %s: %s %s", claims.get("sub"), request.method, request.url.path)
-        return claims
+    async def require_admin(request: Request) -> dict[str, Any]:
+        # async: verify is CPU-only and runs on the loop, beside the agent that feeds it
+        return check_admin(service, request)
 
     # Every route of the router requires an admin token (a router-level dependency).
     router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
