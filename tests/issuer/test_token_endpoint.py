@@ -180,9 +180,9 @@ async def test_jwks_holds_what_verifiers_need_and_never_a_revoked_key(issuer: Is
     assert {k["kid"] for k in response.json()["keys"]} == {active.kid, standby.kid}
     assert all(k["use"] == "sig" and k["alg"] == "ES256" and "d" not in k for k in response.json()["keys"])
     # The standby activates in 60 s (rotation_period): the copy is good until then.
-    assert response.headers["cache-control"] == "public, max-age=60"
+    assert response.headers["cache-control"] == "public, max-age=60, stale-if-error=300"
     clock.advance(45)
-    assert (await http.get("/.well-known/jwks.json")).headers["cache-control"] == "public, max-age=15"
+    assert (await http.get("/.well-known/jwks.json")).headers["cache-control"].startswith("public, max-age=15,")
 
     await issuer.admin.rotate()  # the old key retires: still served, its tokens are valid
     retired = (await http.get("/.well-known/jwks.json")).json()["keys"]
@@ -214,3 +214,20 @@ async def test_healthz_reports_role_redis_and_seq(issuer: IssuerRuntime, http: h
 async def test_a_burst_of_jwks_requests_is_served_not_refused(http: httpx.AsyncClient) -> None:
     responses = await asyncio.gather(*(http.get("/.well-known/jwks.json") for _ in range(150)))
     assert [r.status_code for r in responses] == [200] * 150
+
+
+async def test_jwks_keeps_answering_from_memory_while_redis_is_unreachable(
+        issuer: IssuerRuntime, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain JWT verifiers must not lose the keys of still-valid tokens in an outage."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    before = (await http.get("/.well-known/jwks.json")).json()
+
+    async def unreachable() -> None:
+        raise RedisConnectionError("injected outage")
+
+    monkeypatch.setattr(issuer.ctx.log, "read_state", unreachable)
+    during = await http.get("/.well-known/jwks.json")
+    assert during.status_code == 200 and during.json() == before
+    token = await http.post("/token", data={"grant_type": "client_credentials"}, headers=basic("x", "y"))
+    assert token.status_code in (401, 503) and "Traceback" not in token.text

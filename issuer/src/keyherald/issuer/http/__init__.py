@@ -101,6 +101,7 @@ class Service:
         self.lookup = LookupBatcher(lambda: self.redis, _LOOKUP)
         """[client record, client failures, address failures]: one read, batched with its peers."""
         self._parsed: dict[str, Client] = {}
+        self.last_state: State | None = None
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
 
@@ -139,7 +140,19 @@ class Service:
         return self._limiter
 
     async def state(self) -> State:
-        return await self.runtime.ctx.log.read_state()
+        state = await self.runtime.ctx.log.read_state()
+        self.last_state = state
+        return state
+
+    async def state_or_last(self) -> State:
+        """The current verified state, or while Redis is unreachable the last one read:
+        keys a verifier needs do not vanish during an outage."""
+        try:
+            return await self.state()
+        except RedisError:
+            if self.last_state is None:
+                raise
+            return self.last_state
 
     @staticmethod
     def json(

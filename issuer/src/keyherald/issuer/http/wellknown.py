@@ -63,12 +63,14 @@ def metadata(issuer: str) -> dict[str, Any]:
 
 async def jwks_endpoint(service: Service) -> Response:
     async with service.redis_slots:
-        state = await service.state()
+        state = await service.state_or_last()
     now = service.clock()
     s = service.settings
     max_age = jwks_max_age(state, now, token_ttl=s.token_ttl, rotation_period=s.rotation_period)
+    # stale-if-error (RFC 5861): a cache may keep serving these keys while we cannot answer.
+    cache_control = f"public, max-age={max_age}, stale-if-error={int(s.token_ttl)}"
     return service.json(
-        jwks_body(state, now), headers={"Cache-Control": f"public, max-age={max_age}"},
+        jwks_body(state, now), headers={"Cache-Control": cache_control},
         media_type="application/jwk-set+json",
     )
 
