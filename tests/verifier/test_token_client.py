@@ -91,7 +91,27 @@ async def test_cached_until_80_percent_of_its_lifetime(make: Callable[..., Token
     clock.advance(79)
     assert await client.token() == "token-1"
     assert len(fake.posts) == 1
-    clock.advance(1.5)  # 80.5 s of 100
+    clock.advance(1.5)  # 80.5 s of 100: refreshed in the background, the old one serves meanwhile
+    assert await client.token() == "token-1"
+    await _settled(client)
+    assert await client.token() == "token-2"
+    assert len(fake.posts) == 2
+
+
+async def _settled(client: TokenClient) -> None:
+    for _ in range(200):
+        if client._inflight is None:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the background refresh did not finish")
+
+
+async def test_callers_wait_only_when_no_token_is_still_usable(make: Callable[..., TokenClient],
+                                                               fake: FakeIssuer, clock: ManualClock) -> None:
+    fake.delay = 0.02
+    client = make()
+    assert await client.token() == "token-1"
+    clock.advance(96)  # 4 s before exp: too close to hand out
     assert await client.token() == "token-2"
     assert len(fake.posts) == 2
 
@@ -102,9 +122,11 @@ async def test_concurrent_callers_share_one_fetch(make: Callable[..., TokenClien
     client = make()
     tokens = await asyncio.gather(*(client.token() for _ in range(50)))
     assert set(tokens) == {"token-1"} and len(fake.posts) == 1
-    clock.advance(90)
+    clock.advance(90)  # due for refresh, still valid: nobody waits, one fetch goes out
     tokens = await asyncio.gather(*(client.token() for _ in range(50)))
-    assert set(tokens) == {"token-2"} and len(fake.posts) == 2
+    assert set(tokens) == {"token-1"}
+    await _settled(client)
+    assert await client.token() == "token-2" and len(fake.posts) == 2
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(make: Callable[..., TokenClient],
@@ -194,6 +216,22 @@ async def test_auth_attaches_the_token_and_refreshes_once_on_invalid_token(make:
         assert seen[-2:] == ["token-3", "token-4"] and len(fake.posts) == 4
 
 
+async def test_a_service_refusing_every_token_costs_at_most_one_post_a_second(
+        make: Callable[..., TokenClient], fake: FakeIssuer, clock: ManualClock) -> None:
+    client = make()
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refusing), auth=client.auth()) as http:
+        for _ in range(20):
+            assert (await http.get("http://inventory.test/items")).status_code == 401
+        assert len(fake.posts) == 2  # the first token, and one replacement after the first 401
+        clock.advance(1.5)
+        await http.get("http://inventory.test/items")
+        assert len(fake.posts) == 3
+
+
 async def test_against_the_real_issuer(issuer: IssuerRuntime, clock: ManualClock) -> None:
     secret = await add_client(issuer, "orders", ["inventory"], ["inventory:read"], ttl=100)
     async with asgi_client(issuer) as http:
@@ -202,6 +240,8 @@ async def test_against_the_real_issuer(issuer: IssuerRuntime, clock: ManualClock
         tokens = await asyncio.gather(*(client.token() for _ in range(20)))
         assert len(set(tokens)) == 1 and client.fetches == 1
         clock.advance(81)
+        assert await client.token() == tokens[0]  # still valid: it serves while the refresh runs
+        await _settled(client)
         assert await client.token() != tokens[0] and client.fetches == 2
         wrong = TokenClient("http://issuer.test/token", "orders", "khs_wrong", audience="inventory", http=http)
         with pytest.raises(InvalidClient):

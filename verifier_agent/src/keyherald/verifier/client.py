@@ -45,6 +45,11 @@ __all__ = ["InvalidClient", "TokenClient", "TokenRequestError"]
 log = logging.getLogger("keyherald.verifier.client")
 
 MAX_RETRY_AFTER = 60.0
+EXPIRY_MARGIN = 5.0
+"""A token this close to its exp is not handed out while a fresh one is being fetched."""
+MIN_REJECTED_AGE = 1.0
+"""A token fetched because of a 401 and refused again within this long is not replaced at
+once: at most one such POST a second, however many calls a refusing service gets."""
 """A Retry-After longer than this is not waited out in full: we try again after it."""
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
@@ -104,6 +109,8 @@ class TokenClient(httpx.Auth):
         self._token: str | None = None
         self._refresh_at = 0.0
         self._expires_at = 0.0
+        self._fetched_at = 0.0
+        self._after_rejection = False
         self._inflight: asyncio.Future[str] | None = None
         self.fetches = 0
         """POSTs that returned a token (for metrics and tests)."""
@@ -111,25 +118,41 @@ class TokenClient(httpx.Auth):
     # -- tokens --------------------------------------------------------------------------
 
     async def token(self) -> str:
-        """A valid token: the cached one, or a fresh one when 80 % of its life has passed."""
+        """A valid token. Past 80 % of its life a refresh starts in the background while the
+        current token keeps serving; a caller waits only when there is no usable token."""
         now = self._clock()
         if self._token is not None and now < self._refresh_at:
+            return self._token
+        if self._token is not None and now < self._expires_at - EXPIRY_MARGIN:
+            self._refresh_in_background()
             return self._token
         try:
             return await self._shared_fetch()
         except TokenRequestError as exc:
-            if self._token is not None and now < self._expires_at - 1 and not isinstance(exc, InvalidClient):
+            if self._token is not None and self._clock() < self._expires_at - 1 and not isinstance(exc, InvalidClient):
                 log.warning("token refresh failed (%s); the current token serves until it expires", exc.error)
                 return self._token
             raise
 
+    def _refresh_in_background(self) -> None:
+        if self._inflight is None:
+            task = self._inflight = asyncio.ensure_future(self._fetch())
+            task.add_done_callback(self._fetched)
+
     async def refresh(self, *, rejected: str | None = None) -> str:
-        """Fetch a new token now. With ``rejected``, only if that token is still the cached one
-        (many requests refused at once cause one refresh)."""
-        if rejected is not None and self._token is not None and self._token != rejected:
-            return self._token
+        """Fetch a new token now. With ``rejected`` (a service answered 401 to it), only if it
+        is still the cached one (many requests refused at once cause one refresh), and not if it
+        was itself fetched because of a 401 less than MIN_REJECTED_AGE ago: a service that
+        refuses every token must not cost a POST per call."""
+        if rejected is not None and self._token is not None:
+            if self._token != rejected:
+                return self._token
+            if self._after_rejection and self._clock() - self._fetched_at < MIN_REJECTED_AGE:
+                return self._token
         self._refresh_at = 0.0
-        return await self._shared_fetch()
+        token = await self._shared_fetch()
+        self._after_rejection = rejected is not None
+        return token
 
     async def _shared_fetch(self) -> str:
         # The fetch runs as a task of its own: a caller cancelled while waiting does not
@@ -195,6 +218,8 @@ class TokenClient(httpx.Auth):
             raise TokenRequestError("the issuer's answer is not a bearer token response", error="bad_response")
         now = self._clock()
         self._token = token
+        self._fetched_at = now
+        self._after_rejection = False
         self._expires_at = now + float(lifetime)
         self._refresh_at = now + self.refresh_ratio * float(lifetime)
         self.fetches += 1
