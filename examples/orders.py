@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI
@@ -62,7 +63,7 @@ def create_app(tokens: TokenClient | None = None, inventory: httpx.AsyncClient |
     async def check(sku: str) -> Any:
         http: httpx.AsyncClient = state["inventory"]
         try:
-            response = await http.get(f"/items/{sku}", auth=state["tokens"])
+            response = await http.get(f"/items/{quote(sku, safe='')}", auth=state["tokens"])
         except TokenRequestError as exc:
             return JSONResponse({"error": "orders cannot get a token", "reason": exc.error}, status_code=502)
         if response.status_code != 200:
