@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import Callable
@@ -89,8 +90,8 @@ def test_disable_and_rotate_secret(env: IssuerSettings, cli: Cli) -> None:
     assert "disabled" in cli("clients", "list")[1]
 
 
-def test_revoke_subject_key_and_token_print_their_seq(env: IssuerSettings,
-                                                      cli: Cli) -> None:
+def test_revoke_subject_key_and_token_print_their_seq(env: IssuerSettings, cli: Cli,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     async def genesis_and_token() -> str:
         async with IssuerContext(env) as ctx:
             await Rotator(ctx).tick()
@@ -117,7 +118,8 @@ def test_revoke_subject_key_and_token_print_their_seq(env: IssuerSettings,
     # No token outlives now + the token TTL (5 m): remembering it longer would be for nothing.
     assert code == 0 and _state(env).revoked_tokens["def"] <= int(time.time()) + 300
 
-    code, out, _ = cli("revoke", "token", "--token", token)
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))  # '-': kept off argv
+    code, out, _ = cli("revoke", "token", "--token", "-")
     assert code == 0 and "jti-from-token" in out and "jti-from-token" in _state(env).revoked_tokens
 
     active = _state(env).active_key

@@ -41,7 +41,10 @@ def register(sub: Any) -> None:
     token = revoke_sub.add_parser("token", help="one token, by its jti and exp, or the token itself")
     which = token.add_mutually_exclusive_group(required=True)
     which.add_argument("--jti", help="the token's jti (give --expires-at too)")
-    which.add_argument("--token", help="the token itself (checked against the issuer's keys)")
+    which.add_argument(
+        "--token", help="the token itself (checked against the issuer's keys); '-' reads it from standard"
+        " input, which keeps a live token out of the process list and the shell history",
+    )
     token.add_argument("--expires-at", type=parse_time, metavar="T",
                        help="the token's exp: Unix seconds or ISO 8601")
     token.set_defaults(handler=_token)
@@ -80,7 +83,8 @@ async def _token(args: argparse.Namespace) -> int:
     async with IssuerContext(settings, create=False) as ctx:
         jti, expires_at = args.jti, args.expires_at
         if args.token is not None:
-            claims = verified_claims(args.token.strip(), await ctx.log.read_state(), settings.issuer)
+            text = sys.stdin.readline() if args.token == "-" else args.token
+            claims = verified_claims(text.strip(), await ctx.log.read_state(), settings.issuer)
             jti, expires_at = (claims or {}).get("jti"), (claims or {}).get("exp")
             if not isinstance(jti, str) or not isinstance(expires_at, int):
                 raise ValueError("that is not a token this issuer signed with a key it still holds")
