@@ -147,13 +147,14 @@ async def test_transient_failures_are_retried_with_backoff(make: Callable[..., T
         httpx.ConnectError("refused"),
         httpx.Response(503, json={"error": "temporarily_unavailable"}),
         httpx.Response(429, headers={"Retry-After": "7"}, json={"error": "temporarily_unavailable"}),
+        httpx.Response(503, headers={"Retry-After": "3"}, json={"error": "temporarily_unavailable"}),
         httpx.Response(500, text="oops"),
     ]
-    client = make(max_attempts=5, backoff=0.2, backoff_cap=1.0)
-    assert await client.token() == "token-5"
-    assert len(fake.posts) == 5
-    assert sleeps[2] == 7  # Retry-After honoured
-    backoff = [sleeps[0], sleeps[1], sleeps[3]]
+    client = make(max_attempts=6, backoff=0.2, backoff_cap=1.0)
+    assert await client.token() == "token-6"
+    assert len(fake.posts) == 6
+    assert sleeps[2] == 7 and sleeps[3] == 3  # Retry-After honoured, on 429 and on 503
+    backoff = [sleeps[0], sleeps[1], sleeps[4]]
     assert 0.1 <= backoff[0] <= 0.2 and 0.2 <= backoff[1] <= 0.4 and 0.5 <= backoff[2] <= 1.0
 
 

@@ -183,7 +183,7 @@ class TokenClient(httpx.Auth):
                 last = self._error(response)
                 if response.status_code not in _RETRYABLE:
                     raise last
-                if response.status_code == 429:
+                if response.status_code in (429, 503):  # both may say when to come back
                     wait = _retry_after(response.headers.get("retry-after"), self._clock())
             if attempt + 1 < self._max_attempts:
                 delay = min(wait, MAX_RETRY_AFTER) if wait is not None else self._delay(attempt)
