@@ -138,6 +138,28 @@ async def test_junk_in_the_stream_does_not_stop_the_issuer(issuer_ctx: IssuerCon
     assert anchor.open_event((await read_log(issuer_ctx, after="5-0"))[0][1]).seq == 5
 
 
+@pytest.mark.parametrize("junk", ["far-future entry", "not a stream"])
+async def test_a_stream_blocked_by_someone_else_is_restarted_by_the_next_append(
+    issuer_ctx: IssuerContext, junk: str
+) -> None:
+    """Junk above the head would make every XADD fail; the snapshot covers the whole head,
+    so the issuer may start the stream afresh and readers lose nothing (a gap resyncs)."""
+    await Rotator(issuer_ctx).tick()
+    names = issuer_ctx.names
+    if junk == "far-future entry":
+        await issuer_ctx.redis.xadd(names.events, {EVENT_FIELD: "junk"}, id="9999999999-0")
+    else:
+        await issuer_ctx.redis.delete(names.events)
+        await issuer_ctx.redis.set(names.events, "junk")
+    seq = await Admin(issuer_ctx).revoke_token("after-junk", 1_900_000_000)
+    assert seq == 5
+    log = await read_log(issuer_ctx)
+    assert [entry_id for entry_id, _ in log] == ["5-0"]
+    assert issuer_ctx.control.anchor.open_event(log[0][1]).data["jti"] == "after-junk"
+    assert (await issuer_ctx.log.read_state()).seq == 5
+    assert await Admin(issuer_ctx).revoke_token("next", 1_900_000_000) == 6  # and it goes on
+
+
 async def test_a_replayed_old_snapshot_is_refused_by_a_running_issuer(issuer_ctx: IssuerContext) -> None:
     """Building on an old state would fork the log; a running replica refuses to go back."""
     await Rotator(issuer_ctx).tick()

@@ -9,6 +9,7 @@ the race re-reads the state and decides again, so seq never skips nor repeats.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -27,6 +28,8 @@ from .errors import AppendContention, CorruptState, NamespaceOwnedElsewhere, Sna
 
 __all__ = ["Draft", "EventLog", "Mutation"]
 
+log = logging.getLogger("keyherald.issuer")
+
 Draft = tuple[str, dict[str, Any]]
 """An event to be: its type and data. The log gives it seq, time and issuer."""
 
@@ -35,15 +38,24 @@ Mutation = Callable[[State, float], Awaitable[Sequence[Draft]]]
 
 _APPEND = """
 local head = redis.call('GET', KEYS[3]) or '0'
-if head ~= ARGV[1] then return -1 end
+if head ~= ARGV[1] then return {-1, 0} end
 local seq = tonumber(ARGV[1])
+local repaired = 0
 for i = 4, #ARGV do
   seq = seq + 1
-  redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], tostring(seq) .. '-0', 'event', ARGV[i])
+  local id = tostring(seq) .. '-0'
+  local added = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[2], id, 'event', ARGV[i])
+  if type(added) == 'table' and added.err then
+    -- An entry someone else wrote above our head blocks the stream. The snapshot covers
+    -- every event up to the head, so the stream may start afresh: readers lose nothing.
+    redis.call('DEL', KEYS[1])
+    redis.call('XADD', KEYS[1], id, 'event', ARGV[i])
+    repaired = 1
+  end
 end
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], tostring(seq))
-return seq
+return {seq, repaired}
 """
 
 
@@ -146,7 +158,11 @@ class EventLog:
                 )
             except ResponseError as exc:
                 raise CorruptState(f"the event stream refused an append: {exc}") from None
-            if cast(int, result) >= 0:
+            appended, repaired = (int(x) for x in cast(list[Any], result))
+            if appended >= 0:
+                if repaired:
+                    log.warning("the event stream held entries above the head that we did not write: restarted it"
+                                " after seq %d (the snapshot covers everything before)", base)
                 self._high_water = (state.seq, state.time)
                 return events
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
