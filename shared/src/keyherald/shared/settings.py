@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import SettingsError
 from .names import Names, validate_namespace
 
-__all__ = ["BaseKeyheraldSettings", "load_settings"]
+__all__ = ["BaseKeyheraldSettings", "load_settings", "settings_error"]
 
 ENV_PREFIX = "KEYHERALD_"
 
@@ -50,12 +50,17 @@ class BaseKeyheraldSettings(BaseSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
+def settings_error(exc: ValidationError) -> SettingsError:
+    """The first problem of a validation error, naming the KEYHERALD_* variable (never its value)."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return SettingsError(f"{ENV_PREFIX}{field.upper()}", message)
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings, turning a validation error into a SettingsError naming the variable."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        raise SettingsError(f"{ENV_PREFIX}{field.upper()}", message) from None
+        raise settings_error(exc) from None

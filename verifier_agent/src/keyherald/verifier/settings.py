@@ -16,9 +16,8 @@ from pydantic_settings import NoDecode
 
 from keyherald.shared.durations import Duration, parse_duration
 from keyherald.shared.envelope import TrustAnchor
-from keyherald.shared.errors import SettingsError
 from keyherald.shared.events import REVOCATION_GRACE
-from keyherald.shared.settings import ENV_PREFIX, BaseKeyheraldSettings
+from keyherald.shared.settings import BaseKeyheraldSettings, settings_error
 
 __all__ = ["VerifierSettings"]
 
@@ -64,13 +63,6 @@ def _optional_path(value: Any) -> Any:
     return value
 
 
-def _settings_error(exc: ValidationError) -> SettingsError:
-    first = exc.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "settings"
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    return SettingsError(f"{ENV_PREFIX}{field.upper()}", message)
-
-
 class VerifierSettings(BaseKeyheraldSettings):
     """What an agent needs: where the log is, whose it is, and the key that signs it."""
 
@@ -94,7 +86,7 @@ class VerifierSettings(BaseKeyheraldSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise _settings_error(exc) from None
+            raise settings_error(exc) from None
 
     @field_validator("trust_anchor")
     @classmethod
