@@ -17,15 +17,9 @@ from keyherald.verifier.follower import Follower, connect
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.signedstate import SignedState
 
-from .agent_kit import eventually, genesis, mint, refuses, running_agent
+from .agent_kit import eventually, mint, refuses, running_agent
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def issuer(issuer_ctx: IssuerContext) -> IssuerContext:
-    await genesis(issuer_ctx)
-    return issuer_ctx
 
 
 async def test_bootstrap_verifies_tokens_and_reports_status(issuer: IssuerContext, clock: ManualClock) -> None:

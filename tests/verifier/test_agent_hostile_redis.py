@@ -23,15 +23,9 @@ from keyherald.verifier import VerifierAgent
 from keyherald.verifier import follower as follower_module
 from keyherald.verifier.follower import Follower
 
-from .agent_kit import AUDIENCE, eventually, genesis, mint, refuses, running_agent
+from .agent_kit import AUDIENCE, eventually, mint, refuses, running_agent
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def issuer(issuer_ctx: IssuerContext) -> IssuerContext:
-    await genesis(issuer_ctx)
-    return issuer_ctx
 
 
 @pytest.fixture

@@ -19,15 +19,9 @@ from keyherald.shared.clock import ManualClock
 from keyherald.shared.envelope import ControlKey
 from keyherald.verifier import BootstrapError, VerifierAgent
 
-from .agent_kit import eventually, genesis, mint, refuses, running_agent, settings_for
+from .agent_kit import eventually, mint, refuses, running_agent, settings_for
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def issuer(issuer_ctx: IssuerContext) -> IssuerContext:
-    await genesis(issuer_ctx)
-    return issuer_ctx
 
 
 async def test_garbage_in_the_snapshot_at_startup_is_waited_out(issuer: IssuerContext, clock: ManualClock) -> None:

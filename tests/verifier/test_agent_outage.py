@@ -33,12 +33,6 @@ CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture
-async def issuer(issuer_ctx: IssuerContext) -> IssuerContext:
-    await genesis(issuer_ctx)
-    return issuer_ctx
-
-
-@pytest.fixture
 def own_server() -> Iterator[EmbeddedValkey]:
     server = EmbeddedValkey()
     try:
