@@ -1,24 +1,16 @@
-"""Strict, fast decoding of a token's parts and the per-key signature check.
+"""A token's header and the per-key signature check, tuned for the request path.
 
-Same strictness as :mod:`keyherald.shared.encoding` (the tests hold them equal on random
-input), tuned for the request path: one ``translate`` plus a strict ``a2b_base64`` per part
-instead of several passes, a JSON scanner built once instead of one per call, and the
-ES256 signature turned into DER without going through Python integers.
+The strict decoding itself is :mod:`keyherald.shared.encoding` (one implementation for the
+issuer, the envelopes and the tokens); here are what only tokens need: the header rules
+and a signature check bound to one key, ES256 turned into DER without Python integers.
 """
 
 from __future__ import annotations
 
-import binascii
-import json
-import json.scanner
-from collections.abc import Callable
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-
-from keyherald.shared.encoding import no_constants, no_duplicate_members
+from keyherald.shared.encoding import b64url_decode, loads_object
+from keyherald.shared.jwa import SignatureCheck
 from keyherald.shared.jwk import ALGORITHMS, VerifyingKey
 
 from .errors import AlgorithmNotAllowed, MalformedToken
@@ -27,18 +19,11 @@ __all__ = [
     "ACCEPTED_TYP",
     "KEY_HEADERS",
     "SignatureCheck",
-    "CANONICAL_LAST",
-    "PAD",
-    "TO_STD",
-    "b64decode",
     "json_object",
-    "json_scan",
     "parse_header",
     "signature_check",
 ]
 
-SignatureCheck = Callable[[bytes, bytes], bool]
-"""``check(signing_input, signature) -> bool``, bound to one public key and its algorithm."""
 
 ACCEPTED_TYP = frozenset({"at+jwt", "application/at+jwt"})
 """RFC 9068 access tokens; media types compare case-insensitively (RFC 7515 section 4.1.9)."""
@@ -49,45 +34,14 @@ KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c"})
 _ALLOWED_ALGS = frozenset(ALGORITHMS)
 _MAX_KID = 256
 
-# base64url to standard alphabet; '+', '/' and '=' in the input become '!', which strict
-# a2b_base64 rejects, so one pass both converts and refuses foreign characters.
-TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
-PAD = (b"", b"!", b"==", b"=")
-# Last character of a part whose length is 2 or 3 (mod 4): the bits beyond the data are zero.
-CANONICAL_LAST = (b"", b"", b"AQgw", b"AEIMQUYcgkosw048")
-_a2b = binascii.a2b_base64
-
-
-def b64decode(part: bytes) -> bytes:
-    """Decode one unpadded, canonical base64url part; ValueError for anything else."""
-    tail = len(part) & 3
-    if tail and part[-1] not in CANONICAL_LAST[tail]:
-        raise ValueError("not canonical base64url")
-    try:
-        return _a2b(part.translate(TO_STD) + PAD[tail], strict_mode=True)
-    except binascii.Error:
-        raise ValueError("not canonical base64url") from None
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=no_duplicate_members, parse_constant=no_constants)
-json_scan = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # the C scanner, built once
-
 
 def json_object(data: bytes) -> tuple[dict[str, Any], str]:
     """Strict JSON object from UTF-8 bytes; also returns the text (to spot nesting cheaply)."""
     try:
         text = data.decode("utf-8")
-        try:
-            value, end = json_scan(text, 0)
-        except StopIteration:
-            end = -1
-        if end != len(text):  # surrounding whitespace (legal JSON) or garbage: the slow path
-            value = _DECODER.decode(text)
-    except (ValueError, RecursionError):
+    except UnicodeDecodeError:
         raise ValueError("not a JSON object") from None
-    if type(value) is not dict:
-        raise ValueError("not a JSON object")
-    return value, text
+    return loads_object(text), text
 
 
 def parse_header(part: bytes) -> tuple[str, str]:
@@ -99,7 +53,7 @@ def parse_header(part: bytes) -> tuple[str, str]:
     ``crit`` makes the token ``malformed`` (RFC 7515 section 4.1.11).
     """
     try:
-        header, _ = json_object(b64decode(part))
+        header = loads_object(b64url_decode(part))
     except ValueError:
         raise MalformedToken("token header is not base64url JSON") from None
     if not KEY_HEADERS.isdisjoint(header):
@@ -120,72 +74,6 @@ def parse_header(part: bytes) -> tuple[str, str]:
     return kid, alg
 
 
-# DER prefixes for r and s of 32 bytes without a leading zero byte (the case 255 times in
-# 256), by their top bits: a set top bit needs a 0x00 pad to stay positive.
-_DER_HEADS = tuple(
-    (bytes((0x30, 68 + r_pad + s_pad, 2, 32 + r_pad)) + b"\0" * r_pad, bytes((2, 32 + s_pad)) + b"\0" * s_pad)
-    for s_pad in (0, 1) for r_pad in (0, 1)
-)
-
-
-def _der(signature: bytes) -> bytes:
-    """JWS ES256 signature (r || s, 32 bytes each) as the DER SEQUENCE OpenSSL wants."""
-    r0, s0 = signature[0], signature[32]
-    if r0 and s0:
-        head, middle = _DER_HEADS[(r0 >> 7) | (s0 >> 7) << 1]
-        return b"".join((head, signature[:32], middle, signature[32:]))
-    r = signature[:32].lstrip(b"\0") or b"\0"
-    s = signature[32:].lstrip(b"\0") or b"\0"
-    if r[0] & 0x80:
-        r = b"\0" + r
-    if s[0] & 0x80:
-        s = b"\0" + s
-    lr, ls = len(r), len(s)
-    return b"".join((bytes((0x30, lr + ls + 4, 2, lr)), r, bytes((2, ls)), s))
-
-
 def signature_check(key: VerifyingKey) -> SignatureCheck:
-    """A closure doing exactly one cryptography call, with the algorithm fixed by ``key``."""
-    public = key.public_key
-    if key.alg == "ES256" and isinstance(public, ec.EllipticCurvePublicKey):
-        ecdsa = ec.ECDSA(hashes.SHA256())
-        ec_verify = public.verify
-
-        def check_es256(signing_input: bytes, signature: bytes) -> bool:
-            if len(signature) != 64:
-                return False
-            try:
-                ec_verify(_der(signature), signing_input, ecdsa)
-            except InvalidSignature:
-                return False
-            return True
-
-        return check_es256
-    if key.alg == "EdDSA" and isinstance(public, ed25519.Ed25519PublicKey):
-        ed_verify = public.verify
-
-        def check_eddsa(signing_input: bytes, signature: bytes) -> bool:
-            if len(signature) != 64:
-                return False
-            try:
-                ed_verify(signature, signing_input)
-            except InvalidSignature:
-                return False
-            return True
-
-        return check_eddsa
-    if key.alg == "RS256" and isinstance(public, rsa.RSAPublicKey):
-        pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
-        rsa_verify, size = public.verify, (public.key_size + 7) // 8
-
-        def check_rs256(signing_input: bytes, signature: bytes) -> bool:
-            if len(signature) != size:
-                return False
-            try:
-                rsa_verify(signature, signing_input, pkcs1, sha256)
-            except InvalidSignature:
-                return False
-            return True
-
-        return check_rs256
-    raise ValueError("key does not fit its algorithm")  # VerifyingKey prevents this
+    """The key's own check: exactly one cryptography call, the algorithm fixed by the key."""
+    return key.check

@@ -46,19 +46,11 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.encoding import B64_CANONICAL_LAST, B64_PAD, B64_TO_STD, scan_json
 from keyherald.shared.events import REVOCATION_GRACE, KeyState
 
 from ._claims import MAX_TIME, check_audience, numeric_date, thaw
-from ._compact import (
-    CANONICAL_LAST,
-    PAD,
-    TO_STD,
-    SignatureCheck,
-    json_object,
-    json_scan,
-    parse_header,
-    signature_check,
-)
+from ._compact import SignatureCheck, json_object, parse_header, signature_check
 from .errors import (
     AlgorithmNotAllowed,
     InvalidSignature,
@@ -238,15 +230,15 @@ class Validator:
         if record is None:
             self._unknown_kids += 1
             raise UnknownKey("token signed by an unknown key")
-        # _compact.b64decode, inlined for both parts: this is the hot path.
+        # shared.encoding.b64url_decode, inlined for both parts: this is the hot path.
         body_tail, sig_tail = len(body) & 3, len(sig) & 3
-        if (body_tail and body[-1] not in CANONICAL_LAST[body_tail]) or (
-            sig_tail and sig[-1] not in CANONICAL_LAST[sig_tail]
+        if (body_tail and body[-1] not in B64_CANONICAL_LAST[body_tail]) or (
+            sig_tail and sig[-1] not in B64_CANONICAL_LAST[sig_tail]
         ):
             raise MalformedToken("token part is not canonical base64url")
         try:
-            payload = _a2b(body.translate(TO_STD) + PAD[body_tail], strict_mode=True)
-            signature = _a2b(sig.translate(TO_STD) + PAD[sig_tail], strict_mode=True)
+            payload = _a2b(body.translate(B64_TO_STD) + B64_PAD[body_tail], strict_mode=True)
+            signature = _a2b(sig.translate(B64_TO_STD) + B64_PAD[sig_tail], strict_mode=True)
         except binascii.Error:
             raise MalformedToken("token part is not canonical base64url") from None
         if record.state is _REVOKED:
@@ -257,7 +249,7 @@ class Validator:
         claims: dict[str, Any]
         try:
             text = payload.decode("utf-8")
-            claims, stop = json_scan(text, 0)
+            claims, stop = scan_json(text, 0)
             if stop != len(text) or type(claims) is not dict:
                 claims, text = json_object(payload)  # surrounding whitespace, or an error
         except (ValueError, RecursionError, StopIteration):
