@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keyherald.shared.events import REVOCATION_GRACE, EventType, KeyRecord, KeyState
-from keyherald.shared.jwk import Algorithm, VerifyingKey
+from keyherald.shared.jwk import Algorithm, VerifyingKey, token_algorithm
 from keyherald.shared.state import State
 
 from .errors import KeyNotFound
@@ -52,7 +52,7 @@ def _key_draft(kind: EventType, record: KeyRecord) -> Draft:
 
 def _published(key: VerifyingKey, now: int, activates_at: int) -> KeyRecord:
     return KeyRecord(
-        kid=key.kid, alg=key.alg, jwk=key.jwk, state=KeyState.PUBLISHED,
+        kid=key.kid, alg=token_algorithm(key.alg), jwk=key.jwk, state=KeyState.PUBLISHED,
         published_at=now, activates_at=activates_at,
     )
 

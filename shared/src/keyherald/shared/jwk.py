@@ -10,33 +10,40 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal, TypeAlias
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .encoding import b64url_decode, b64url_encode, dumps
+from .jwa import KeyAlgorithm, PrivateKey, PublicKey, SignatureCheck, checker, signer
 
 __all__ = [
     "ALGORITHMS",
+    "CONTROL_ALGORITHMS",
     "Algorithm",
+    "ControlAlgorithm",
+    "KeyAlgorithm",
     "SigningKey",
     "VerifyingKey",
     "thumbprint",
+    "token_algorithm",
 ]
 
 Algorithm: TypeAlias = Literal["ES256", "EdDSA", "RS256"]
+"""Algorithms that sign tokens."""
 ALGORITHMS: tuple[Algorithm, ...] = ("ES256", "EdDSA", "RS256")
+ControlAlgorithm: TypeAlias = Literal["PS256", "EdDSA"]
+"""Algorithms of the control key, which signs events and snapshots (never tokens)."""
+CONTROL_ALGORITHMS: tuple[ControlAlgorithm, ...] = ("PS256", "EdDSA")
 MIN_RSA_BITS = 2048
 
-_PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-_PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-_SHA256 = hashes.SHA256()
-_ECDSA = ec.ECDSA(_SHA256)
-_PKCS1 = padding.PKCS1v15()
+
+def token_algorithm(alg: str) -> Algorithm:
+    """``alg`` when tokens may be signed with it; ValueError for anything else (PS256 is the
+    control key's, never a token's)."""
+    for known in ALGORITHMS:
+        if alg == known:
+            return known
+    raise ValueError(f"{alg!r} does not sign tokens")
 
 
 def _int_b64(value: int, length: int | None = None) -> str:
@@ -66,22 +73,24 @@ def thumbprint(jwk: dict[str, Any]) -> str:
 class VerifyingKey:
     """A public key bound to one algorithm, ready to check signatures fast."""
 
-    __slots__ = ("_key", "alg", "jwk", "kid")
+    __slots__ = ("_key", "alg", "check", "jwk", "kid")
 
-    def __init__(self, alg: Algorithm, key: _PublicKey) -> None:
+    def __init__(self, alg: KeyAlgorithm, key: PublicKey) -> None:
         if alg == "ES256":
             if not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
                 raise ValueError("ES256 needs a P-256 key")
         elif alg == "EdDSA":
             if not isinstance(key, ed25519.Ed25519PublicKey):
                 raise ValueError("EdDSA needs an Ed25519 key")
-        elif alg == "RS256":
+        elif alg in ("RS256", "PS256"):
             if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_BITS:
-                raise ValueError(f"RS256 needs an RSA key of {MIN_RSA_BITS} bits or more")
+                raise ValueError(f"{alg} needs an RSA key of {MIN_RSA_BITS} bits or more")
         else:
             raise ValueError(f"algorithm {alg!r} is not allowed")
-        self.alg: Algorithm = alg
+        self.alg: KeyAlgorithm = alg
         self._key = key
+        self.check: SignatureCheck = checker(alg, key)
+        """``check(signing_input, signature) -> bool``: what :meth:`verify` does, one call less."""
         self.jwk = self._to_jwk()
         self.kid = thumbprint(self.jwk)
         self.jwk["kid"] = self.kid
@@ -103,19 +112,23 @@ class VerifyingKey:
 
     @classmethod
     def from_jwk(cls, jwk: Any) -> VerifyingKey:
-        """Import a public JWK strictly; a JWK carrying private members is refused."""
+        """Import a public JWK strictly; a JWK carrying private members is refused.
+
+        An RSA JWK is RS256 unless its ``alg`` says PS256 (the thumbprint does not cover
+        ``alg``: whoever pins an RSA key also decides its algorithm, as TrustAnchor does).
+        """
         if not isinstance(jwk, dict):
             raise ValueError("JWK is not an object")
         if any(name in jwk for name in ("d", "p", "q", "dp", "dq", "qi", "k")):
             raise ValueError("JWK carries private key material")
         kty, alg = jwk.get("kty"), jwk.get("alg")
-        key: _PublicKey
+        key: PublicKey
         if kty == "EC" and jwk.get("crv") == "P-256":
             x, y = b64url_decode(jwk.get("x", "")), b64url_decode(jwk.get("y", ""))
             if len(x) != 32 or len(y) != 32:
                 raise ValueError("bad P-256 coordinates")
             key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
-            expected: Algorithm = "ES256"
+            expected: KeyAlgorithm = "ES256"
         elif kty == "OKP" and jwk.get("crv") == "Ed25519":
             x = b64url_decode(jwk.get("x", ""))
             if len(x) != 32:
@@ -124,7 +137,7 @@ class VerifyingKey:
             expected = "EdDSA"
         elif kty == "RSA":
             key = rsa.RSAPublicNumbers(_b64_int(jwk.get("e")), _b64_int(jwk.get("n"))).public_key()
-            expected = "RS256"
+            expected = "PS256" if alg == "PS256" else "RS256"
         else:
             raise ValueError("unsupported JWK (need EC P-256, OKP Ed25519 or RSA)")
         if alg is not None and alg != expected:
@@ -136,25 +149,10 @@ class VerifyingKey:
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         """True when ``signature`` (JWS form) is valid for ``signing_input``."""
-        key = self._key
-        try:
-            if isinstance(key, ec.EllipticCurvePublicKey):
-                if len(signature) != 64:
-                    return False
-                der = encode_dss_signature(
-                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-                )
-                key.verify(der, signing_input, _ECDSA)
-            elif isinstance(key, ed25519.Ed25519PublicKey):
-                key.verify(signature, signing_input)
-            else:
-                key.verify(signature, signing_input, _PKCS1, _SHA256)
-        except InvalidSignature:
-            return False
-        return True
+        return self.check(signing_input, signature)
 
     @property
-    def public_key(self) -> _PublicKey:
+    def public_key(self) -> PublicKey:
         return self._key
 
     def __repr__(self) -> str:
@@ -164,25 +162,26 @@ class VerifyingKey:
 class SigningKey:
     """A private signing key. Its material never shows in repr, str or errors."""
 
-    __slots__ = ("_key", "alg", "public")
+    __slots__ = ("_key", "_sign", "alg", "public")
 
-    def __init__(self, alg: Algorithm, key: _PrivateKey) -> None:
+    def __init__(self, alg: KeyAlgorithm, key: PrivateKey) -> None:
         self._key = key
-        self.alg: Algorithm = alg
+        self.alg: KeyAlgorithm = alg
         self.public = VerifyingKey(alg, key.public_key())
+        self._sign = signer(alg, key)
 
     @property
     def kid(self) -> str:
         return self.public.kid
 
     @classmethod
-    def generate(cls, alg: Algorithm, *, rsa_bits: int = MIN_RSA_BITS) -> SigningKey:
-        key: _PrivateKey
+    def generate(cls, alg: KeyAlgorithm, *, rsa_bits: int = MIN_RSA_BITS) -> SigningKey:
+        key: PrivateKey
         if alg == "ES256":
             key = ec.generate_private_key(ec.SECP256R1())
         elif alg == "EdDSA":
             key = ed25519.Ed25519PrivateKey.generate()
-        elif alg == "RS256":
+        elif alg in ("RS256", "PS256"):
             if rsa_bits < MIN_RSA_BITS:
                 raise ValueError(f"RSA keys need {MIN_RSA_BITS} bits or more")
             key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
@@ -191,13 +190,8 @@ class SigningKey:
         return cls(alg, key)
 
     def sign(self, signing_input: bytes) -> bytes:
-        key = self._key
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            r, s = decode_dss_signature(key.sign(signing_input, _ECDSA))
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        if isinstance(key, ed25519.Ed25519PrivateKey):
-            return key.sign(signing_input)
-        return key.sign(signing_input, _PKCS1, _SHA256)
+        """The JWS-form signature of ``signing_input``."""
+        return self._sign(signing_input)
 
     def private_bytes(self) -> bytes:
         """Unencrypted PKCS#8 DER: only for sealing under a KEK, never for storage as is."""
@@ -208,7 +202,7 @@ class SigningKey:
         )
 
     @classmethod
-    def from_private_bytes(cls, alg: Algorithm, data: bytes) -> SigningKey:
+    def from_private_bytes(cls, alg: KeyAlgorithm, data: bytes) -> SigningKey:
         key = serialization.load_der_private_key(data, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
             raise ValueError("unsupported private key type")
