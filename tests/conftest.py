@@ -10,6 +10,7 @@ from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.kek import generate_kek_text
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
+from keyherald.shared.jwk import ControlAlgorithm
 
 from .servers import cleanup_namespace, fresh_namespace, server_url
 
@@ -38,7 +39,15 @@ def kek() -> str:
 
 
 @pytest.fixture
-def issuer_settings(redis_url: str, namespace: str, kek: str) -> IssuerSettings:
+def control_key_alg() -> ControlAlgorithm:
+    """Ed25519 here: made in microseconds, where the default RSA-3072 key takes about 0.1 s
+    and the suite makes hundreds. Modules that run the default override this fixture
+    (tests/e2e, the replica processes, following a live log, the CLI's anchor)."""
+    return "EdDSA"
+
+
+@pytest.fixture
+def issuer_settings(redis_url: str, namespace: str, kek: str, control_key_alg: ControlAlgorithm) -> IssuerSettings:
     return IssuerSettings(
         redis_url=redis_url,
         namespace=namespace,
@@ -48,6 +57,7 @@ def issuer_settings(redis_url: str, namespace: str, kek: str) -> IssuerSettings:
         token_ttl="5m",
         heartbeat_interval="2s",
         lease_ttl="2s",
+        control_key_alg=control_key_alg,
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -18,6 +18,7 @@ from examples.orders import create_app as orders_app
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
+from keyherald.shared.jwk import ControlAlgorithm
 from keyherald.verifier import VerifierAgent
 from keyherald.verifier.client import TokenClient
 from tests.tokenservice import agent, eventually, running_issuer
@@ -25,6 +26,12 @@ from tests.tokenservice import agent, eventually, running_issuer
 __all__ = ["agent"]  # a fixture, used by name
 
 pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def control_key_alg() -> ControlAlgorithm:
+    """The default control key (RSA-3072, PS256): this module runs what deployments run."""
+    return "PS256"
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ def bare_env(issuer_settings: IssuerSettings, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("KEYHERALD_NAMESPACE", issuer_settings.namespace)
     monkeypatch.setenv("KEYHERALD_ISSUER", issuer_settings.issuer)
     monkeypatch.setenv("KEYHERALD_KEK", issuer_settings.kek.get_secret_value())
+    monkeypatch.setenv("KEYHERALD_CONTROL_KEY_ALG", issuer_settings.control_key_alg)
     return issuer_settings
 
 

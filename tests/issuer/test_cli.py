@@ -55,10 +55,12 @@ def test_keys_list_json_and_rotate(env: IssuerSettings, cli: Cli) -> None:
 
 
 @pytest.mark.redis
-def test_anchor_prints_the_control_key(env: IssuerSettings, cli: Cli) -> None:
+@pytest.mark.parametrize(("control_key_alg", "kty"), [("PS256", "RSA"), ("EdDSA", "OKP")])
+def test_anchor_prints_the_control_key(env: IssuerSettings, cli: Cli, control_key_alg: str, kty: str) -> None:
     code, out, _ = cli("anchor", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["jwk"]["kty"] == "OKP" and doc["jwk"]["kid"] == doc["thumbprint"]
+    assert code == 0 and doc["jwk"]["kty"] == kty and doc["jwk"]["alg"] == control_key_alg
+    assert doc["jwk"]["kid"] == doc["thumbprint"]
     assert "d" not in doc["jwk"]
     code, out, _ = cli("anchor")
     assert f"KEYHERALD_TRUST_ANCHOR={doc['thumbprint']}" in out
@@ -77,6 +79,8 @@ def test_kek_prints_a_fresh_32_byte_key(cli: Cli) -> None:
         ("KEYHERALD_ROTATION_PERIOD", "5x", "KEYHERALD_ROTATION_PERIOD: '5x' is not a duration"),
         ("KEYHERALD_TOKEN_TTL", "-1", "KEYHERALD_TOKEN_TTL"),
         ("KEYHERALD_ALGORITHM", "HS256", "KEYHERALD_ALGORITHM"),
+        ("KEYHERALD_ALGORITHM", "PS256", "KEYHERALD_ALGORITHM"),  # the control key's, never a token's
+        ("KEYHERALD_CONTROL_KEY_ALG", "RS256", "KEYHERALD_CONTROL_KEY_ALG"),
         ("KEYHERALD_KEK", "c2hvcnQ", "KEYHERALD_KEK: must decode to 32 bytes"),
         ("KEYHERALD_KEK", "not base64!", "KEYHERALD_KEK: is not base64url"),
         ("KEYHERALD_REDIS_URL", "redis://127.0.0.1:1/0", "KEYHERALD_REDIS_URL: cannot reach Redis"),

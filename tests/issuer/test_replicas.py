@@ -17,10 +17,17 @@ from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared import EVENT_FIELD, Names
 from keyherald.shared.envelope import TrustAnchor
+from keyherald.shared.jwk import ControlAlgorithm
 
 pytestmark = pytest.mark.redis
 
 LEASE = 2.0
+
+
+@pytest.fixture
+def control_key_alg() -> ControlAlgorithm:
+    """The default control key (RSA-3072, PS256): this module runs what deployments run."""
+    return "PS256"
 
 
 def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -49,6 +56,7 @@ def replica_env(issuer_settings: IssuerSettings) -> dict[str, str]:
         "KEYHERALD_NAMESPACE": issuer_settings.namespace,
         "KEYHERALD_ISSUER": issuer_settings.issuer,
         "KEYHERALD_KEK": issuer_settings.kek.get_secret_value(),
+        "KEYHERALD_CONTROL_KEY_ALG": issuer_settings.control_key_alg,
         "KEYHERALD_ROTATION_PERIOD": "2s",
         "KEYHERALD_TOKEN_TTL": "3s",
         "KEYHERALD_HEARTBEAT_INTERVAL": "500ms",

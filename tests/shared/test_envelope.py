@@ -53,14 +53,14 @@ def test_folding_the_vector_events_gives_the_vector_snapshot(anchor: TrustAnchor
 
 
 def test_event_forged_with_another_control_key_is_refused(anchor: TrustAnchor) -> None:
-    forger = ControlKey.generate()
+    forger = ControlKey.generate("EdDSA")
     forged = forger.seal_event(Event.model_validate(VECTORS["events"][3]["event"]))
     with pytest.raises(UntrustedSigner):
         anchor.open_event(forged)
 
 
 def test_forger_claiming_our_kid_fails_the_signature(anchor: TrustAnchor) -> None:
-    forger = ControlKey.generate()
+    forger = ControlKey.generate("EdDSA")
     forged = forger.seal_event(Event.model_validate(VECTORS["events"][3]["event"]))
     header, payload, signature = forged.split(".")
     fake_header = json.loads(b64url_decode(header))
@@ -122,7 +122,7 @@ def test_thumbprint_anchor_binds_the_key_from_the_snapshot() -> None:
 
 
 def test_thumbprint_anchor_refuses_a_snapshot_of_another_key() -> None:
-    other = ControlKey.generate()
+    other = ControlKey.generate("EdDSA")
     snapshot = other.seal_snapshot(Snapshot.model_validate(VECTORS["snapshot"]["snapshot"]))
     with pytest.raises(UntrustedSigner):
         TrustAnchor.parse(VECTORS["anchor_thumbprint"]).open_snapshot(snapshot)
@@ -140,6 +140,66 @@ def test_anchor_parses_jwk_text_and_files(tmp_path: Path) -> None:
         TrustAnchor.parse('{"kty": "EC"')
 
 
-def test_anchor_must_be_an_ed25519_key() -> None:
+def test_an_anchor_is_an_rsa_or_ed25519_control_key() -> None:
+    for alg in ("ES256",):
+        with pytest.raises(ValueError):
+            TrustAnchor.from_jwk(SigningKey.generate(alg).public.jwk)
+    small_rsa = SigningKey.generate("RS256", rsa_bits=2048).public.jwk
+    with pytest.raises(ValueError, match="3072"):
+        TrustAnchor.from_jwk({**small_rsa, "alg": "PS256"})
+    with pytest.raises(ValueError, match="PS256"):  # an RSA anchor never verifies PKCS#1 v1.5
+        TrustAnchor.from_jwk(VECTORS["ps256"]["anchor_jwk"] | {"alg": "RS256"})
+    bare = {k: v for k, v in VECTORS["ps256"]["anchor_jwk"].items() if k in ("kty", "n", "e")}
+    anchor = TrustAnchor.from_jwk(bare)  # no alg: an RSA control key is PS256
+    assert anchor.key is not None and anchor.key.alg == "PS256"
+    assert anchor.thumbprint == VECTORS["ps256"]["anchor_thumbprint"]
+
+
+def test_ps256_vectors_open_to_their_documents() -> None:
+    ps = VECTORS["ps256"]
+    anchor = TrustAnchor.from_jwk(ps["anchor_jwk"])
+    state = State(issuer=ISSUER)
+    for item in ps["events"]:
+        event = anchor.open_event(item["jws"], issuer=ISSUER)
+        assert event.model_dump(mode="json") == item["event"]
+        state.apply(event)
+    pinned = TrustAnchor.parse(ps["anchor_thumbprint"])  # binds the key the snapshot carries
+    snapshot = pinned.open_snapshot(ps["snapshot"]["jws"], issuer=ISSUER)
+    assert snapshot.model_dump(mode="json") == ps["snapshot"]["snapshot"] == state.to_snapshot().model_dump(mode="json")
+    assert pinned.key is not None and pinned.key.alg == "PS256"
+
+
+def test_a_ps256_envelope_relabelled_to_another_algorithm_is_refused() -> None:
+    ps = VECTORS["ps256"]
+    anchor = TrustAnchor.from_jwk(ps["anchor_jwk"])
+    header, payload, signature = ps["events"][3]["jws"].split(".")
+    for alg in ("RS256", "EdDSA", "none", "HS256"):
+        fake = dict(json.loads(b64url_decode(header)), alg=alg)
+        relabelled = ".".join([b64url_encode(json.dumps(fake).encode()), payload, signature])
+        with pytest.raises(MalformedMessage):
+            anchor.open_event(relabelled)
+    assert anchor.open_event(ps["events"][3]["jws"]).seq == 4  # the header cache holds no lie
+
+
+def test_a_tampered_ps256_event_is_refused() -> None:
+    ps = VECTORS["ps256"]
+    anchor = TrustAnchor.from_jwk(ps["anchor_jwk"])
+    anchor.open_event(ps["events"][3]["jws"])  # its header is now known
+    header, payload, signature = ps["events"][3]["jws"].split(".")
+    doc = json.loads(b64url_decode(payload))
+    doc["data"]["jti"] = "someone-else"
+    with pytest.raises(BadSignature):
+        anchor.open_event(".".join([header, b64url_encode(json.dumps(doc).encode()), signature]))
+    with pytest.raises(MalformedMessage):
+        anchor.open_event(".".join([header, payload, signature + "A"]))
+
+
+def test_a_control_key_is_ps256_by_default_and_signs_what_its_anchor_opens() -> None:
+    control = ControlKey.generate()
+    assert control.alg == "PS256" and control.signing_key.public.jwk["kty"] == "RSA"
+    event = Event.model_validate(VECTORS["events"][3]["event"])
+    assert control.anchor.open_event(control.seal_event(event)) == event
     with pytest.raises(ValueError):
-        TrustAnchor.from_jwk(SigningKey.generate("ES256").public.jwk)
+        ControlKey(SigningKey.generate("ES256"))
+    with pytest.raises(ValueError):
+        ControlKey(SigningKey.generate("PS256", rsa_bits=2048))

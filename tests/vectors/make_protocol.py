@@ -3,7 +3,9 @@
     uv run python tests/vectors/make_protocol.py > tests/vectors/protocol.json
 
 Ed25519 signatures are deterministic, so the same key and document give the same bytes:
-an agent written in another language can check itself against this file.
+an agent written in another language can check itself against this file. PS256 (the
+default control key, RSA-3072) signs with a random salt: its section holds a key made for
+the file and envelopes to verify, not to reproduce.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from keyherald.shared.envelope import ControlKey
-from keyherald.shared.events import Event, KeyRecord, KeyState
+from keyherald.shared.events import Event, KeyRecord, KeyState, Snapshot
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.state import State
 
@@ -53,8 +55,20 @@ def main() -> None:
         "anchor_thumbprint": control.anchor.thumbprint,
         "events": [{"event": e.model_dump(mode="json"), "jws": control.seal_event(e)} for e in events],
         "snapshot": {"snapshot": snapshot.model_dump(mode="json"), "jws": control.seal_snapshot(snapshot)},
+        "ps256": _ps256(events, snapshot),
     }
     print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def _ps256(events: list[Event], snapshot: Snapshot) -> dict[str, object]:
+    control = ControlKey.generate("PS256")
+    assert control.anchor.key is not None
+    return {
+        "anchor_jwk": control.anchor.key.jwk,
+        "anchor_thumbprint": control.anchor.thumbprint,
+        "events": [{"event": e.model_dump(mode="json"), "jws": control.seal_event(e)} for e in events],
+        "snapshot": {"snapshot": snapshot.model_dump(mode="json"), "jws": control.seal_snapshot(snapshot)},
+    }
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ async def test_a_forged_snapshot_at_startup_boots_from_the_cache_file_and_follow
         pass
     good = await issuer.redis.get(issuer.names.snapshot)
     state = await issuer.log.read_state()
-    await issuer.redis.set(issuer.names.snapshot, ControlKey.generate().seal_snapshot(state.to_snapshot()))
+    await issuer.redis.set(issuer.names.snapshot, ControlKey.generate("EdDSA").seal_snapshot(state.to_snapshot()))
     async with running_agent(issuer, clock, cache_path=cache) as agent:
         assert agent.status().source == "cache"
         await issuer.redis.set(issuer.names.snapshot, good)

@@ -158,7 +158,7 @@ async def test_a_tampered_cache_file_is_refused(
         document["snapshot"] = f"{head}.{body[:10]}{'A' if body[10] != 'A' else 'B'}{body[11:]}.{sig}"
     elif damage == "forged event":
         seq = (await issuer.log.read_state()).seq
-        document["events"].append(ControlKey.generate().seal_event(Event(
+        document["events"].append(ControlKey.generate("EdDSA").seal_event(Event(
             seq=seq + 1, type=EventType.KEY_REVOKED, time=clock(), issuer=issuer.settings.issuer, data={},
         )))
     text = "{not json" if damage == "not json" else json.dumps(document)
@@ -213,7 +213,7 @@ async def test_startup_timeout_when_the_issuer_never_wrote_a_snapshot(
 ) -> None:
     settings = VerifierSettings(
         redis_url=redis_url, namespace=f"empty-{issuer_settings.namespace}", issuer="https://issuer.test",
-        audience="orders", trust_anchor=ControlKey.generate().anchor.thumbprint, startup_timeout="0.3s",
+        audience="orders", trust_anchor=ControlKey.generate("EdDSA").anchor.thumbprint, startup_timeout="0.3s",
     )
     with pytest.raises(BootstrapError, match="is the issuer running"):
         async with VerifierAgent(settings, clock=clock):
@@ -234,7 +234,7 @@ async def test_a_snapshot_the_trust_anchor_refuses_fails_after_the_startup_timeo
     issuer: IssuerContext, clock: ManualClock
 ) -> None:
     """Retried, not refused at once: anyone who can write Redis could put such a snapshot there."""
-    other = ControlKey.generate().anchor
+    other = ControlKey.generate("EdDSA").anchor
     settings = settings_for(issuer, trust_anchor=json.dumps(other.key.jwk if other.key else {}),
                             startup_timeout="0.5s")
     with pytest.raises(BootstrapError, match="KEYHERALD_TRUST_ANCHOR"):

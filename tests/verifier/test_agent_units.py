@@ -31,7 +31,7 @@ ISSUER = "https://issuer.test"
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    anchor = ControlKey.generate().anchor
+    anchor = ControlKey.generate("EdDSA").anchor
     path = tmp_path / "anchor.json"
     path.write_text(json.dumps(anchor.key.jwk if anchor.key else {}))
     for name, value in {
@@ -61,7 +61,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     ],
 )
 def test_bad_settings_name_the_variable(values: dict[str, str], variable: str) -> None:
-    base = {"audience": "orders", "trust_anchor": ControlKey.generate().anchor.thumbprint}
+    base = {"audience": "orders", "trust_anchor": ControlKey.generate("EdDSA").anchor.thumbprint}
     with pytest.raises(SettingsError) as caught:
         VerifierSettings(**{**base, **values})
     assert caught.value.setting == variable
@@ -77,7 +77,7 @@ def _record(key: SigningKey, state: KeyState, **times: int) -> KeyRecord:
 def test_a_log_that_went_back_in_seq_never_rolls_back_revocations_or_key_states() -> None:
     """Redis restored from an old backup that the issuer went on with: behind in seq, later
     in time. The agent adopts its seq but keeps what it knew to be revoked or retired."""
-    control = ControlKey.generate()
+    control = ControlKey.generate("EdDSA")
     key = SigningKey.generate("ES256")
     restored = State(issuer=ISSUER, seq=3, time=600.0, max_token_ttl=300,
                      keys={key.kid: _record(key, KeyState.ACTIVE, activated_at=100)})
@@ -96,14 +96,14 @@ def test_a_log_that_went_back_in_seq_never_rolls_back_revocations_or_key_states(
 
 
 def test_events_of_another_issuer_or_signer_are_refused_and_counted() -> None:
-    control = ControlKey.generate()
+    control = ControlKey.generate("EdDSA")
     keys = KeyCache(ISSUER)
     signed = SignedState(keys, control.anchor, issuer=ISSUER)
     text = control.seal_snapshot(State(issuer=ISSUER).to_snapshot())
     signed.load(text, signed.open_snapshot(text))
     data = {"jti": "x", "expires_at": 1}
     signed.offer(control.seal_event(Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer="evil", data=data)))
-    signed.offer(ControlKey.generate().seal_event(
+    signed.offer(ControlKey.generate("EdDSA").seal_event(
         Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer=ISSUER, data=data)))
     signed.offer(control.seal_event(Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer=ISSUER, data={})))
     signed.offer(None)
@@ -127,7 +127,7 @@ class FlakyRedis(fakeredis.FakeAsyncRedis):
 
 
 async def test_dropped_connections_are_retried_with_backoff_while_verify_serves() -> None:
-    control, names = ControlKey.generate(), Names("unit")
+    control, names = ControlKey.generate("EdDSA"), Names("unit")
     redis = FlakyRedis(decode_responses=True)
     state = State(issuer=ISSUER)
     await redis.set(names.snapshot, control.seal_snapshot(state.to_snapshot()))

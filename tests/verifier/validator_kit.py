@@ -59,7 +59,7 @@ class Kit:
 
     def __init__(self, alg: Algorithm = "ES256") -> None:
         self.clock = ManualClock()
-        self.control = ControlKey.generate()
+        self.control = ControlKey.generate("EdDSA")
         self.key = _key(alg)
         self.others = {a: _key(a) for a in ("ES256", "EdDSA", "RS256") if a != alg}
         now = int(self.clock())

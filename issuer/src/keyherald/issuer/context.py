@@ -113,7 +113,9 @@ class IssuerContext:
                 await self._check_clock()
             self._keystore = KeyStore(self._redis, self.names, kek)
             self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
-            self._control = await self._keystore.control_key(create=self._create if create is None else create)
+            self._control = await self._keystore.control_key(
+                create=self._create if create is None else create, alg=self.settings.control_key_alg
+            )
             self._log = EventLog(
                 self._redis, self.names, self._control, self.settings.issuer,
                 retain=self.settings.stream_retain, clock=self.clock,

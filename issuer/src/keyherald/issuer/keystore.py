@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from keyherald.shared.encoding import dumps, loads_object
 from keyherald.shared.envelope import ControlKey
-from keyherald.shared.jwk import SigningKey
+from keyherald.shared.jwk import ControlAlgorithm, SigningKey
 from keyherald.shared.names import Names
 
 from .errors import KeyNotFound
@@ -81,12 +81,12 @@ class KeyStore:
     async def kids(self) -> set[str]:
         return {k.decode() if isinstance(k, bytes) else k for k in await self._redis.hkeys(self._names.signing_keys)}
 
-    async def control_key(self, *, create: bool = True) -> ControlKey:
+    async def control_key(self, *, create: bool = True, alg: ControlAlgorithm = "PS256") -> ControlKey:
         """Load the control key; the first replica to start creates it (SET NX, so only once)."""
         name = f"{self._names.namespace}/control-key"
         blob = await self._redis.get(self._names.control_key)
         if blob is None and create:
-            fresh = ControlKey.generate()
+            fresh = ControlKey.generate(alg)
             await self._redis.set(self._names.control_key, self._seal(fresh.signing_key, name), nx=True)
             blob = await self._redis.get(self._names.control_key)
         if blob is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from keyherald.shared.durations import Duration
-from keyherald.shared.jwk import Algorithm
+from keyherald.shared.jwk import Algorithm, ControlAlgorithm
 from keyherald.shared.settings import BaseKeyheraldSettings
 
 __all__ = ["IssuerSettings"]
@@ -19,6 +19,9 @@ class IssuerSettings(BaseKeyheraldSettings):
     kek_file: Path | None = None
     algorithm: Algorithm = "ES256"
     rsa_bits: int = Field(default=2048, ge=2048, le=8192)
+    control_key_alg: ControlAlgorithm = "PS256"
+    """The control key made when a namespace is first prepared (later, the stored one rules):
+    PS256 (RSA-3072) verifies fastest in every agent; EdDSA (Ed25519) is smaller."""
     rotation_period: Duration = 86400.0
     token_ttl: Duration = 300.0
     """Default token lifetime and the maximum published to agents."""

@@ -1,8 +1,13 @@
 """Sealing and opening events and snapshots: the one implementation both sides use.
 
 Redis is an untrusted transport. Every event and snapshot is a compact JWS signed with
-the issuer's control key (Ed25519), a long-lived key apart from the token-signing keys.
-Agents pin its public key, or its RFC 7638 thumbprint: the trust anchor.
+the issuer's control key, a long-lived key apart from the token-signing keys. Agents pin
+its public key, or its RFC 7638 thumbprint: the trust anchor.
+
+The control key is RSA-3072 with PS256 by default, or Ed25519 (EdDSA). Every agent checks
+every event, and an RSA signature with e = 65537 verifies about twice as fast as an Ed25519
+one (signing is slower, but only the issuer signs, a few times a second at most). The
+algorithm belongs to the anchor's key: an RSA anchor is PS256 whatever a header says.
 """
 
 from __future__ import annotations
@@ -14,13 +19,22 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .encoding import dumps, loads_object
+from .encoding import b64url_decode, dumps, loads_object
 from .errors import BadSignature, MalformedMessage, UntrustedSigner, WrongIssuer
 from .events import Event, Snapshot
-from .jwk import SigningKey, VerifyingKey
-from .jws import parse_compact, sign_compact
+from .jwk import CONTROL_ALGORITHMS, ControlAlgorithm, SigningKey, VerifyingKey
+from .jws import sign_compact
 
-__all__ = ["EVENT_TYP", "MAX_EVENT_LENGTH", "MAX_SNAPSHOT_LENGTH", "SNAPSHOT_TYP", "ControlKey", "TrustAnchor"]
+__all__ = [
+    "EVENT_TYP",
+    "MAX_EVENT_LENGTH",
+    "MAX_SNAPSHOT_LENGTH",
+    "MIN_CONTROL_RSA_BITS",
+    "SNAPSHOT_TYP",
+    "ControlKey",
+    "TrustAnchor",
+    "control_verifying_key",
+]
 
 EVENT_TYP = "keyherald-event+jws"
 SNAPSHOT_TYP = "keyherald-snapshot+jws"
@@ -28,8 +42,29 @@ MAX_EVENT_LENGTH = 1 << 20
 """An event is small (a key record at most); anything longer is refused unread."""
 MAX_SNAPSHOT_LENGTH = 64 << 20
 """A snapshot grows with live revocations (about 60 bytes each): 64 MiB holds a million."""
+MIN_CONTROL_RSA_BITS = 3072
+"""The control key outlives many token keys: 128-bit strength (NIST SP 800-57), not 112."""
 _M = TypeVar("_M", bound=BaseModel)
 _THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
+_MAX_HEADERS = 16
+
+
+def _check_control(key: VerifyingKey) -> None:
+    if key.alg not in CONTROL_ALGORITHMS:
+        raise ValueError("a control key is RSA (PS256) or Ed25519 (EdDSA)")
+    if key.alg == "PS256" and getattr(key.public_key, "key_size", 0) < MIN_CONTROL_RSA_BITS:
+        raise ValueError(f"an RSA control key has {MIN_CONTROL_RSA_BITS} bits or more")
+
+
+def control_verifying_key(jwk: Any) -> VerifyingKey:
+    """A public control key from its JWK: RSA is always PS256, OKP Ed25519 is EdDSA."""
+    if isinstance(jwk, dict) and jwk.get("kty") == "RSA":
+        if jwk.get("alg", "PS256") != "PS256":
+            raise ValueError("an RSA control key signs with PS256 only")
+        jwk = {**jwk, "alg": "PS256"}
+    key = VerifyingKey.from_jwk(jwk)
+    _check_control(key)
+    return key
 
 
 class ControlKey:
@@ -38,13 +73,18 @@ class ControlKey:
     __slots__ = ("_key",)
 
     def __init__(self, key: SigningKey) -> None:
-        if key.alg != "EdDSA":
-            raise ValueError("the control key is an Ed25519 key")
+        _check_control(key.public)
         self._key = key
 
     @classmethod
-    def generate(cls) -> ControlKey:
-        return cls(SigningKey.generate("EdDSA"))
+    def generate(cls, alg: ControlAlgorithm = "PS256") -> ControlKey:
+        if alg not in CONTROL_ALGORITHMS:
+            raise ValueError(f"a control key signs with one of {', '.join(CONTROL_ALGORITHMS)}")
+        return cls(SigningKey.generate(alg, rsa_bits=MIN_CONTROL_RSA_BITS))
+
+    @property
+    def alg(self) -> ControlAlgorithm:
+        return "EdDSA" if self._key.alg == "EdDSA" else "PS256"
 
     @property
     def signing_key(self) -> SigningKey:
@@ -69,19 +109,21 @@ class ControlKey:
 class TrustAnchor:
     """The pinned control key (or its thumbprint, bound on first snapshot) that opens envelopes."""
 
-    __slots__ = ("key", "thumbprint")
+    __slots__ = ("_headers", "key", "thumbprint")
 
     def __init__(self, thumbprint: str, key: VerifyingKey | None = None) -> None:
-        if key is not None and key.kid != thumbprint:
-            raise ValueError("trust anchor key does not match its thumbprint")
-        if key is not None and key.alg != "EdDSA":
-            raise ValueError("the trust anchor is an Ed25519 (OKP) key")
+        if key is not None:
+            if key.kid != thumbprint:
+                raise ValueError("trust anchor key does not match its thumbprint")
+            _check_control(key)
         self.thumbprint = thumbprint
         self.key = key
+        self._headers: dict[bytes, str] = {}
+        """Header parts of envelopes that opened with ``key`` -> their typ (checked once)."""
 
     @classmethod
     def from_jwk(cls, jwk: Any) -> TrustAnchor:
-        key = VerifyingKey.from_jwk(jwk)
+        key = control_verifying_key(jwk)
         return cls(key.kid, key)
 
     @classmethod
@@ -116,7 +158,7 @@ class TrustAnchor:
         if key is None:
             header = self._header(text)
             try:
-                key = VerifyingKey.from_jwk(header.get("jwk"))
+                key = control_verifying_key(header.get("jwk"))
             except ValueError as exc:
                 raise MalformedMessage(f"snapshot carries no usable control key: {exc}") from None
             if key.kid != self.thumbprint:
@@ -129,27 +171,56 @@ class TrustAnchor:
 
     @staticmethod
     def _header(text: str) -> dict[str, Any]:
+        head = text.partition(".")[0] if isinstance(text, str) and len(text) <= MAX_SNAPSHOT_LENGTH else ""
         try:
-            return parse_compact(text, max_length=MAX_SNAPSHOT_LENGTH).header
+            return loads_object(b64url_decode(head))
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
 
-    def _open(self, text: str, typ: str, model: type[_M], key: VerifyingKey, max_length: int) -> _M:
+    def _check_header(self, head: bytes, typ: str, key: VerifyingKey) -> None:
         try:
-            jws = parse_compact(text, max_length=max_length)
-        except (ValueError, TypeError):
+            header = loads_object(b64url_decode(head))
+        except ValueError:
             raise MalformedMessage("not a compact JWS") from None
-        header = jws.header
-        if header.get("alg") != "EdDSA" or "crit" in header:
-            raise MalformedMessage("envelope header is not EdDSA without crit")
+        kid = header.get("kid")
+        if type(kid) is not str or type(header.get("alg")) is not str:
+            raise MalformedMessage("envelope header has no kid or alg")
+        if kid != self.thumbprint:
+            raise UntrustedSigner("signed by a control key other than the pinned one")
+        if header.get("alg") != key.alg or "crit" in header:  # the algorithm is the key's
+            raise MalformedMessage(f"envelope header is not {key.alg} without crit")
         if header.get("typ") != typ:
             raise MalformedMessage(f"envelope typ is not {typ}")
-        if header.get("kid") != self.thumbprint:
-            raise UntrustedSigner("signed by a control key other than the pinned one")
-        if not key.verify(jws.signing_input, jws.signature):
-            raise BadSignature("envelope signature does not verify")
+
+    def _open(self, text: str, typ: str, model: type[_M], key: VerifyingKey, max_length: int) -> _M:
+        """Verify, then parse. Every agent runs this on every event, so it stays lean: a
+        header already opened with this key is not parsed again, and nothing is decoded
+        twice."""
+        if type(text) is not str or len(text) > max_length:
+            raise MalformedMessage("not a compact JWS")
         try:
-            return model.model_validate(loads_object(jws.payload))
+            raw = text.encode("ascii")
+        except UnicodeEncodeError:
+            raise MalformedMessage("not a compact JWS") from None
+        parts = raw.split(b".")
+        if len(parts) != 3:
+            raise MalformedMessage("not a compact JWS")
+        head, body, sig = parts
+        known = key is self.key and self._headers.get(head) == typ
+        if not known:
+            self._check_header(head, typ, key)
+        try:
+            payload, signature = b64url_decode(body), b64url_decode(sig)
+        except ValueError:
+            raise MalformedMessage("not a compact JWS") from None
+        if not key.check(raw[: len(head) + 1 + len(body)], signature):
+            raise BadSignature("envelope signature does not verify")
+        if not known and key is self.key:  # only headers the control key signed: bounded
+            if len(self._headers) >= _MAX_HEADERS:
+                self._headers.clear()
+            self._headers[head] = typ
+        try:
+            return model.model_validate(loads_object(payload))
         except (ValueError, ValidationError):
             raise MalformedMessage("envelope payload is not a valid document") from None
 
