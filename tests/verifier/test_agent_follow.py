@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from keyherald.issuer.admin import Admin
@@ -10,7 +12,7 @@ from keyherald.issuer.tokens import sign_token
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.events import Event, EventType, KeyState
-from keyherald.shared.jwk import SigningKey
+from keyherald.shared.jwk import ControlAlgorithm, SigningKey
 from keyherald.shared.jws import parse_compact
 from keyherald.shared.names import stream_id
 from keyherald.verifier.follower import Follower, connect
@@ -20,6 +22,12 @@ from keyherald.verifier.signedstate import SignedState
 from .agent_kit import eventually, mint, refuses, running_agent
 
 pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def control_key_alg() -> ControlAlgorithm:
+    """The default control key (RSA-3072, PS256): this module runs what deployments run."""
+    return "PS256"
 
 
 async def test_bootstrap_verifies_tokens_and_reports_status(issuer: IssuerContext, clock: ManualClock) -> None:
@@ -96,7 +104,7 @@ async def test_forged_tampered_and_garbage_entries_are_refused_and_following_goe
     async with running_agent(issuer, clock) as agent:
         seq = agent.status().seq
         # Forged: a well-formed revocation signed by another control key.
-        forger = ControlKey.generate()
+        forger = ControlKey.generate("EdDSA")
         forged = forger.seal_event(Event(
             seq=seq + 1, type=EventType.TOKEN_REVOKED, time=clock(), issuer=issuer.settings.issuer,
             data={"jti": "victim", "expires_at": int(clock()) + 300},
@@ -182,3 +190,32 @@ async def test_position_trimmed_away_resyncs(issuer: IssuerContext, clock: Manua
         await redis.aclose()
     assert keys.state.seq == head > behind + 2
     assert len(keys.state.revoked_tokens) == 5 and signed.resyncs == 1
+
+
+async def test_an_agent_follows_over_resp3_too(issuer: IssuerContext, clock: ManualClock) -> None:
+    """The follower reads XREAD replies as the server sends them: RESP2 arrays or RESP3 maps."""
+    token = await mint(issuer, clock, jti="over-resp3")
+    async with running_agent(issuer, clock, redis_url=issuer.settings.redis_url + "?protocol=3") as agent:
+        assert agent.verify(token)["jti"] == "over-resp3"
+        seq = await Admin(issuer).revoke_token("over-resp3", int(clock()) + 300)
+        await eventually(lambda: agent.status().seq == seq, what="revocation over RESP3")
+        assert refuses(agent, token) == "revoked" and agent.status().refused_events == 0
+
+
+async def test_a_killed_read_connection_is_replaced_and_nothing_is_missed(
+    issuer: IssuerContext, clock: ManualClock
+) -> None:
+    """The follower reads on a connection of its own: when the server drops it mid-XREAD,
+    the follower takes a fresh one and reads on from the last verified position."""
+    token = await mint(issuer, clock, jti="after-the-kill")
+    admin = issuer.redis
+    async with running_agent(issuer, clock) as agent:
+        await asyncio.sleep(0.05)  # blocked in XREAD by now
+        blocked = [c for c in await admin.client_list() if c.get("cmd") == "xread"]
+        assert blocked, "the follower is not blocked in XREAD"
+        for client in blocked:
+            await admin.client_kill_filter(_id=client["id"])
+        seq = await Admin(issuer).revoke_token("after-the-kill", int(clock()) + 300)
+        await eventually(lambda: agent.status().seq == seq, what="the revocation after the kill")
+        assert refuses(agent, token) == "revoked"
+        assert agent.status().connected and agent.status().disconnects == 1

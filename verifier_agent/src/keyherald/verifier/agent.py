@@ -106,7 +106,9 @@ class VerifierAgent:
             return  # fed in memory (keyherald.verifier.testing): nothing to follow
         if self._redis is None:
             self._redis = connect(self.settings.redis_url)
-        follower = self._follower = Follower(self._redis, self.settings.names, self._signed)
+        follower = self._follower = Follower(
+            self._redis, self.settings.names, self._signed, own_connection=self._own_redis
+        )
         try:
             await asyncio.wait_for(self._bootstrap(follower), self.settings.startup_timeout)
         except TimeoutError:
@@ -145,6 +147,9 @@ class VerifierAgent:
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("a background task of the agent failed: %r", task.exception())
+        if self._follower is not None and tasks:
+            with contextlib.suppress(RedisError, OSError):
+                await self._follower.close()
         if self._writer is not None:
             await self._writer.flush()
         await self._close_redis()
