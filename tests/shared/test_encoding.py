@@ -73,6 +73,14 @@ def test_non_canonical_base64url_is_refused(text: str) -> None:
         b64url_decode(text)
 
 
+@pytest.mark.parametrize("value", [None, 1, ["QQ"], {"x": "QQ"}, bytearray(b"QQ")])
+def test_base64url_of_anything_but_text_is_a_value_error(value: object) -> None:
+    """JWK members come from JSON: a number or an object where text belongs is refused as
+    such, never a KeyError or TypeError from inside the decoder."""
+    with pytest.raises(ValueError):
+        b64url_decode(value)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -46,6 +46,8 @@ def b64url_decode(text: str | bytes) -> bytes:
         if not text.isascii():
             raise ValueError("not canonical base64url")
         text = text.encode("ascii")
+    elif not isinstance(text, bytes):  # a JWK member that is a number, a list, an object...
+        raise ValueError("not base64url text")
     tail = len(text) & 3
     if tail and text[-1] not in B64_CANONICAL_LAST[tail]:
         raise ValueError("not canonical base64url")
