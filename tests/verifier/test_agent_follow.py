@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.asyncio import Redis
 
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
@@ -15,11 +16,12 @@ from keyherald.shared.events import Event, EventType, KeyState
 from keyherald.shared.jwk import ControlAlgorithm, SigningKey
 from keyherald.shared.jws import parse_compact
 from keyherald.shared.names import stream_id
+from keyherald.verifier import VerifierAgent
 from keyherald.verifier.follower import Follower, connect
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.signedstate import SignedState
 
-from .agent_kit import eventually, mint, refuses, running_agent
+from .agent_kit import eventually, mint, refuses, running_agent, settings_for
 
 pytestmark = pytest.mark.redis
 
@@ -192,14 +194,27 @@ async def test_position_trimmed_away_resyncs(issuer: IssuerContext, clock: Manua
     assert len(keys.state.revoked_tokens) == 5 and signed.resyncs == 1
 
 
-async def test_an_agent_follows_over_resp3_too(issuer: IssuerContext, clock: ManualClock) -> None:
-    """The follower reads XREAD replies as the server sends them: RESP2 arrays or RESP3 maps."""
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("own_client", [True, False], ids=["agent's client", "client passed in"])
+async def test_an_agent_follows_over_resp2_and_resp3(
+    issuer: IssuerContext, clock: ManualClock, own_client: bool, protocol: int
+) -> None:
+    """XREAD replies come as RESP2 arrays or RESP3 maps (one level deeper through redis-py's
+    xread); every shape must reach the agent as events, not as errors healed by a resync."""
+    url = f"{issuer.settings.redis_url}?protocol={protocol}"
     token = await mint(issuer, clock, jti="over-resp3")
-    async with running_agent(issuer, clock, redis_url=issuer.settings.redis_url + "?protocol=3") as agent:
-        assert agent.verify(token)["jti"] == "over-resp3"
-        seq = await Admin(issuer).revoke_token("over-resp3", int(clock()) + 300)
-        await eventually(lambda: agent.status().seq == seq, what="revocation over RESP3")
-        assert refuses(agent, token) == "revoked" and agent.status().refused_events == 0
+    client = None if own_client else Redis.from_url(url)
+    try:
+        async with VerifierAgent(settings_for(issuer, redis_url=url), clock=clock, redis=client) as agent:
+            assert agent.verify(token)["jti"] == "over-resp3"
+            seq = await Admin(issuer).revoke_token("over-resp3", int(clock()) + 300)
+            await eventually(lambda: agent.status().seq == seq, what="revocation over RESP3")
+            status = agent.status()
+            assert refuses(agent, token) == "revoked"
+            assert status.follow_failures == 0 and status.resyncs == 0 and status.refused_events == 0
+    finally:
+        if client is not None:
+            await client.aclose()
 
 
 async def test_a_killed_read_connection_is_replaced_and_nothing_is_missed(
@@ -211,10 +226,12 @@ async def test_a_killed_read_connection_is_replaced_and_nothing_is_missed(
     admin = issuer.redis
     async with running_agent(issuer, clock) as agent:
         await asyncio.sleep(0.05)  # blocked in XREAD by now
-        blocked = [c for c in await admin.client_list() if c.get("cmd") == "xread"]
-        assert blocked, "the follower is not blocked in XREAD"
-        for client in blocked:
-            await admin.client_kill_filter(_id=client["id"])
+        follower = agent._follower
+        assert follower is not None and follower._conn is not None
+        host, port = follower._conn._writer.get_extra_info("sockname")[:2]
+        ours = [c for c in await admin.client_list() if c["addr"] == f"{host}:{port}"]
+        assert [c["cmd"] for c in ours] == ["xread"], "the follower is not blocked in XREAD"
+        await admin.client_kill_filter(_id=ours[0]["id"])
         seq = await Admin(issuer).revoke_token("after-the-kill", int(clock()) + 300)
         await eventually(lambda: agent.status().seq == seq, what="the revocation after the kill")
         assert refuses(agent, token) == "revoked"

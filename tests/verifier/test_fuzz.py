@@ -126,3 +126,23 @@ def test_deep_nesting_is_malformed_not_a_recursion_error(depth: int) -> None:
     claims = json.dumps(CLAIMS)[:-1] + ', "deep": ' + body.decode() + "}"
     result = outcome(forge({"alg": "ES256", "kid": KIT.key.kid, "typ": "at+jwt"}, claims.encode(), KIT.key.sign))
     assert isinstance(result, dict) or result == "malformed"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=B64 + "=+/ \n", max_size=100), st.sampled_from([1, 2]))
+def test_the_validators_inlined_decoding_refuses_exactly_what_the_shared_decoder_refuses(
+    text: str, index: int
+) -> None:
+    """The validator inlines base64url decoding for the payload and signature (the hot
+    path): a part is ``malformed`` exactly when the shared decoder refuses it; otherwise the
+    signature decides."""
+    parts = TOKEN.split(".")
+    parts[index] = text
+    try:
+        b64url_decode(text)
+        refused = False
+    except ValueError:
+        refused = True
+    result = outcome(".".join(parts))
+    assert (result == "malformed") == refused
+    assert refused or result in ("bad_signature", CLAIMS) or text == TOKEN.split(".")[index]
