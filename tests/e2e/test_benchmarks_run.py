@@ -20,5 +20,5 @@ def test_the_propagation_benchmark_measures_agents_and_bare_loops(
     assert len(rows) == 2, table
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        bare_p50, agent_p50 = (float(cells[i].split(" / ")[0]) for i in (2, 3))
-        assert 0 < bare_p50 < 1000 and 0 < agent_p50 < 1000
+        bare_p50, lean_p50, agent_p50 = (float(cells[i].split(" / ")[0]) for i in (2, 3, 4))
+        assert 0 < bare_p50 < 1000 and 0 < lean_p50 < 1000 and 0 < agent_p50 < 1000
