@@ -222,3 +222,29 @@ async def test_junk_far_ahead_is_refused_once_and_not_read_in_a_busy_loop(
         await asyncio.sleep(1.0)  # real time: how often it reads is the point
         assert reads < 20
         assert agent.status().refused_events == 3 and agent.status().connected
+
+
+async def test_a_stream_key_of_another_type_is_survived_on_the_same_connection(
+    issuer: IssuerContext, clock: ManualClock
+) -> None:
+    """Someone replaces the stream with a string: every XREAD gets a WRONGTYPE error reply.
+    The agent keeps verifying from memory and keeps its one connection (an error reply read
+    whole does not poison it); once the issuer's next append restarts the stream, events
+    flow again."""
+    token = await mint(issuer, clock, jti="after-wrongtype")
+    async with running_agent(issuer, clock) as agent:
+        follower = agent._follower
+        await eventually(lambda: follower is not None and follower._conn is not None, what="following")
+        assert follower is not None
+        connection = follower._conn
+        await issuer.redis.delete(issuer.names.events)
+        await issuer.redis.set(issuer.names.events, "not a stream")
+        # The blocked XREAD ends within its block time; the next one gets WRONGTYPE.
+        await eventually(lambda: agent.status().disconnects >= 1, within=4, what="the error reply seen")
+        assert follower._conn is connection  # the error reply did not cost the connection
+        assert agent.verify(token)["jti"] == "after-wrongtype"  # verify serves from memory
+        await issuer.redis.delete(issuer.names.events)
+        seq = await Admin(issuer).revoke_token("after-wrongtype", int(clock()) + 300)
+        await eventually(lambda: agent.status().seq == seq, within=3, what="events flow again")
+        assert refuses(agent, token) == "revoked"
+        assert agent.status().connected and follower._conn is connection

@@ -9,6 +9,8 @@ redis-py's defaults fight a long blocking read: the default socket timeout (5 s)
 XREAD BLOCK longer than it, and the default retries replay a command on a dead connection
 for a while before telling us. :func:`connect` builds a client whose socket timeout
 exceeds the block time and which never retries by itself: this loop owns the retries.
+With a client the agent built, every command goes over one connection of the follower's
+own, read raw (see :meth:`Follower._command`).
 
 When the idle wait ends with nothing read, and after every reconnect, the follower compares
 the snapshot with its state (:meth:`SignedState.adopt`): a newer one resyncs; one behind in
@@ -36,7 +38,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from keyherald.shared.errors import MalformedMessage, ProtocolError
 from keyherald.shared.names import EVENT_FIELD, Names
@@ -318,7 +320,7 @@ class Follower:
                 return
             applied = signed.keys.state.seq
             if outcome is Outcome.APPLIED and (applied, 0) > self._cursor:
-                self._cursor = (applied, 0)  # _position(applied)
+                self._cursor = _position(applied)
             if entry_id[0] <= applied:
                 if entry_id > self._cursor:
                     self._cursor = entry_id
@@ -351,6 +353,8 @@ class Follower:
         try:
             await conn.send_command(*args)
             return await conn.read_response()
+        except ResponseError:
+            raise  # an error reply, read whole: the connection is fine
         except BaseException:
             # A reply half read (cancelled, timed out, cut) would poison the next command.
             self._conn = None
