@@ -240,8 +240,9 @@ async def test_a_stream_key_of_another_type_is_survived_on_the_same_connection(
         await issuer.redis.delete(issuer.names.events)
         await issuer.redis.set(issuer.names.events, "not a stream")
         # The blocked XREAD ends within its block time; the next one gets WRONGTYPE.
-        await eventually(lambda: agent.status().disconnects >= 1, within=4, what="the error reply seen")
+        await eventually(lambda: agent.status().follow_failures >= 1, within=4, what="the error reply seen")
         assert follower._conn is connection  # the error reply did not cost the connection
+        assert agent.status().connected and agent.status().disconnects == 0  # Redis is there
         assert agent.verify(token)["jti"] == "after-wrongtype"  # verify serves from memory
         await issuer.redis.delete(issuer.names.events)
         seq = await Admin(issuer).revoke_token("after-wrongtype", int(clock()) + 300)

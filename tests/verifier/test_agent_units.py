@@ -18,6 +18,7 @@ from keyherald.shared.jwk import SigningKey
 from keyherald.shared.names import Names, stream_id
 from keyherald.shared.state import State
 from keyherald.verifier import VerifierAgent, VerifierSettings
+from keyherald.verifier import follower as follower_module
 from keyherald.verifier.follower import BLOCK_MS, connect
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.signedstate import SignedState
@@ -155,3 +156,18 @@ async def test_the_client_suits_blocking_reads() -> None:
         assert kwargs["retry"].get_retries() == 0
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("reply", "ids"),
+    [
+        ([[b"s", [[b"1-0", [b"event", b"x"]], [b"2-0", [b"event", b"y"]]]]], [b"1-0", b"2-0"]),  # RESP2
+        ({b"s": [[b"1-0", [b"event", b"x"]]]}, [b"1-0"]),  # RESP3, read raw
+        ({b"s": [[(b"1-0", {b"event": b"x"}), (b"2-0", {b"event": b"y"})]]}, [b"1-0", b"2-0"]),  # redis-py RESP3
+        ([["s", [("1-0", {"event": "x"})]]], ["1-0"]),  # redis-py RESP2, decoded
+        ({b"s": [[]]}, []),  # redis-py RESP3, nothing in the batch
+        ({b"s": []}, []),
+    ],
+)
+def test_every_shape_of_an_xread_reply_gives_its_entries(reply: object, ids: list[object]) -> None:
+    assert [entry[0] for entry in follower_module._entries(reply)] == ids

@@ -118,8 +118,8 @@ def _entries(response: Any) -> list[Any]:
     batches = response.values() if isinstance(response, dict) else [b for _stream, b in response]
     entries: list[Any] = []
     for batch in batches:
-        if batch and isinstance(batch[0], list) and batch[0] and isinstance(batch[0][0], list | tuple):
-            batch = [e for inner in batch for e in inner]  # one level deeper
+        if batch and isinstance(batch[0], list) and (not batch[0] or isinstance(batch[0][0], list | tuple)):
+            batch = [e for inner in batch if inner for e in inner]  # one level deeper (maybe empty)
         entries.extend(batch)
     return entries
 
@@ -204,6 +204,7 @@ class Follower:
         self._block_ms = BLOCK_MS if block_ms is None else block_ms
         self._cursor: EntryId = (0, 0)
         self._conn: Any = None
+        self._error_replies = False
         self._skipped: dict[tuple[EntryId, bytes], None] = {}
         self._wait_from: EntryId | None = None
         self._seen_snapshot: object = None
@@ -264,9 +265,18 @@ class Follower:
                     await self._reconcile()
                     reconcile = False
                 await self._read_once()
-                delay = BACKOFF_FIRST
+                delay, self._error_replies = BACKOFF_FIRST, False
             except asyncio.CancelledError:
                 raise
+            except ResponseError:
+                _reraise_cancellation()
+                # Redis is there and answered, with an error (the stream key replaced by
+                # another type, say): not a lost connection. Counted; logged once per streak.
+                if not self._error_replies:
+                    log.warning("Redis answers reads of the log with an error; validating from memory, retrying")
+                self._error_replies = True
+                self.failures += 1
+                reconcile = True
             except (RedisError, OSError) as exc:
                 _reraise_cancellation()
                 if self.connected:
