@@ -16,7 +16,7 @@ from keyherald.shared.events import Event, EventType, KeyState
 from keyherald.shared.jwk import ControlAlgorithm, SigningKey
 from keyherald.shared.jws import parse_compact
 from keyherald.shared.names import stream_id
-from keyherald.verifier import VerifierAgent
+from keyherald.verifier import BootstrapError, VerifierAgent, VerifierSettings
 from keyherald.verifier.follower import Follower, connect
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.signedstate import SignedState
@@ -236,3 +236,24 @@ async def test_a_killed_read_connection_is_replaced_and_nothing_is_missed(
         await eventually(lambda: agent.status().seq == seq, what="the revocation after the kill")
         assert refuses(agent, token) == "revoked"
         assert agent.status().connected and agent.status().disconnects == 1
+
+
+async def test_stopping_an_agent_that_is_still_starting_leaves_no_connection(redis_url: str, namespace: str) -> None:
+    admin = Redis.from_url(redis_url)
+    try:
+        before = len(await admin.client_list())
+        settings = VerifierSettings(redis_url=redis_url, namespace=namespace, issuer="https://issuer.test",
+                                    audience="orders", trust_anchor=ControlKey.generate("EdDSA").anchor.thumbprint,
+                                    startup_timeout="10s")
+        for _ in range(5):
+            agent = VerifierAgent(settings)
+            starting = asyncio.create_task(agent.start())
+            await asyncio.sleep(0.1)  # retrying: the namespace holds no snapshot
+            await agent.stop()
+            with pytest.raises(BootstrapError, match="stopped while it was starting"):
+                await starting
+            assert not agent.status().following
+        await asyncio.sleep(0.05)  # let the server see the closed sockets
+        assert len(await admin.client_list()) == before
+    finally:
+        await admin.aclose()

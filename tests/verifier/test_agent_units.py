@@ -17,7 +17,7 @@ from keyherald.shared.events import Event, EventType, KeyRecord, KeyState
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.names import Names, stream_id
 from keyherald.shared.state import State
-from keyherald.verifier import VerifierAgent, VerifierSettings
+from keyherald.verifier import BootstrapError, VerifierAgent, VerifierSettings
 from keyherald.verifier import follower as follower_module
 from keyherald.verifier.follower import BLOCK_MS, connect
 from keyherald.verifier.keycache import KeyCache
@@ -171,3 +171,21 @@ async def test_the_client_suits_blocking_reads() -> None:
 )
 def test_every_shape_of_an_xread_reply_gives_its_entries(reply: object, ids: list[object]) -> None:
     assert [entry[0] for entry in follower_module._entries(reply)] == ids
+
+
+async def test_stop_during_start_ends_the_start_and_leaves_nothing_running() -> None:
+    """A service shutting down while its agent still bootstraps (Redis empty, the issuer not
+    up yet): stop() ends the start at once with BootstrapError, and no follower starts."""
+    settings = VerifierSettings(issuer=ISSUER, namespace="unit", audience="orders",
+                                trust_anchor=ControlKey.generate("EdDSA").anchor.thumbprint,
+                                startup_timeout="10s")
+    agent = VerifierAgent(settings, redis=fakeredis.FakeAsyncRedis())
+    starting = asyncio.create_task(agent.start())
+    await asyncio.sleep(0.2)  # retrying: no snapshot yet
+    began = asyncio.get_running_loop().time()
+    await agent.stop()
+    with pytest.raises(BootstrapError, match="stopped while it was starting"):
+        await starting
+    assert asyncio.get_running_loop().time() - began < 1
+    status = agent.status()
+    assert not status.following and not status.bootstrapped

@@ -76,6 +76,8 @@ class VerifierAgent:
         self._writer = CacheWriter(self.settings.cache_path, self._signed) if self.settings.cache_path else None
         self._tasks: list[asyncio.Task[None]] = []
         self._follow_task: asyncio.Task[None] | None = None
+        self._booting: asyncio.Future[None] | None = None
+        self._stop_requested = False
         self._source = "none"
         self._background: BackgroundLoop | None = None
         self._why: str | None = None
@@ -109,8 +111,19 @@ class VerifierAgent:
         follower = self._follower = Follower(
             self._redis, self.settings.names, self._signed, own_connection=self._own_redis
         )
+        self._stop_requested = False
+        boot = self._booting = asyncio.ensure_future(
+            asyncio.wait_for(self._bootstrap(follower), self.settings.startup_timeout)
+        )
         try:
-            await asyncio.wait_for(self._bootstrap(follower), self.settings.startup_timeout)
+            await boot
+        except asyncio.CancelledError:
+            self._stop_requested = False
+            await self._close_redis()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller was cancelled
+            raise BootstrapError("the agent was stopped while it was starting") from None
         except TimeoutError:
             await self._close_redis()
             raise BootstrapError(
@@ -126,12 +139,25 @@ class VerifierAgent:
         except BaseException:
             await self._close_redis()
             raise
+        finally:
+            self._booting = None
+        if self._stop_requested:  # stop() came as the bootstrap ended: nothing may start now
+            self._stop_requested = False
+            await self._close_redis()
+            raise BootstrapError("the agent was stopped while it was starting")
         self._follow_task = asyncio.create_task(follower.run(), name="keyherald-follower")
         self._tasks.append(self._follow_task)
         if self._writer is not None:
             self._tasks.append(asyncio.create_task(self._writer.run(), name="keyherald-cache-writer"))
 
     async def stop(self) -> None:
+        """Stop following and let go of Redis; a start still bootstrapping ends with
+        BootstrapError (and nothing left running)."""
+        booting = self._booting
+        if booting is not None:
+            self._stop_requested = True
+            booting.cancel()
+            await asyncio.wait([booting])
         tasks, self._tasks, self._follow_task = self._tasks, [], None
         for task in tasks:
             task.cancel()
