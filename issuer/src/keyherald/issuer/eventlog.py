@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH, ControlKey
 from keyherald.shared.errors import ProtocolError
-from keyherald.shared.events import Event
+from keyherald.shared.events import Event, Snapshot
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
@@ -80,6 +80,9 @@ class EventLog:
         self._script = redis.register_script(_APPEND)
         self._high_water = (0, 0.0)
         """The furthest (seq, time) this process has seen: the log must never go back."""
+        self._known: tuple[str, Snapshot] | None = None
+        """The last snapshot this process verified or sealed, by its exact text: the next
+        append usually finds it in Redis and need not verify and parse it again."""
 
     @property
     def names(self) -> Names:
@@ -101,10 +104,15 @@ class EventLog:
             self._check_forward(0, 0.0)
             return State(issuer=self._issuer)
         text = raw_snapshot.decode() if isinstance(raw_snapshot, bytes) else raw_snapshot
-        try:
-            snapshot = self._anchor.open_snapshot(text)
-        except ProtocolError as exc:
-            raise CorruptState(f"the stored snapshot does not verify: {exc}") from None
+        known = self._known
+        if known is not None and known[0] == text:
+            snapshot = known[1]
+        else:
+            try:
+                snapshot = self._anchor.open_snapshot(text)
+            except ProtocolError as exc:
+                raise CorruptState(f"the stored snapshot does not verify: {exc}") from None
+            self._known = (text, snapshot)
         if snapshot.issuer != self._issuer:
             raise NamespaceOwnedElsewhere(
                 f"namespace {self._names.namespace!r} belongs to issuer {snapshot.issuer!r}, "
@@ -143,8 +151,9 @@ class EventLog:
             ]
             for event in events:
                 state.apply(event)
+            document = state.to_snapshot()
             sealed = [self._control.seal_event(e) for e in events]
-            snapshot = self._control.seal_snapshot(state.to_snapshot())
+            snapshot = self._control.seal_snapshot(document)
             if len(snapshot) > MAX_SNAPSHOT_LENGTH:
                 raise SnapshotTooLarge(
                     f"the snapshot would be {len(snapshot)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"
@@ -164,6 +173,7 @@ class EventLog:
                     log.warning("the event stream held entries above the head that we did not write: restarted it"
                                 " after seq %d (the snapshot covers everything before)", base)
                 self._high_water = (state.seq, state.time)
+                self._known = (snapshot, document)
                 return events
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
         raise AppendContention(f"gave up appending after {attempts} contended attempts")
