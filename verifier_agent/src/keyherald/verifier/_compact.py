@@ -1,8 +1,8 @@
-"""A token's header and the per-key signature check, tuned for the request path.
+"""A token's header rules and its payload's JSON, tuned for the request path.
 
-The strict decoding itself is :mod:`keyherald.shared.encoding` (one implementation for the
-issuer, the envelopes and the tokens); here are what only tokens need: the header rules
-and a signature check bound to one key, ES256 turned into DER without Python integers.
+The strict decoding itself is :mod:`keyherald.shared.encoding` and the signature checks are
+:mod:`keyherald.shared.jwa` (one implementation for the issuer, the envelopes and the
+tokens); here is what only tokens need.
 """
 
 from __future__ import annotations
@@ -10,18 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from keyherald.shared.encoding import b64url_decode, loads_object
-from keyherald.shared.jwa import SignatureCheck
-from keyherald.shared.jwk import ALGORITHMS, VerifyingKey
+from keyherald.shared.jwk import ALGORITHMS
 
 from .errors import AlgorithmNotAllowed, MalformedToken
 
 __all__ = [
     "ACCEPTED_TYP",
     "KEY_HEADERS",
-    "SignatureCheck",
     "json_object",
     "parse_header",
-    "signature_check",
 ]
 
 
@@ -72,8 +69,3 @@ def parse_header(part: bytes) -> tuple[str, str]:
     if type(typ) is not str or typ.lower() not in ACCEPTED_TYP:
         raise MalformedToken("token typ is not at+jwt")
     return kid, alg
-
-
-def signature_check(key: VerifyingKey) -> SignatureCheck:
-    """The key's own check: exactly one cryptography call, the algorithm fixed by the key."""
-    return key.check

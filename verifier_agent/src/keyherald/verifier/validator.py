@@ -48,9 +48,10 @@ from typing import Any
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.encoding import B64_CANONICAL_LAST, B64_PAD, B64_TO_STD, scan_json
 from keyherald.shared.events import REVOCATION_GRACE, KeyState
+from keyherald.shared.jwa import SignatureCheck
 
 from ._claims import MAX_TIME, check_audience, numeric_date, thaw
-from ._compact import SignatureCheck, json_object, parse_header, signature_check
+from ._compact import json_object, parse_header
 from .errors import (
     AlgorithmNotAllowed,
     InvalidSignature,
@@ -135,7 +136,6 @@ class Validator:
         self._clock = clock
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._headers: dict[bytes, tuple[str, SignatureCheck]] = {}
-        self._checks: dict[str, SignatureCheck] = {}
         self._hits = self._misses = self._unknown_kids = self._unexpected = 0
         self._refused = dict.fromkeys(REASONS, 0)
 
@@ -329,11 +329,7 @@ class Validator:
             raise UnknownKey("token signed by an unknown key")
         if key.alg != alg:
             raise AlgorithmNotAllowed("token alg is not its key's algorithm")
-        check = self._checks.get(kid)
-        if check is None:
-            if len(self._checks) >= _MAX_CACHED_HEADERS:
-                self._checks.clear()
-            check = self._checks[kid] = signature_check(key)
+        check = key.check  # bound to the key and its algorithm when the key was loaded
         if len(self._headers) >= _MAX_CACHED_HEADERS:  # many distinct valid headers: start over
             self._headers.clear()
         self._headers[head] = (kid, check)
