@@ -23,7 +23,7 @@ from .encoding import b64url_decode, dumps, loads_object
 from .errors import BadSignature, MalformedMessage, UntrustedSigner, WrongIssuer
 from .events import Event, Snapshot
 from .jwk import CONTROL_ALGORITHMS, ControlAlgorithm, SigningKey, VerifyingKey
-from .jws import sign_compact
+from .jws import sign_compact, split_compact
 
 __all__ = [
     "EVENT_TYP",
@@ -171,9 +171,8 @@ class TrustAnchor:
 
     @staticmethod
     def _header(text: str) -> dict[str, Any]:
-        head = text.partition(".")[0] if isinstance(text, str) and len(text) <= MAX_SNAPSHOT_LENGTH else ""
         try:
-            return loads_object(b64url_decode(head))
+            return loads_object(b64url_decode(split_compact(text, max_length=MAX_SNAPSHOT_LENGTH)[0]))
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
 
@@ -196,16 +195,10 @@ class TrustAnchor:
         """Verify, then parse. Every agent runs this on every event, so it stays lean: a
         header already opened with this key is not parsed again, and nothing is decoded
         twice."""
-        if type(text) is not str or len(text) > max_length:
-            raise MalformedMessage("not a compact JWS")
         try:
-            raw = text.encode("ascii")
-        except UnicodeEncodeError:
+            head, body, sig = split_compact(text, max_length=max_length)
+        except ValueError:
             raise MalformedMessage("not a compact JWS") from None
-        parts = raw.split(b".")
-        if len(parts) != 3:
-            raise MalformedMessage("not a compact JWS")
-        head, body, sig = parts
         known = key is self.key and self._headers.get(head) == typ
         if not known:
             self._check_header(head, typ, key)
@@ -213,7 +206,7 @@ class TrustAnchor:
             payload, signature = b64url_decode(body), b64url_decode(sig)
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
-        if not key.check(raw[: len(head) + 1 + len(body)], signature):
+        if not key.check(b".".join((head, body)), signature):
             raise BadSignature("envelope signature does not verify")
         if not known and key is self.key:  # only headers the control key signed: bounded
             if len(self._headers) >= _MAX_HEADERS:

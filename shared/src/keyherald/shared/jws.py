@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from .encoding import b64url_decode, b64url_encode, dumps, loads_object
 from .jwk import SigningKey
 
-__all__ = ["CompactJWS", "parse_compact", "sign_compact"]
+__all__ = ["CompactJWS", "parse_compact", "sign_compact", "split_compact"]
 
 MAX_COMPACT_LENGTH = 1 << 20
 
@@ -30,15 +30,19 @@ def sign_compact(header: dict[str, Any], payload: bytes, key: SigningKey) -> str
     return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
 
 
-def parse_compact(text: str, *, max_length: int = MAX_COMPACT_LENGTH) -> CompactJWS:
-    """Split and decode without verifying. Raises ValueError on any malformation."""
+def split_compact(text: str, *, max_length: int = MAX_COMPACT_LENGTH) -> tuple[bytes, bytes, bytes]:
+    """The three parts of a compact JWS as ASCII bytes, not decoded; ValueError for anything
+    else. The signing input is ``head + b"." + body``."""
     if not isinstance(text, str) or len(text) > max_length:
         raise ValueError("not a compact JWS")
-    parts = text.split(".")
+    parts = text.encode("ascii").split(b".")  # UnicodeEncodeError is a ValueError
     if len(parts) != 3:
         raise ValueError("not a compact JWS")
-    header = loads_object(b64url_decode(parts[0]))
-    payload = b64url_decode(parts[1])
-    signature = b64url_decode(parts[2])
-    signing_input = text[: len(parts[0]) + 1 + len(parts[1])].encode("ascii")
-    return CompactJWS(header, payload, signing_input, signature)
+    return parts[0], parts[1], parts[2]
+
+
+def parse_compact(text: str, *, max_length: int = MAX_COMPACT_LENGTH) -> CompactJWS:
+    """Split and decode without verifying. Raises ValueError on any malformation."""
+    head, body, sig = split_compact(text, max_length=max_length)
+    header = loads_object(b64url_decode(head))
+    return CompactJWS(header, b64url_decode(body), b".".join((head, body)), b64url_decode(sig))
