@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from keyherald.shared.chain import digest, genesis_head
 from keyherald.shared.encoding import b64url_decode, b64url_encode
 from keyherald.shared.envelope import ControlKey, TrustAnchor
-from keyherald.shared.errors import BadSignature, MalformedMessage, UntrustedSigner, WrongIssuer
+from keyherald.shared.errors import BadSignature, MalformedMessage, UnsupportedVersion, UntrustedSigner, WrongIssuer
 from keyherald.shared.events import Event, Snapshot
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.state import Outcome, State
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "protocol.json").read_text())
 ISSUER = "https://issuer.example"
+LOG = VECTORS["log"]
+REVOKED = 4  # the token.revoked event
 
 
 @pytest.fixture
@@ -46,22 +50,88 @@ def test_sealing_is_byte_for_byte_stable(control: ControlKey) -> None:
 
 
 def test_folding_the_vector_events_gives_the_vector_snapshot(anchor: TrustAnchor) -> None:
-    state = State(issuer=ISSUER)
+    state = State.empty(ISSUER, LOG)
+    assert state.head == VECTORS["genesis_head"] == genesis_head(LOG)
     for item in VECTORS["events"]:
-        assert state.apply(anchor.open_event(item["jws"])) is Outcome.APPLIED
+        assert digest(item["jws"]) == item["digest"]
+        assert state.apply(anchor.open_event(item["jws"]), digest(item["jws"])) is Outcome.APPLIED
     assert state.to_snapshot().model_dump(mode="json") == VECTORS["snapshot"]["snapshot"]
+
+
+def test_the_base_checkpoint_plus_the_events_is_the_checkpoint(anchor: TrustAnchor) -> None:
+    base = anchor.open_snapshot(VECTORS["base"]["jws"], issuer=ISSUER)
+    assert base.seq == 0 and base.head == genesis_head(LOG) and base.log == LOG
+    state = State.from_snapshot(base)
+    for item in VECTORS["events"]:
+        assert state.apply(anchor.open_event(item["jws"]), item["digest"]) is Outcome.APPLIED
+    assert state.to_snapshot().model_dump(mode="json") == VECTORS["snapshot"]["snapshot"]
+
+
+def test_each_event_chains_to_the_previous_one(anchor: TrustAnchor) -> None:
+    events = VECTORS["events"]
+    assert events[0]["event"]["prev"] == genesis_head(LOG)
+    for before, after in itertools.pairwise(events):
+        assert after["event"]["prev"] == before["digest"]
+        assert after["event"]["log"] == LOG
+
+
+def test_an_event_that_does_not_extend_the_chain_is_not_applied(anchor: TrustAnchor, control: ControlKey) -> None:
+    state = State.empty(ISSUER, LOG)
+    for item in VECTORS["events"][:3]:
+        state.apply(anchor.open_event(item["jws"]), item["digest"])
+    # The genuine next event, re-signed with another prev: a fork, never applied.
+    forked = Event.model_validate({**VECTORS["events"][3]["event"], "prev": VECTORS["events"][1]["digest"]})
+    text = control.seal_event(forked)
+    before = state.to_snapshot()
+    assert state.apply(anchor.open_event(text), digest(text)) is Outcome.BROKEN
+    assert state.to_snapshot() == before
+
+
+def test_an_event_spliced_from_another_log_is_not_applied(anchor: TrustAnchor) -> None:
+    state = State.empty(ISSUER, LOG)
+    for item in VECTORS["events"]:
+        state.apply(anchor.open_event(item["jws"]), item["digest"])
+    spliced = VECTORS["spliced"]
+    event = anchor.open_event(spliced["jws"], issuer=ISSUER)  # genuine: signed by our control key
+    assert event.seq == state.seq + 1 and event.prev == state.head  # even its prev fits
+    assert state.apply(event, digest(spliced["jws"])) is Outcome.FOREIGN
+    assert state.seq == len(VECTORS["events"])
+
+
+def test_a_future_major_version_is_refused_as_unsupported(anchor: TrustAnchor) -> None:
+    with pytest.raises(UnsupportedVersion, match=r"unsupported protocol version 3\.0"):
+        anchor.open_event(VECTORS["future_version"]["jws"], issuer=ISSUER)
+
+
+def test_junk_claiming_a_future_version_is_only_junk(anchor: TrustAnchor) -> None:
+    """Only the issuer's signature makes "unsupported version" the verdict: junk that claims
+    a future version cannot pose as a newer log and stop an agent."""
+    header, payload, signature = VECTORS["future_version"]["jws"].split(".")
+    tampered = ".".join([header, payload[:-4] + "AAAA", signature])
+    with pytest.raises((BadSignature, MalformedMessage)):
+        anchor.open_event(tampered, issuer=ISSUER)
+
+
+def test_an_envelope_without_a_version_is_protocol_1_and_refused(anchor: TrustAnchor, control: ControlKey) -> None:
+    from keyherald.shared.encoding import dumps
+    from keyherald.shared.envelope import EVENT_TYP
+    from keyherald.shared.jws import sign_compact
+
+    text = sign_compact({"typ": EVENT_TYP}, dumps(VECTORS["events"][0]["event"]), control.signing_key)
+    with pytest.raises(UnsupportedVersion, match="version 1"):
+        anchor.open_event(text)
 
 
 def test_event_forged_with_another_control_key_is_refused(anchor: TrustAnchor) -> None:
     forger = ControlKey.generate("EdDSA")
-    forged = forger.seal_event(Event.model_validate(VECTORS["events"][3]["event"]))
+    forged = forger.seal_event(Event.model_validate(VECTORS["events"][REVOKED]["event"]))
     with pytest.raises(UntrustedSigner):
         anchor.open_event(forged)
 
 
 def test_forger_claiming_our_kid_fails_the_signature(anchor: TrustAnchor) -> None:
     forger = ControlKey.generate("EdDSA")
-    forged = forger.seal_event(Event.model_validate(VECTORS["events"][3]["event"]))
+    forged = forger.seal_event(Event.model_validate(VECTORS["events"][REVOKED]["event"]))
     header, payload, signature = forged.split(".")
     fake_header = json.loads(b64url_decode(header))
     fake_header["kid"] = anchor.thumbprint
@@ -71,7 +141,7 @@ def test_forger_claiming_our_kid_fails_the_signature(anchor: TrustAnchor) -> Non
 
 
 def test_tampered_event_is_refused(anchor: TrustAnchor) -> None:
-    header, payload, signature = VECTORS["events"][3]["jws"].split(".")
+    header, payload, signature = VECTORS["events"][REVOKED]["jws"].split(".")
     doc = json.loads(b64url_decode(payload))
     doc["data"]["expires_at"] += 1
     tampered = ".".join([header, b64url_encode(json.dumps(doc).encode()), signature])
@@ -98,18 +168,18 @@ def test_event_of_another_issuer_is_refused(anchor: TrustAnchor) -> None:
 
 
 def test_replayed_event_changes_nothing(anchor: TrustAnchor) -> None:
-    state = State(issuer=ISSUER)
+    state = State.empty(ISSUER, LOG)
     for item in VECTORS["events"]:
-        state.apply(anchor.open_event(item["jws"]))
+        state.apply(anchor.open_event(item["jws"]), item["digest"])
     before = state.to_snapshot()
-    assert state.apply(anchor.open_event(VECTORS["events"][1]["jws"])) is Outcome.OLD
+    assert state.apply(anchor.open_event(VECTORS["events"][1]["jws"]), VECTORS["events"][1]["digest"]) is Outcome.OLD
     assert state.to_snapshot() == before
 
 
 def test_a_skipped_seq_is_reported_as_a_gap(anchor: TrustAnchor) -> None:
-    state = State(issuer=ISSUER)
-    state.apply(anchor.open_event(VECTORS["events"][0]["jws"]))
-    assert state.apply(anchor.open_event(VECTORS["events"][2]["jws"])) is Outcome.GAP
+    state = State.empty(ISSUER, LOG)
+    state.apply(anchor.open_event(VECTORS["events"][0]["jws"]), VECTORS["events"][0]["digest"])
+    assert state.apply(anchor.open_event(VECTORS["events"][2]["jws"]), VECTORS["events"][2]["digest"]) is Outcome.GAP
     assert state.seq == 1
 
 
@@ -158,11 +228,11 @@ def test_an_anchor_is_an_rsa_or_ed25519_control_key() -> None:
 def test_ps256_vectors_open_to_their_documents() -> None:
     ps = VECTORS["ps256"]
     anchor = TrustAnchor.from_jwk(ps["anchor_jwk"])
-    state = State(issuer=ISSUER)
+    state = State.empty(ISSUER, LOG)
     for item in ps["events"]:
         event = anchor.open_event(item["jws"], issuer=ISSUER)
         assert event.model_dump(mode="json") == item["event"]
-        state.apply(event)
+        assert state.apply(event, digest(item["jws"])) is Outcome.APPLIED
     pinned = TrustAnchor.parse(ps["anchor_thumbprint"])  # binds the key the snapshot carries
     snapshot = pinned.open_snapshot(ps["snapshot"]["jws"], issuer=ISSUER)
     assert snapshot.model_dump(mode="json") == ps["snapshot"]["snapshot"] == state.to_snapshot().model_dump(mode="json")
@@ -197,7 +267,7 @@ def test_a_tampered_ps256_event_is_refused() -> None:
 def test_a_control_key_is_ps256_by_default_and_signs_what_its_anchor_opens() -> None:
     control = ControlKey.generate()
     assert control.alg == "PS256" and control.signing_key.public.jwk["kty"] == "RSA"
-    event = Event.model_validate(VECTORS["events"][3]["event"])
+    event = Event.model_validate(VECTORS["events"][REVOKED]["event"])
     assert control.anchor.open_event(control.seal_event(event)) == event
     with pytest.raises(ValueError):
         ControlKey(SigningKey.generate("ES256"))

@@ -6,69 +6,108 @@ Ed25519 signatures are deterministic, so the same key and document give the same
 an agent written in another language can check itself against this file. PS256 (the
 default control key, RSA-3072) signs with a random salt: its section holds a key made for
 the file and envelopes to verify, not to reproduce.
+
+Protocol 2.0: every event names its log and carries ``prev``, the digest (SHA-256,
+base64url) of the previous event's compact JWS; the first event's ``prev`` is the log's
+genesis digest. The file holds the chain of digests, the base checkpoint (seq 0) and the
+checkpoint the events fold into, an event spliced from another log, and an envelope of a
+future major version (3.0), which a reader must refuse with "unsupported protocol version".
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from keyherald.shared.envelope import ControlKey
-from keyherald.shared.events import Event, KeyRecord, KeyState, Snapshot
+from keyherald.shared.chain import digest, genesis_head
+from keyherald.shared.encoding import dumps
+from keyherald.shared.envelope import EVENT_TYP, ControlKey
+from keyherald.shared.events import Event, KeyRecord, KeyState
 from keyherald.shared.jwk import SigningKey
+from keyherald.shared.jws import sign_compact
 from keyherald.shared.state import State
 
 SEED = bytes(range(32))  # a test key, public on purpose
 SIGNING_SEED = bytes(range(32, 64))
+ISSUER = "https://issuer.example"
+LOG = "AAECAwQFBgcICQoLDA0ODw"  # 16 bytes 00..0f, base64url: fixed for the vectors
+OTHER_LOG = "EBESExQVFhcYGRobHB0eHw"
+
+
+def _drafts(token_key: SigningKey) -> list[tuple[str, float, dict[str, Any]]]:
+    record = KeyRecord(
+        kid=token_key.kid, alg="EdDSA", jwk=token_key.public.jwk, state=KeyState.ACTIVE,
+        published_at=1800000000, activates_at=1800000000, activated_at=1800000000,
+    )
+    published = record.model_copy(update={"state": KeyState.PUBLISHED, "activated_at": None})
+    return [
+        ("log.started", 1800000000.0, {"previous": None, "reason": "genesis"}),
+        ("policy.updated", 1800000000.0, {"max_token_ttl": 300, "heartbeat_interval": 5.0}),
+        ("key.published", 1800000000.0, {"key": published.model_dump(mode="json")}),
+        ("key.activated", 1800000000.0, {"key": record.model_dump(mode="json")}),
+        ("token.revoked", 1800000010.5, {"jti": "4f1c", "expires_at": 1800000300}),
+        ("client.updated", 1800000012.0, {"client_id": "orders", "record": digest("a stored record")}),
+        ("heartbeat", 1800000015.0, {"active_kid": token_key.kid}),
+    ]
+
+
+def _log(control: ControlKey, token_key: SigningKey) -> dict[str, Any]:
+    state = State.empty(ISSUER, LOG)
+    base = state.to_snapshot()
+    events: list[dict[str, Any]] = []
+    for kind, time, data in _drafts(token_key):
+        event = Event(log=LOG, seq=state.seq + 1, prev=state.head, type=kind, time=time, issuer=ISSUER, data=data)
+        if kind == "log.started":
+            state.log_started = time
+            base = base.model_copy(update={"log_started": time, "time": time})
+        jws = control.seal_event(event)
+        state.apply(event, digest(jws))
+        events.append({"event": event.model_dump(mode="json"), "jws": jws, "digest": digest(jws)})
+    snapshot = state.to_snapshot()
+    return {
+        "genesis_head": genesis_head(LOG),
+        "base": {"snapshot": base.model_dump(mode="json"), "jws": control.seal_snapshot(base)},
+        "events": events,
+        "snapshot": {"snapshot": snapshot.model_dump(mode="json"), "jws": control.seal_snapshot(snapshot)},
+    }
 
 
 def main() -> None:
     control = ControlKey(SigningKey("EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(SEED)))
     token_key = SigningKey("EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(SIGNING_SEED))
-    record = KeyRecord(
-        kid=token_key.kid, alg="EdDSA", jwk=token_key.public.jwk, state=KeyState.ACTIVE,
-        published_at=1800000000, activates_at=1800000000, activated_at=1800000000,
-    )
-    events = [
-        Event(seq=1, type="policy.updated", time=1800000000.0, issuer="https://issuer.example",
-              data={"max_token_ttl": 300}),
-        Event(seq=2, type="key.published", time=1800000000.0, issuer="https://issuer.example",
-              data={"key": record.model_copy(update={"state": KeyState.PUBLISHED, "activated_at": None})
-                    .model_dump(mode="json")}),
-        Event(seq=3, type="key.activated", time=1800000000.0, issuer="https://issuer.example",
-              data={"key": record.model_dump(mode="json")}),
-        Event(seq=4, type="token.revoked", time=1800000010.5, issuer="https://issuer.example",
-              data={"jti": "4f1c", "expires_at": 1800000300}),
-        Event(seq=5, type="heartbeat", time=1800000015.0, issuer="https://issuer.example",
-              data={"active_kid": token_key.kid}),
-    ]
-    state = State(issuer="https://issuer.example")
-    for event in events:
-        state.apply(event)
-    snapshot = state.to_snapshot()
     assert control.anchor.key is not None
+    chain = _log(control, token_key)
+    spliced = Event(log=OTHER_LOG, seq=len(chain["events"]) + 1, prev=chain["events"][-1]["digest"],
+                    type="heartbeat", time=1800000020.0, issuer=ISSUER, data={"active_kid": token_key.kid})
+    future = Event(log=LOG, seq=len(chain["events"]) + 1, prev=chain["events"][-1]["digest"],
+                   type="heartbeat", time=1800000020.0, issuer=ISSUER, data={"active_kid": token_key.kid})
+    future_jws = sign_compact(
+        {"typ": EVENT_TYP, "khv": "3.0"}, dumps(future.model_dump(mode="json")), control.signing_key
+    )
     doc = {
-        "comment": "keyherald protocol vectors; the control key seed is public: never use it",
+        "comment": "keyherald protocol 2.0 vectors; the control key seed is public: never use it",
+        "protocol": "2.0",
+        "issuer": ISSUER,
+        "log": LOG,
         "control_seed_hex": SEED.hex(),
         "anchor_jwk": control.anchor.key.jwk,
         "anchor_thumbprint": control.anchor.thumbprint,
-        "events": [{"event": e.model_dump(mode="json"), "jws": control.seal_event(e)} for e in events],
-        "snapshot": {"snapshot": snapshot.model_dump(mode="json"), "jws": control.seal_snapshot(snapshot)},
-        "ps256": _ps256(events, snapshot),
+        **chain,
+        "spliced": {"event": spliced.model_dump(mode="json"), "jws": control.seal_event(spliced),
+                    "why": "a genuine event of another log at the next seq: refused (not this log)"},
+        "future_version": {"jws": future_jws, "why": "khv 3.0: refused as an unsupported protocol version"},
+        "ps256": _ps256(token_key),
     }
     print(json.dumps(doc, indent=2, sort_keys=True))
 
 
-def _ps256(events: list[Event], snapshot: Snapshot) -> dict[str, object]:
+def _ps256(token_key: SigningKey) -> dict[str, object]:
     control = ControlKey.generate("PS256")
     assert control.anchor.key is not None
-    return {
-        "anchor_jwk": control.anchor.key.jwk,
-        "anchor_thumbprint": control.anchor.thumbprint,
-        "events": [{"event": e.model_dump(mode="json"), "jws": control.seal_event(e)} for e in events],
-        "snapshot": {"snapshot": snapshot.model_dump(mode="json"), "jws": control.seal_snapshot(snapshot)},
-    }
+    return {"anchor_jwk": control.anchor.key.jwk, "anchor_thumbprint": control.anchor.thumbprint,
+            **_log(control, token_key)}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .encoding import b64url_decode, dumps, loads_object
-from .errors import BadSignature, MalformedMessage, UntrustedSigner, WrongIssuer
+from .errors import BadSignature, MalformedMessage, UnsupportedVersion, UntrustedSigner, WrongIssuer
 from .events import Event, Snapshot
 from .jwk import CONTROL_ALGORITHMS, ControlAlgorithm, SigningKey, VerifyingKey
 from .jws import sign_compact, split_compact
@@ -30,12 +30,20 @@ __all__ = [
     "MAX_EVENT_LENGTH",
     "MAX_SNAPSHOT_LENGTH",
     "MIN_CONTROL_RSA_BITS",
+    "PROTOCOL_MAJOR",
+    "PROTOCOL_VERSION",
     "SNAPSHOT_TYP",
     "ControlKey",
     "TrustAnchor",
+    "check_version",
     "control_verifying_key",
 ]
 
+PROTOCOL_VERSION = "2.0"
+"""Carried in every envelope's header as ``khv``. A reader refuses a major version it does not
+know (a minor one adds only what older readers may ignore)."""
+PROTOCOL_MAJOR = 2
+_VERSION = re.compile(r"(\d{1,4})\.(\d{1,4})")
 EVENT_TYP = "keyherald-event+jws"
 SNAPSHOT_TYP = "keyherald-snapshot+jws"
 MAX_EVENT_LENGTH = 1 << 20
@@ -67,6 +75,24 @@ def control_verifying_key(jwk: Any) -> VerifyingKey:
     return key
 
 
+def check_version(value: object) -> None:
+    """Refuse an envelope of a major protocol version this code does not speak; one without
+    ``khv`` is of version 1, whose logs carry no chain."""
+    if value is None:
+        raise UnsupportedVersion(
+            f"unsupported protocol version 1 (this agent speaks {PROTOCOL_VERSION}): "
+            "the log was written by an older issuer; upgrade or re-initialise it"
+        )
+    match = _VERSION.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise MalformedMessage("envelope header has a malformed khv")
+    if int(match.group(1)) != PROTOCOL_MAJOR:
+        raise UnsupportedVersion(
+            f"unsupported protocol version {value} (this code speaks {PROTOCOL_VERSION}): "
+            "upgrade keyherald to follow this log"
+        )
+
+
 class ControlKey:
     """The issuer's private control key: it signs every event and snapshot."""
 
@@ -95,11 +121,12 @@ class ControlKey:
         return TrustAnchor(self._key.kid, self._key.public)
 
     def seal_event(self, event: Event) -> str:
-        return sign_compact({"typ": EVENT_TYP}, dumps(event.model_dump(mode="json")), self._key)
+        header = {"typ": EVENT_TYP, "khv": PROTOCOL_VERSION}
+        return sign_compact(header, dumps(event.model_dump(mode="json")), self._key)
 
     def seal_snapshot(self, snapshot: Snapshot) -> str:
         # The public key rides along so that an agent pinned by thumbprint can bind it.
-        header = {"typ": SNAPSHOT_TYP, "jwk": self._key.public.jwk}
+        header = {"typ": SNAPSHOT_TYP, "khv": PROTOCOL_VERSION, "jwk": self._key.public.jwk}
         return sign_compact(header, dumps(snapshot.model_dump(mode="json")), self._key)
 
     def __repr__(self) -> str:
@@ -176,11 +203,19 @@ class TrustAnchor:
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
 
-    def _check_header(self, head: bytes, typ: str, key: VerifyingKey) -> None:
+    def _check_header(self, head: bytes, typ: str, key: VerifyingKey) -> UnsupportedVersion | None:
+        """Raise for a header we must refuse; an unknown protocol version is returned, to be
+        raised once the signature proves the issuer wrote it (so that junk cannot pose as a
+        future log and stop an agent: it is only refused like any junk)."""
         try:
             header = loads_object(b64url_decode(head))
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
+        try:
+            check_version(header.get("khv"))
+            unsupported = None
+        except UnsupportedVersion as exc:
+            unsupported = exc
         kid = header.get("kid")
         if type(kid) is not str or type(header.get("alg")) is not str:
             raise MalformedMessage("envelope header has no kid or alg")
@@ -188,8 +223,9 @@ class TrustAnchor:
             raise UntrustedSigner("signed by a control key other than the pinned one")
         if header.get("alg") != key.alg or "crit" in header:  # the algorithm is the key's
             raise MalformedMessage(f"envelope header is not {key.alg} without crit")
-        if header.get("typ") != typ:
+        if header.get("typ") != typ and unsupported is None:
             raise MalformedMessage(f"envelope typ is not {typ}")
+        return unsupported
 
     def _open(self, text: str, typ: str, model: type[_M], key: VerifyingKey, max_length: int) -> _M:
         """Verify, then parse. Every agent runs this on every event, so it stays lean: a
@@ -200,14 +236,15 @@ class TrustAnchor:
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
         known = key is self.key and self._headers.get(head) == typ
-        if not known:
-            self._check_header(head, typ, key)
+        unsupported = None if known else self._check_header(head, typ, key)
         try:
             payload, signature = b64url_decode(body), b64url_decode(sig)
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
         if not key.check(b".".join((head, body)), signature):
             raise BadSignature("envelope signature does not verify")
+        if unsupported is not None:
+            raise unsupported
         if not known and key is self.key:  # only headers the control key signed: bounded
             if len(self._headers) >= _MAX_HEADERS:
                 self._headers.clear()

@@ -6,7 +6,8 @@
         ├── MalformedMessage     not a well-formed JWS / JSON / event at all
         ├── UntrustedSigner      signed by a key other than the pinned control key
         ├── BadSignature         the signature does not verify
-        └── WrongIssuer          a valid message from another issuer than expected
+        ├── WrongIssuer          a valid message from another issuer than expected
+        └── UnsupportedVersion   a protocol major version this code does not speak
 
 Every error carries a short machine ``code``; messages never contain key material
 or the raw message that failed.
@@ -20,6 +21,7 @@ __all__ = [
     "MalformedMessage",
     "ProtocolError",
     "SettingsError",
+    "UnsupportedVersion",
     "UntrustedSigner",
     "WrongIssuer",
 ]
@@ -62,3 +64,9 @@ class BadSignature(ProtocolError):
 
 class WrongIssuer(ProtocolError):
     code = "wrong_issuer"
+
+
+class UnsupportedVersion(ProtocolError):
+    """The envelope speaks a protocol major version we do not know: never guess at it."""
+
+    code = "unsupported_version"

@@ -1,7 +1,10 @@
 """The events of the log and the snapshot: the contract between the issuer and every agent.
 
 docs/protocol.md documents each field. Unknown fields are ignored and unknown event types
-are skipped (their seq still counts), so an older agent can follow a newer issuer.
+are skipped (their seq still counts), so an older agent can follow a newer issuer of the
+same major protocol version. Every event names its log and chains to its predecessor
+(:mod:`.chain`); a snapshot is a checkpoint: the state after event ``seq``, whose digest it
+carries, with the events after it read from the stream.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .chain import validate_log_id
 from .jwk import Algorithm
 
 __all__ = [
+    "ClientUpdatedData",
     "Event",
     "EventType",
     "HeartbeatData",
@@ -21,6 +26,8 @@ __all__ = [
     "KeyExpiredData",
     "KeyRecord",
     "KeyState",
+    "LogLink",
+    "LogStartedData",
     "PolicyData",
     "Snapshot",
     "SubjectRevocation",
@@ -30,6 +37,7 @@ __all__ = [
 
 REVOCATION_GRACE = 300
 """Seconds a revocation outlives the tokens it covers; an agent's leeway may not exceed it."""
+DEFAULT_HEARTBEAT = 5.0
 
 
 class _Model(BaseModel):
@@ -46,6 +54,8 @@ class EventType(StrEnum):
     SUBJECT_REVOKED = "subject.revoked"
     POLICY = "policy.updated"
     HEARTBEAT = "heartbeat"
+    LOG_STARTED = "log.started"
+    CLIENT_UPDATED = "client.updated"
 
 
 class KeyState(StrEnum):
@@ -104,6 +114,31 @@ class SubjectRevokedData(_Model):
 
 class PolicyData(_Model):
     max_token_ttl: int = Field(gt=0)
+    heartbeat_interval: float = Field(default=DEFAULT_HEARTBEAT, gt=0, le=3600)
+    """The longest silence between two events: what readers measure freshness against."""
+
+
+class LogLink(_Model):
+    """A point of another log: the one a new log takes over from."""
+
+    log: str
+    seq: int = Field(ge=0)
+    head: str
+    time: float
+
+
+class LogStartedData(_Model):
+    previous: LogLink | None = None
+    """The furthest point of the log this one replaces that its writer knew (None: genesis)."""
+    reason: str = "genesis"
+    """genesis, recovery (a writer repaired a lost or diverged log), restore or accepted."""
+
+
+class ClientUpdatedData(_Model):
+    client_id: str
+    record: str | None
+    """Digest of the client's stored record (None: deleted). A record in Redis whose digest is
+    not this one is no client: an old record put back cannot bring an old secret back."""
 
 
 class HeartbeatData(_Model):
@@ -111,23 +146,46 @@ class HeartbeatData(_Model):
 
 
 class Event(_Model):
-    """One entry of the log. ``seq`` is gap-free and starts at 1."""
+    """One entry of the log. ``seq`` is gap-free and starts at 1 in every log."""
 
+    log: str
     seq: int = Field(ge=1)
+    prev: str
+    """Digest of event ``seq - 1`` of the same log (its genesis digest for seq 1)."""
     type: str
     time: float
     issuer: str
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("log")
+    @classmethod
+    def _log_id(cls, value: str) -> str:
+        return validate_log_id(value)
+
 
 class Snapshot(_Model):
-    """The whole state after event ``seq``; the log goes on after stream id ``position``."""
+    """A checkpoint: the whole state after event ``seq`` of log ``log``, whose digest is
+    ``head``; the log goes on after stream id ``position``."""
 
     issuer: str
+    log: str
+    log_started: float
+    previous: LogLink | None = None
     seq: int = Field(ge=0)
+    """0 for the base of a new log: the state it starts from, before its first event."""
+    head: str
     position: str
     time: float
     max_token_ttl: int = 0
+    heartbeat_interval: float = DEFAULT_HEARTBEAT
     keys: list[KeyRecord] = Field(default_factory=list)
     revoked_tokens: dict[str, int] = Field(default_factory=dict)
     revoked_subjects: dict[str, SubjectRevocation] = Field(default_factory=dict)
+    clients: dict[str, str] = Field(default_factory=dict)
+    """client_id -> digest of its current stored record ('' once deleted). The issuer's:
+    agents carry it but never read it."""
+
+    @field_validator("log")
+    @classmethod
+    def _log_id(cls, value: str) -> str:
+        return validate_log_id(value)

@@ -1,7 +1,11 @@
 """The state both sides derive from the log, and the one fold that derives it.
 
-The issuer folds its own events into the next snapshot; agents fold the same events into
-their caches. Because both run this code, "snapshot plus tail" equals "the whole log".
+The issuer folds its own events into the next checkpoint; agents fold the same events into
+their caches. Because both run this code, "checkpoint plus tail" equals "the whole log".
+
+An event is folded only when it extends what the state holds: the same log, the next seq,
+and ``prev`` equal to the digest of the last event folded. Anything else changes nothing
+and says why (:class:`Outcome`), so a reader can refuse a splice and resync on a gap.
 """
 
 from __future__ import annotations
@@ -11,14 +15,19 @@ from enum import Enum
 
 from pydantic import ValidationError
 
+from .chain import Position, genesis_head
 from .events import (
+    DEFAULT_HEARTBEAT,
     REVOCATION_GRACE,
+    ClientUpdatedData,
     Event,
     EventType,
     KeyEventData,
     KeyExpiredData,
     KeyRecord,
     KeyState,
+    LogLink,
+    LogStartedData,
     PolicyData,
     Snapshot,
     SubjectRevocation,
@@ -27,7 +36,7 @@ from .events import (
 )
 from .names import stream_id
 
-__all__ = ["Outcome", "State"]
+__all__ = ["KEY_RANK", "Outcome", "State"]
 
 
 class Outcome(Enum):
@@ -35,29 +44,57 @@ class Outcome(Enum):
     OLD = "old"
     """seq at or below what is applied: a replay or duplicate, ignored."""
     GAP = "gap"
-    """seq beyond the next one: events are missing, resync from the snapshot."""
+    """seq beyond the next one: events are missing, resync."""
+    BROKEN = "broken"
+    """The next seq, but ``prev`` is not the digest of the event held: a splice or a fork."""
+    FOREIGN = "foreign"
+    """An event of another log: an old log's, or a new log's the reader has not adopted yet."""
 
 
 @dataclass
 class State:
     issuer: str
+    log: str = ""
+    """The log's id; empty only before a log exists (the issuer's genesis sets it)."""
     seq: int = 0
+    head: str = ""
+    """Digest of event ``seq``'s signed text: what the next event's ``prev`` must be."""
     time: float = 0.0
     """Issuer time of the last event applied: proof of the issuer's liveness."""
+    log_started: float = 0.0
+    previous: LogLink | None = None
     max_token_ttl: int = 0
+    heartbeat_interval: float = DEFAULT_HEARTBEAT
     keys: dict[str, KeyRecord] = field(default_factory=dict)
     revoked_tokens: dict[str, int] = field(default_factory=dict)
     revoked_subjects: dict[str, SubjectRevocation] = field(default_factory=dict)
+    clients: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, issuer: str, log: str, *, seq: int = 0) -> State:
+        """A log before its first event, which is ``seq + 1``, chained to the genesis digest.
+        A log that replaces another starts past the seq the old one reached, so that the
+        stream's ids keep growing and readers blocked on it wake up at its first event."""
+        return cls(issuer=issuer, log=log, seq=seq, head=genesis_head(log))
+
+    @property
+    def position(self) -> Position:
+        return Position(self.log, self.seq, self.head, self.time)
 
     def check(self, event: Event) -> Outcome:
+        if event.log != self.log:
+            return Outcome.FOREIGN
         if event.seq <= self.seq:
             return Outcome.OLD
         if event.seq != self.seq + 1:
             return Outcome.GAP
+        if event.prev != self.head:
+            return Outcome.BROKEN
         return Outcome.APPLIED
 
-    def apply(self, event: Event) -> Outcome:
-        """Fold one verified event in; only the next seq changes anything.
+    def apply(self, event: Event, digest: str) -> Outcome:
+        """Fold one verified event in, ``digest`` being that of its signed text; only the
+        event that extends the chain changes anything.
 
         Raises ValueError (nothing changed) when a known event type carries bad data.
         """
@@ -69,6 +106,7 @@ class State:
         except ValidationError as exc:
             raise ValueError(f"event {event.seq} ({event.type}) has malformed data") from exc
         self.seq = event.seq
+        self.head = digest
         self.time = max(self.time, event.time)
         return Outcome.APPLIED
 
@@ -90,11 +128,24 @@ class State:
                     revoked_at=subject.revoked_at, expires_at=subject.expires_at
                 )
         elif kind == EventType.POLICY:
-            self.max_token_ttl = PolicyData.model_validate(data).max_token_ttl
+            policy = PolicyData.model_validate(data)
+            self.max_token_ttl = policy.max_token_ttl
+            self.heartbeat_interval = policy.heartbeat_interval
             self.prune(event.time)
         elif kind == EventType.HEARTBEAT:
             self.prune(event.time)
-        # Unknown types: a newer issuer; the seq still advances.
+        elif kind == EventType.LOG_STARTED:
+            if event.prev != genesis_head(event.log):
+                raise ValueError("log.started is the first event of a log")
+            started = LogStartedData.model_validate(data)
+            self.log_started = event.time
+            self.previous = started.previous
+        elif kind == EventType.CLIENT_UPDATED:
+            client = ClientUpdatedData.model_validate(data)
+            # A deleted client keeps an empty digest: no record matches it, and a log that
+            # replaces this one knows it was deleted (not merely unknown).
+            self.clients[client.client_id] = client.record or ""
+        # Unknown types: a newer issuer of the same major version; the seq still advances.
 
     def prune(self, now: float) -> None:
         """Drop revocations no token can need any more (deterministic: uses issuer time)."""
@@ -115,29 +166,76 @@ class State:
         return active[-1] if active else None
 
     def to_snapshot(self) -> Snapshot:
+        if not self.log:
+            raise ValueError("a checkpoint needs a log")
         return Snapshot(
             issuer=self.issuer,
+            log=self.log,
+            log_started=self.log_started,
+            previous=self.previous,
             seq=self.seq,
+            head=self.head,
             position=stream_id(self.seq) if self.seq else "0-0",
             time=self.time,
             max_token_ttl=self.max_token_ttl,
+            heartbeat_interval=self.heartbeat_interval,
             keys=sorted(self.keys.values(), key=lambda k: (k.published_at, k.kid)),
             revoked_tokens=dict(sorted(self.revoked_tokens.items())),
             revoked_subjects=dict(sorted(self.revoked_subjects.items())),
+            clients=dict(sorted(self.clients.items())),
         )
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> State:
         return cls(
             issuer=snapshot.issuer,
+            log=snapshot.log,
             seq=snapshot.seq,
+            head=snapshot.head,
             time=snapshot.time,
+            log_started=snapshot.log_started,
+            previous=snapshot.previous,
             max_token_ttl=snapshot.max_token_ttl,
+            heartbeat_interval=snapshot.heartbeat_interval,
             keys={k.kid: k for k in snapshot.keys},
             revoked_tokens=dict(snapshot.revoked_tokens),
             revoked_subjects=dict(snapshot.revoked_subjects),
+            clients=dict(snapshot.clients),
         )
 
+    def absorb(self, other: State) -> None:
+        """Keep what ``other`` knows that may still matter here: its revocations of tokens and
+        subjects (unless expired by this state's time), and how far its keys went (a key
+        never goes back from revoked or retired). Clients and keys ``self`` does not hold
+        are left out: they belong to the other history.
+
+        This is how a log replacing another never rolls a revocation back."""
+        horizon = self.time - REVOCATION_GRACE
+        for jti, expires_at in other.revoked_tokens.items():
+            if expires_at >= horizon:
+                self.revoked_tokens[jti] = max(expires_at, self.revoked_tokens.get(jti, 0))
+        for sub, revocation in other.revoked_subjects.items():
+            known = self.revoked_subjects.get(sub)
+            if revocation.expires_at >= horizon and (known is None or known.revoked_at < revocation.revoked_at):
+                self.revoked_subjects[sub] = revocation
+        for kid, record in list(self.keys.items()):
+            before = other.keys.get(kid)
+            if before is not None and KEY_RANK[before.state] > KEY_RANK[record.state]:
+                self.keys[kid] = before
+
+    def copy(self) -> State:
+        """An independent copy (the containers; records are immutable)."""
+        return State(
+            issuer=self.issuer, log=self.log, seq=self.seq, head=self.head, time=self.time,
+            log_started=self.log_started, previous=self.previous, max_token_ttl=self.max_token_ttl,
+            heartbeat_interval=self.heartbeat_interval, keys=dict(self.keys),
+            revoked_tokens=dict(self.revoked_tokens), revoked_subjects=dict(self.revoked_subjects),
+            clients=dict(self.clients),
+        )
+
+
+KEY_RANK = {KeyState.PUBLISHED: 0, KeyState.ACTIVE: 1, KeyState.RETIRED: 2, KeyState.REVOKED: 3}
+"""How far a key has gone in its life; it never goes back."""
 
 _KEY_EVENTS = frozenset(
     {EventType.KEY_PUBLISHED, EventType.KEY_ACTIVATED, EventType.KEY_RETIRED, EventType.KEY_REVOKED}
