@@ -11,7 +11,7 @@ Operators and platform code act from Python with the same class the command uses
 from __future__ import annotations
 
 from .admin import Admin
-from .clients import Client, ClientRegistry, Credentials
+from .clients import Client, Credentials
 from .context import IssuerContext
 from .errors import (
     AppendContention,
@@ -22,6 +22,7 @@ from .errors import (
     KeyNotFound,
     NamespaceOwnedElsewhere,
 )
+from .registry import ClientRegistry
 from .runtime import IssuerRuntime
 from .settings import IssuerSettings
 from .tokens import TokenSigner, sign_token

@@ -37,7 +37,7 @@ class Admin:
 
     async def _last_seq(self, events: list[Event]) -> int:
         if not events:
-            return (await self._ctx.log.read_state()).seq
+            return (await self._ctx.log.sync()).seq
         if self._on_commit is not None:
             await self._on_commit()
         return events[-1].seq

@@ -1,7 +1,7 @@
 """The client registry: who may ask the token endpoint for tokens, for which audiences and scopes.
 
 Clients live in one Redis hash, ``Names(ns).clients``: client_id -> JSON record, shared by
-every replica and by the ``keyherald clients`` command.
+every replica and by the ``keyherald clients`` command (:mod:`.registry` changes them).
 
 The client_id is the NAME the operator chose (``orders``), unique in the namespace. It is the
 ``sub`` of every token the client gets, so logs, audiences' access rules and
@@ -11,7 +11,11 @@ nothing, since the secret is what authenticates.
 Redis is not trusted here either: anyone who can write it (every agent host has its URL)
 could otherwise register a client of their own with any audience and scope, admin included.
 Every record carries an HMAC-SHA256 tag under a key derived from the KEK, bound to its
-client_id; a record whose tag does not verify is treated as no client at all.
+client_id; a record whose tag does not verify is treated as no client at all. And a tag
+alone cannot tell an old record from the current one: put back after a secret rotation, an
+old record would bring the leaked secret back. So every change is a ``client.updated``
+event in the signed log carrying the record's digest (:func:`record_digest`), and a record
+whose digest is not the one the log holds for its client_id is no client either.
 
 Secrets are 32 random bytes (``secrets.token_urlsafe``). With 256 bits of entropy a fast hash
 is safe: nobody can guess a preimage, so a slow password hash (bcrypt, argon2) would only
@@ -25,33 +29,28 @@ secret after it is printed once.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
-from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.encoding import dumps
-from keyherald.shared.names import Names
-
-from .errors import ClientExists, ClientNotFound, IssuerError
 
 __all__ = [
     "SECRET_PREFIX",
     "Client",
-    "ClientRegistry",
     "Credentials",
     "RecordSeal",
     "hash_secret",
     "new_secret",
     "parse_client",
+    "record_digest",
+    "secret_fields",
     "secret_matches",
     "validate_audience",
     "validate_client_id",
@@ -176,102 +175,12 @@ def secret_matches(client: Client | None, secret: str) -> bool:
     return ok and client is not None
 
 
-def _secret_fields(secret: str, now: int) -> dict[str, object]:
+def record_digest(raw: str | bytes) -> str:
+    """What the log binds a stored record by: SHA-256 of its exact bytes, base64url."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+
+
+def secret_fields(secret: str, now: int) -> dict[str, object]:
     salt = secrets.token_bytes(16)
     return {"secret_salt": salt.hex(), "secret_hash": hash_secret(secret, salt), "secret_rotated_at": now}
-
-
-_Change = Callable[[Client], Client]
-
-
-def _unique(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(values))
-
-
-class ClientRegistry:
-    """Create, list, disable clients and rotate their secrets; every replica sees changes at once."""
-
-    def __init__(self, redis: Redis, names: Names, *, seal: RecordSeal, clock: Clock = system_clock) -> None:
-        self._redis = redis
-        self._key = names.clients
-        self._seal = seal
-        self._clock = clock
-
-    async def create(
-        self,
-        name: str,
-        *,
-        audiences: Iterable[str],
-        scopes: Iterable[str] = (),
-        ttl: int | None = None,
-    ) -> Credentials:
-        """Register ``name`` (its client_id); returns the only copy of its secret there will be."""
-        client_id = validate_client_id(name)
-        auds = _unique(validate_audience(a) for a in audiences)
-        if not auds:
-            raise ValueError("a client needs at least one audience (--audience)")
-        scope_list = _unique(validate_scope(s) for s in scopes)
-        if ttl is not None and int(ttl) < 1:
-            raise ValueError("a client's token ttl must be at least 1s")
-        now = int(self._clock())
-        secret = new_secret()
-        client = Client.model_validate({
-            "client_id": client_id, "audiences": auds, "scopes": scope_list,
-            "ttl": int(ttl) if ttl is not None else None, "disabled": False, "created_at": now,
-            **_secret_fields(secret, now),
-        })
-        if not await self._redis.hsetnx(self._key, client_id, self._seal.seal(client)):
-            raise ClientExists(f"a client named {client_id!r} exists already (rotate its secret instead)")
-        return Credentials(client, secret)
-
-    async def get(self, client_id: str) -> Client | None:
-        return parse_client(await self._redis.hget(self._key, client_id), self._seal, client_id)
-
-    async def list(self) -> list[Client]:
-        raw = await self._redis.hgetall(self._key)
-        clients = (parse_client(value, self._seal, str(cid)) for cid, value in raw.items())
-        return sorted((c for c in clients if c is not None), key=lambda c: c.client_id)
-
-    async def authenticate(self, client_id: str, secret: str) -> Client | None:
-        """The client if ``secret`` is its current secret, else None (unknown or wrong alike)."""
-        client = await self.get(client_id)
-        return client if secret_matches(client, secret) else None
-
-    async def disable(self, client_id: str) -> Client:
-        """From now on the client gets no tokens; tokens it holds live on (revoke its subject)."""
-        return await self._update(client_id, lambda c: c.model_copy(update={"disabled": True}))
-
-    async def enable(self, client_id: str) -> Client:
-        return await self._update(client_id, lambda c: c.model_copy(update={"disabled": False}))
-
-    async def rotate_secret(self, client_id: str) -> Credentials:
-        """A new secret; the old one stops working at once, on every replica."""
-        secret = new_secret()
-        now = int(self._clock())
-        client = await self._update(client_id, lambda c: c.model_copy(update=_secret_fields(secret, now)))
-        return Credentials(client, secret)
-
-    async def delete(self, client_id: str) -> None:
-        if not await self._redis.hdel(self._key, client_id):
-            raise ClientNotFound(f"no client {client_id!r}")
-
-    async def _update(self, client_id: str, change: _Change) -> Client:
-        """Read, change, write back, retried if another writer touched the hash meanwhile."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for _ in range(50):
-                try:
-                    await pipe.watch(self._key)
-                    current = parse_client(await pipe.hget(self._key, client_id), self._seal, client_id)
-                    if current is None:
-                        raise ClientNotFound(f"no client {client_id!r}")
-                    updated = change(current)
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(self._key, client_id, self._seal.seal(updated))
-                    await pipe.execute()
-                    return updated
-                except WatchError:
-                    continue
-                finally:
-                    await pipe.reset()  # type: ignore[no-untyped-call]
-        raise IssuerError(f"client {client_id!r} stayed contended; try again")
-

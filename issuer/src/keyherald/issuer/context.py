@@ -21,11 +21,14 @@ from keyherald.shared.jwk import SigningKey, VerifyingKey
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
-from .clients import ClientRegistry, RecordSeal
+from .clients import RecordSeal
+from .clocksync import RedisClock
 from .eventlog import Draft, EventLog
+from .highwater import RecordFile
 from .kek import KeyEncryptionKey
 from .keystore import KeyStore
 from .lifecycle import Policy
+from .registry import ClientRegistry
 from .settings import IssuerSettings
 
 __all__ = ["FreshKeys", "IssuerContext", "connect_redis"]
@@ -82,14 +85,21 @@ class IssuerContext:
 
     def __init__(
         self, settings: IssuerSettings, *, clock: Clock = system_clock, create: bool = True,
-        check_clock: bool | None = None,
+        check_clock: bool | None = None, allow_stale: bool = False,
     ) -> None:
-        """``check_clock`` compares the clock with Redis' at open; by default only the system
-        clock is checked (an injected clock is a test's, not the host's)."""
+        """``check_clock`` measures the clock against Redis' (and corrects it by the offset);
+        by default only the system clock is (an injected clock is a test's, not the host's).
+        ``allow_stale`` lets a writer with no record of the log build on one whose newest
+        event is older than the freshness bound (an operator who knows it is current)."""
         self.settings = settings
         self._create = create
+        self._allow_stale = allow_stale
         self._check_clock_at_open = clock is system_clock if check_clock is None else check_clock
-        self.clock = clock
+        self.host_clock = clock
+        self.redis_clock: RedisClock | None = (
+            RedisClock(clock, max_skew=settings.max_clock_skew) if self._check_clock_at_open else None
+        )
+        self.clock: Clock = self.redis_clock if self.redis_clock is not None else clock
         self.names = Names(settings.namespace)
         self.policy = Policy(
             algorithm=settings.algorithm,
@@ -103,14 +113,16 @@ class IssuerContext:
         self._control: ControlKey | None = None
         self._client_seal: RecordSeal | None = None
 
-    async def open(self, *, create: bool | None = None) -> Self:
+    async def open(self, *, create: bool | None = None, sync: bool = True) -> Self:
         """Connect and load the control key; ``create=False`` (admin commands) refuses a
-        namespace no issuer has started in, rather than minting a control key for a typo."""
+        namespace no issuer has started in, rather than minting a control key for a typo.
+        ``sync`` reads the log at once, refusing a namespace we cannot verify or do not own
+        (a replica passes False and reports the trouble on /healthz while it retries)."""
         kek = KeyEncryptionKey.from_settings(self.settings)  # before Redis: a missing KEK says so
         self._redis = await connect_redis(self.settings.redis_url)
         try:
-            if self._check_clock_at_open:
-                await self._check_clock()
+            if self.redis_clock is not None:
+                await self._check_clock(self.redis_clock)
             self._keystore = KeyStore(self._redis, self.names, kek)
             self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
             self._control = await self._keystore.control_key(
@@ -119,16 +131,31 @@ class IssuerContext:
             self._log = EventLog(
                 self._redis, self.names, self._control, self.settings.issuer,
                 retain=self.settings.stream_retain, clock=self.clock,
+                record=self._record_file(kek), allow_stale=self._allow_stale,
+                heartbeat_interval=self.settings.heartbeat_interval,
             )
-            await self._log.read_state()  # refuse at once a namespace we cannot verify or do not own
+            if sync:
+                await self._log.sync()
         except BaseException:
             await self.close()
             raise
         return self
 
-    async def _check_clock(self) -> None:
-        seconds, micros = await self.redis.time()
-        skew = self.clock() - (seconds + micros / 1e6)
+    def _record_file(self, kek: KeyEncryptionKey) -> RecordFile | None:
+        directory = self.settings.state_dir
+        if directory is None:
+            return None
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError("KEYHERALD_STATE_DIR", f"cannot create {directory} ({exc.strerror})") from None
+        assert self._control is not None
+        name = f"{self.names.namespace}-{self._control.anchor.thumbprint[:16]}.json"
+        return RecordFile(directory / name, kek.derive(f"keyherald/{self.names.namespace}/writer-record"))
+
+    async def _check_clock(self, clock: RedisClock) -> None:
+        await clock.measure(self.redis)
+        skew = -clock.raw_offset
         if abs(skew) > self.settings.max_clock_skew:
             raise SettingsError(
                 "KEYHERALD_MAX_CLOCK_SKEW",
@@ -136,6 +163,8 @@ class IssuerContext:
             )
 
     async def close(self) -> None:
+        if self._log is not None:
+            self._log.write_record()
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
             self._redis = None
@@ -154,6 +183,10 @@ class IssuerContext:
         return self._redis
 
     @property
+    def log_ready(self) -> bool:
+        return self._log is not None
+
+    @property
     def log(self) -> EventLog:
         assert self._log is not None, "IssuerContext is not open"
         return self._log
@@ -170,7 +203,7 @@ class IssuerContext:
 
     def clients(self) -> ClientRegistry:
         """The client registry, its records sealed under a key derived from the KEK."""
-        return ClientRegistry(self.redis, self.names, seal=self.client_seal, clock=self.clock)
+        return ClientRegistry(self.redis, self.names, seal=self.client_seal, log=self.log, clock=self.clock)
 
     @property
     def control(self) -> ControlKey:

@@ -6,6 +6,7 @@
         ├── KeyNotFound                      no key with that kid
         ├── NamespaceOwnedElsewhere          the namespace belongs to another issuer
         ├── CorruptState                     what Redis holds does not verify
+        ├── LogRefused                       Redis holds a log this writer must not build on
         ├── AppendContention                 the log stayed contended for too long
         ├── SnapshotTooLarge                 the state outgrew what a snapshot may hold
         ├── ClientNotFound                   no registered client with that client_id
@@ -23,6 +24,7 @@ __all__ = [
     "CorruptState",
     "IssuerError",
     "KeyNotFound",
+    "LogRefused",
     "NamespaceOwnedElsewhere",
     "SnapshotTooLarge",
     "SettingsError",
@@ -59,3 +61,10 @@ class ClientExists(IssuerError):
 
 class SnapshotTooLarge(IssuerError):
     code = "snapshot_too_large"
+
+
+class LogRefused(IssuerError):
+    """Redis holds a log older than this writer knows of, or one it cannot show is current
+    (a stale log and no local record): appending would build on what may be a rollback."""
+
+    code = "log_refused"

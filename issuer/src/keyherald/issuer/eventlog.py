@@ -1,62 +1,88 @@
-"""Appending to the signed log: gap-free seq, the snapshot moved in the same breath.
+"""The writer's side of the log: a verified state in memory, appends that extend it, repairs.
 
-Every append is a compare-and-set on the head seq, run as one Lua script that writes the
-events at stream ids ``<seq>-0``, replaces the snapshot and trims what the new snapshot
-covers. Any replica, and the ``keyherald`` command itself, may append: a writer that lost
-the race re-reads the state and decides again, so seq never skips nor repeats.
+Every writer (each replica, and the ``keyherald`` command) holds the state it verified, and
+moves it forward only along the chain: its own appends, and events other writers appended,
+read from the stream. An append is a compare-and-set on the head key (one Lua script writes
+the events at stream ids ``<seq>-0``), so seq never skips nor repeats and the log never
+forks while Redis behaves. Appends do not rewrite the checkpoint: :meth:`EventLog.checkpoint`
+does, now and then, so an append costs the same whatever the state holds.
+
+When Redis does not behave (it went back, was wiped, holds junk or a fork), :mod:`.recovery`
+decides, and a writer holding the state starts a new log from what it knows; the writers'
+local records (:mod:`.highwater`) keep a restarted one from building on an older log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from keyherald.shared.chain import digest, new_log_id
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH, ControlKey
-from keyherald.shared.errors import ProtocolError
-from keyherald.shared.events import Event, Snapshot
-from keyherald.shared.names import Names
+from keyherald.shared.events import REVOCATION_GRACE, Event, EventType, KeyState, LogLink
+from keyherald.shared.lineage import freshness_bound
+from keyherald.shared.names import Names, stream_id
 from keyherald.shared.state import State
 
-from .errors import AppendContention, CorruptState, NamespaceOwnedElsewhere, SnapshotTooLarge
+from . import scripts
+from .errors import AppendContention, CorruptState, LogRefused, NamespaceOwnedElsewhere, SnapshotTooLarge
+from .highwater import HighWater, RecordFile
+from .logreader import Observed, format_head, parse_head, raw, read_log, read_tail
+from .recovery import Action, decide
 
-__all__ = ["Draft", "EventLog", "Mutation"]
+__all__ = ["CHECKPOINT_AGE", "CHECKPOINT_EVENTS", "Change", "Draft", "EventLog", "Mutation", "RetryAppend"]
 
 log = logging.getLogger("keyherald.issuer")
 
 Draft = tuple[str, dict[str, Any]]
-"""An event to be: its type and data. The log gives it seq, time and issuer."""
+"""An event to be: its type and data. The log gives it seq, time, issuer, log and prev."""
 
-Mutation = Callable[[State, float], Awaitable[Sequence[Draft]]]
-"""Decides, from the current verified state and the time, which events to append."""
 
-_APPEND = """
-local head = redis.call('GET', KEYS[3]) or '0'
-if head ~= ARGV[1] then return {-1, 0} end
-local seq = tonumber(ARGV[1])
-local repaired = 0
-for i = 4, #ARGV do
-  seq = seq + 1
-  local id = tostring(seq) .. '-0'
-  local added = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[2], id, 'event', ARGV[i])
-  if type(added) == 'table' and added.err then
-    -- An entry someone else wrote above our head blocks the stream. The snapshot covers
-    -- every event up to the head, so the stream may start afresh: readers lose nothing.
-    redis.call('DEL', KEYS[1])
-    redis.call('XADD', KEYS[1], id, 'event', ARGV[i])
-    repaired = 1
-  end
-end
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[3], tostring(seq))
-return {seq, repaired}
-"""
+@dataclass(frozen=True)
+class Change:
+    """Events to append, and client records to write in the same script (None deletes)."""
+
+    drafts: Sequence[Draft]
+    clients: dict[str, str | None] = field(default_factory=dict)
+
+
+Mutation = Callable[[State, float], Awaitable[Sequence[Draft] | Change]]
+"""Decides, from the current verified state and the time, what to append. It must not
+change the state it is given: the log applies the events once Redis took them."""
+
+
+
+class RetryAppend(Exception):
+    """Raised by a mutation that read something newer than the state it was given: the
+    log catches up and asks it again."""
+
+
+CHECKPOINT_EVENTS = 1024
+"""A checkpoint is due after this many events..."""
+CHECKPOINT_AGE = 300.0
+"""... or this many seconds after the last one, when any event came since."""
+MAX_REASSERT = 512
+"""Revocations appended again per commit (a log that lost many gets them over a few ticks)."""
+
+
+def _raw_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return "" if value is None else str(value)
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("ascii"), usedforsecurity=False).hexdigest()
 
 
 class EventLog:
@@ -69,6 +95,9 @@ class EventLog:
         *,
         retain: int = 10_000,
         clock: Clock = system_clock,
+        record: RecordFile | None = None,
+        allow_stale: bool = False,
+        heartbeat_interval: float = 5.0,
     ) -> None:
         self._redis = redis
         self._names = names
@@ -77,103 +106,361 @@ class EventLog:
         self._issuer = issuer
         self._retain = retain
         self._clock = clock
-        self._script = redis.register_script(_APPEND)
-        self._high_water = (0, 0.0)
-        """The furthest (seq, time) this process has seen: the log must never go back."""
-        self._known: tuple[str, Snapshot] | None = None
-        """The last snapshot this process verified or sealed, by its exact text: the next
-        append usually finds it in Redis and need not verify and parse it again."""
+        self._record_file = record
+        self._allow_stale = allow_stale
+        self._heartbeat = heartbeat_interval
+        self._append = redis.register_script(scripts.APPEND)
+        self._start = redis.register_script(scripts.START_LOG)
+        self._checkpoint = redis.register_script(scripts.CHECKPOINT)
+        self._state: State | None = None
+        self._record: HighWater | None = None
+        self._record_loaded = False
+        self._recorded_at = float("-inf")
+        self._left: list[str] = []
+        self._checkpoint_seq = 0
+        self._checkpoint_time = 0.0
+        self._checkpoint_sum: str | None = None
+        """SHA-1 of the checkpoint text this writer last saw in Redis (the CAS token)."""
+        self._genesis_head = ""
+        self._genesis_pending = False
+        """An empty namespace's first log is decided (``_state``) but not written yet."""
+        self.lost: State | None = None
+        """After adopting a newer log: the state we held, to re-append what the new log lacks."""
+        self.problem: str | None = None
+        """Why the last sync refused the log, for /healthz; None while all is well."""
+        self.recoveries = 0
 
     @property
     def names(self) -> Names:
         return self._names
 
-    async def read_state(self) -> State:
-        """The state at the head, from the snapshot, verified: Redis is not trusted.
+    @property
+    def state(self) -> State | None:
+        """The verified state in memory (None before the first sync); never mutate it."""
+        return self._state
 
-        A state older than one this process saw (a replayed old snapshot, a restored
-        backup) is refused: building on it would fork the log. A restart accepts it.
-        """
-        try:
-            raw_snapshot, raw_head = await self._redis.mget(self._names.snapshot, self._names.head)
-        except UnicodeDecodeError:
-            raise CorruptState("the stored snapshot or head is not text") from None
-        if raw_snapshot is None:
-            if raw_head not in (None, b"0", "0"):
-                raise CorruptState(f"namespace {self._names.namespace} has events but no snapshot")
-            self._check_forward(0, 0.0)
-            return State(issuer=self._issuer)
-        text = raw_snapshot.decode() if isinstance(raw_snapshot, bytes) else raw_snapshot
-        known = self._known
-        if known is not None and known[0] == text:
-            snapshot = known[1]
-        else:
-            try:
-                snapshot = self._anchor.open_snapshot(text)
-            except ProtocolError as exc:
-                raise CorruptState(f"the stored snapshot does not verify: {exc}") from None
-            self._known = (text, snapshot)
-        if snapshot.issuer != self._issuer:
+    @property
+    def revoked_kids(self) -> dict[str, int]:
+        """Every kid this writer knows revoked (from the log, its record, a log it left): it
+        never signs with one again, and the leader revokes it again in a log that forgot."""
+        kids = dict(self._record.revoked_kids) if self._record else {}
+        for state in (self.lost, self._state):
+            if state is None:
+                continue
+            for record in state.keys.values():
+                if record.state is KeyState.REVOKED:
+                    kids[record.kid] = max(kids.get(record.kid, 0), record.expires_at or int(state.time) + 86_400)
+        return kids
+
+    def lost_drafts(self) -> list[Draft]:
+        """Revocations of tokens and subjects the log we left held and the current one lacks
+        (keys are revoked again by the leader's plan, from :attr:`revoked_kids`)."""
+        lost, state = self.lost, self._state
+        if lost is None or state is None:
+            return []
+        horizon = state.time - REVOCATION_GRACE
+        drafts: list[Draft] = []
+        for jti, expires_at in sorted(lost.revoked_tokens.items()):
+            if expires_at >= horizon and state.revoked_tokens.get(jti, 0) < expires_at:
+                drafts.append((str(EventType.TOKEN_REVOKED), {"jti": jti, "expires_at": expires_at}))
+        for sub, cut in sorted(lost.revoked_subjects.items()):
+            known = state.revoked_subjects.get(sub)
+            if cut.expires_at >= horizon and (known is None or known.revoked_at < cut.revoked_at):
+                drafts.append((str(EventType.SUBJECT_REVOKED), {
+                    "sub": sub, "revoked_at": cut.revoked_at, "expires_at": cut.expires_at}))
+        return drafts
+
+    async def reassert(self) -> list[Event]:
+        """Append again what a log we left knew and the current one lacks; then forget it."""
+        if self.lost is None:
+            return []
+
+        async def mutation(state: State, now: float) -> Sequence[Draft]:
+            return self.lost_drafts()[:MAX_REASSERT]
+
+        events = await self.commit(mutation)
+        if not self.lost_drafts():
+            self.lost = None
+        return events
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def read_state(self) -> State:
+        """A copy of the current verified state (it costs one copy of the state: hot paths
+        use :meth:`sync`)."""
+        return (await self.sync()).copy()
+
+    async def sync(self) -> State:
+        """Catch up with Redis: follow the chain, or judge what Redis holds (and repair it).
+        Returns the live state: do not change it; it moves on as the log does."""
+        state = self._state
+        if state is not None:
+            head = _raw_text(await raw(self._redis, "GET", self._names.head))
+            if head == format_head(state):
+                return state
+            claim = parse_head(head)
+            if claim is not None and claim.log == state.log and claim.seq > state.seq:
+                await read_tail(self._redis, self._names, self._anchor, state, self._issuer)
+                if format_head(state) == head:
+                    self._progress()
+                    return state
+        for _ in range(8):
+            observed = await read_log(self._redis, self._names, self._anchor, self._issuer)
+            if await self._settle(observed):
+                assert self._state is not None
+                return self._state
+        raise AppendContention("the log kept changing while this writer read it")
+
+    def _load_record(self) -> HighWater | None:
+        if not self._record_loaded:
+            self._record_loaded = True
+            self._record = self._record_file.read() if self._record_file is not None else None
+            if self._record is not None:
+                self._left = list(self._record.left)
+        return self._record
+
+    async def _settle(self, observed: Observed) -> bool:
+        """Act on what Redis holds; False when it changed meanwhile (read again)."""
+        seen = observed.state
+        if seen is not None and seen.issuer != self._issuer:
             raise NamespaceOwnedElsewhere(
-                f"namespace {self._names.namespace!r} belongs to issuer {snapshot.issuer!r}, "
+                f"namespace {self._names.namespace!r} belongs to issuer {seen.issuer!r}, "
                 f"not {self._issuer!r} (set KEYHERALD_ISSUER or KEYHERALD_NAMESPACE)"
             )
-        try:
-            head = int(raw_head or 0)
-        except ValueError:
-            raise CorruptState("the stored head is not a number") from None
-        if head != snapshot.seq:
-            raise CorruptState(f"head seq {head} disagrees with snapshot seq {snapshot.seq}")
-        self._check_forward(snapshot.seq, snapshot.time)
-        return State.from_snapshot(snapshot)
+        record = self._load_record()
+        ours = self._state if self._state is not None and not self._genesis_pending else None
+        now = self._clock()
+        heartbeat = seen.heartbeat_interval if seen is not None else self._heartbeat
+        decision = decide(
+            observed, ours=ours, record=record, now=now, freshness=freshness_bound(heartbeat),
+            allow_stale=self._allow_stale, left=tuple(self._left),
+        )
+        action = decision.action
+        if action is Action.REFUSE:
+            self.problem = decision.reason
+            raise LogRefused(decision.reason)
+        self.problem = None
+        if action is Action.GENESIS:
+            # An empty namespace. If this host's record knows a log that was here, Redis lost
+            # its data: the new log names that point and is numbered on from it.
+            start = record.seq if record is not None else 0
+            self._state = State.empty(self._issuer, new_log_id(), seq=start)
+            if record is not None:
+                self._state.previous = LogLink(log=record.log, seq=record.seq, head=record.head, time=record.time)
+                self._state.time = record.time
+                self._leave(record.log)
+            self._checkpoint_seq, self._checkpoint_sum = start, None
+            self._genesis_head = observed.head or ""
+            self._genesis_pending = True
+            return True
+        self._genesis_pending = False  # someone else's log is there now
+        if action is Action.RECOVER:
+            assert ours is not None
+            return await self._recover(ours, observed, decision.reason)
+        assert seen is not None
+        if action is Action.ADOPT:
+            assert ours is not None
+            log.warning("adopting log %s: %s", seen.log[:8], decision.reason)
+            self.lost = ours
+            self._leave(ours.log)
+        elif ours is not None and ours.position != seen.position:
+            # Further on our log, past a checkpoint we could not chain to: what we knew and it
+            # lacks (a fork we cannot see) is appended again, never silently dropped.
+            self.lost = ours
+        self._state = seen
+        self._checkpoint_seq, self._checkpoint_time = observed.checkpoint_seq, observed.checkpoint_time
+        self._checkpoint_sum = None
+        if observed.problem is not None:  # a memoryless writer followed it: now repair as one that knows
+            return await self._recover(seen, observed, observed.problem)
+        self._progress(force=True)
+        return True
 
-    def _check_forward(self, seq: int, time: float) -> None:
-        high_seq, high_time = self._high_water
-        if seq < high_seq or time < high_time:
-            raise CorruptState(
-                f"the log in Redis went back from seq {high_seq} to {seq}: a restored backup or a replay;"
-                " restart the issuer to accept it"
-            )
-        self._high_water = (seq, time)
+    def _leave(self, log_id: str) -> None:
+        if log_id and log_id not in self._left:
+            self._left = [*self._left, log_id][-64:]
+
+    # -- appending ----------------------------------------------------------------------
 
     async def commit(self, mutation: Mutation, *, attempts: int = 64) -> list[Event]:
         """Append what ``mutation`` decides; retried on a fresh state when another writer won."""
         for attempt in range(attempts):
-            state = await self.read_state()
-            base = state.seq
+            state = await self.sync()
+            if self._genesis_pending:
+                await self._start_log(state, previous=state.previous, reason="genesis", expected=self._genesis_head,
+                                      after=state.seq)
+                continue
+            base_head, base_seq = format_head(state), state.seq
             now = max(self._clock(), state.time)  # log time never goes backwards
-            drafts = await mutation(state, now)
-            if not drafts:
-                return []
-            events = [
-                Event(seq=base + i, type=kind, time=now, issuer=self._issuer, data=data)
-                for i, (kind, data) in enumerate(drafts, start=1)
-            ]
-            for event in events:
-                state.apply(event)
-            document = state.to_snapshot()
-            sealed = [self._control.seal_event(e) for e in events]
-            snapshot = self._control.seal_snapshot(document)
-            if len(snapshot) > MAX_SNAPSHOT_LENGTH:
-                raise SnapshotTooLarge(
-                    f"the snapshot would be {len(snapshot)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"
-                    " revocations; revoke subjects rather than single tokens"
-                )
-            minid = max(0, state.seq - self._retain)
             try:
-                result = await self._script(
-                    keys=[self._names.events, self._names.snapshot, self._names.head],
-                    args=[str(base), f"{minid}-0", snapshot, *sealed],
-                )
+                change = await mutation(state, now)
+            except RetryAppend:
+                continue
+            if not isinstance(change, Change):
+                change = Change(list(change))
+            if self._state is not state or state.seq != base_seq or format_head(state) != base_head:
+                continue  # the state moved while the mutation decided
+            if not change.drafts:
+                return []
+            events, texts = self._seal(state, change.drafts, now)
+            new_head = f"{state.log}:{events[-1].seq}:{digest(texts[-1])}"
+            minid = max(0, min(self._checkpoint_seq + 1, events[-1].seq + 1 - self._retain))
+            client_args = [x for cid, rec in change.clients.items() for x in (cid, rec or "")]
+            try:
+                result = int(await self._append(
+                    keys=[self._names.events, self._names.head, self._names.clients],
+                    args=[base_head, new_head, f"{minid}-0", base_seq + 1, len(texts), *texts, *client_args],
+                ))
             except ResponseError as exc:
-                raise CorruptState(f"the event stream refused an append: {exc}") from None
-            appended, repaired = (int(x) for x in cast(list[Any], result))
-            if appended >= 0:
-                if repaired:
-                    log.warning("the event stream held entries above the head that we did not write: restarted it"
-                                " after seq %d (the snapshot covers everything before)", base)
-                self._high_water = (state.seq, state.time)
-                self._known = (snapshot, document)
+                raise CorruptState(f"Redis refused an append: {exc}") from None
+            if result == 1:
+                for event, text in zip(events, texts, strict=True):
+                    state.apply(event, digest(text))
+                self._progress()
                 return events
+            if result == -2:
+                # The stream holds what we did not write: start afresh from what we know.
+                observed = await read_log(self._redis, self._names, self._anchor, self._issuer)
+                await self._recover(state, observed, "the event stream refused an append (junk in it)")
+                continue
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
         raise AppendContention(f"gave up appending after {attempts} contended attempts")
+
+    def _seal(self, state: State, drafts: Sequence[Draft], now: float) -> tuple[list[Event], list[str]]:
+        events: list[Event] = []
+        texts: list[str] = []
+        prev = state.head
+        for i, (kind, data) in enumerate(drafts, start=1):
+            event = Event(log=state.log, seq=state.seq + i, prev=prev, type=kind, time=now,
+                          issuer=self._issuer, data=data)
+            text = self._control.seal_event(event)
+            events.append(event)
+            texts.append(text)
+            prev = digest(text)
+        return events, texts
+
+    # -- new logs -------------------------------------------------------------------------
+
+    async def _recover(self, ours: State, observed: Observed, reason: str) -> bool:
+        """Start a new log from ``ours`` plus whatever verified in Redis."""
+        base = ours.copy()
+        seen = observed.state
+        if seen is not None and seen.issuer == self._issuer:
+            base.absorb(seen)
+            for client_id, record in seen.clients.items():
+                base.clients.setdefault(client_id, record)
+        at = max(self._clock(), ours.time + 0.001, (seen.time + 0.001) if seen is not None else 0.0)
+        previous = LogLink(log=ours.log, seq=ours.seq, head=ours.head, time=ours.time) if ours.seq else None
+        log.warning("starting a new log: %s (the previous one, %s, is kept by every reader)", reason, ours.position)
+        after = max(ours.seq, seen.seq if seen is not None else 0)
+        started = await self._start_log(base, previous=previous, reason="recovery", expected=observed.head or "",
+                                        at=at, after=after)
+        if started:
+            self.recoveries += 1
+        return started
+
+    async def start_new_log(self, base: State, *, reason: str, previous: LogLink | None) -> State:
+        """Replace whatever Redis holds with a new log whose first state is ``base`` (an
+        operator accepting an older log, a restore). Returns the new state."""
+        observed = await read_log(self._redis, self._names, self._anchor, self._issuer)
+        after = max(base.seq, previous.seq if previous else 0, observed.state.seq if observed.state else 0)
+        if not await self._start_log(base, previous=previous, reason=reason, expected=observed.head or "",
+                                     after=after):
+            raise AppendContention("the log changed while a new one was being started; try again")
+        assert self._state is not None
+        return self._state
+
+    async def _start_log(
+        self, base: State, *, previous: LogLink | None, reason: str, expected: str, at: float | None = None,
+        after: int = 0,
+    ) -> bool:
+        """Write a new log: ``base`` as its checkpoint at seq ``after``, then its first event,
+        ``log.started``, at ``after + 1`` (past every seq readers may hold, so that readers
+        blocked on the stream wake up at it)."""
+        log_id = base.log if self._genesis_pending and base is self._state else new_log_id()
+        now = max(self._clock(), base.time) if at is None else at
+        state = base.copy()
+        state.log, state.seq, state.time = log_id, after, now
+        state.head = State.empty(self._issuer, log_id).head
+        state.log_started, state.previous = now, previous
+        checkpoint = self._control.seal_snapshot(state.to_snapshot())
+        data = {"previous": previous.model_dump(mode="json") if previous else None, "reason": reason}
+        events, texts = self._seal(state, [(str(EventType.LOG_STARTED), data)], now)
+        new_head = f"{log_id}:{after + 1}:{digest(texts[0])}"
+        result = int(await self._start(
+            keys=[self._names.events, self._names.head, self._names.snapshot],
+            args=[expected, new_head, checkpoint, stream_id(after + 1), texts[0]],
+        ))
+        if result != 1:
+            return False
+        state.apply(events[0], digest(texts[0]))
+        self._genesis_pending = False
+        old = self._state
+        if old is not None and old.log != log_id:
+            self._leave(old.log)
+        self._state = state
+        self._checkpoint_seq, self._checkpoint_time, self._checkpoint_sum = after, now, _sha1(checkpoint)
+        self._progress(force=True)
+        return True
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint_due(self, now: float) -> bool:
+        state = self._state
+        if state is None or state.seq <= self._checkpoint_seq:
+            return False
+        return state.seq - self._checkpoint_seq >= CHECKPOINT_EVENTS or now - self._checkpoint_time >= CHECKPOINT_AGE
+
+    async def checkpoint(self, *, force: bool = False) -> bool:
+        """Write the state in memory as the checkpoint, when due (or ``force``); True if written."""
+        state = await self.sync()
+        now = self._clock()
+        if not force and not self.checkpoint_due(now):
+            return False
+        if state.seq <= self._checkpoint_seq and self._checkpoint_sum is not None:
+            return False
+        text = self._control.seal_snapshot(state.to_snapshot())
+        if len(text) > MAX_SNAPSHOT_LENGTH:
+            raise SnapshotTooLarge(
+                f"the checkpoint would be {len(text)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"
+                " revocations; revoke subjects rather than single tokens"
+            )
+        for _ in range(3):
+            if self._checkpoint_sum is None:
+                current = await raw(self._redis, "GET", self._names.snapshot)
+                self._checkpoint_sum = _sha1(_raw_text(current)) if current is not None else ""
+            result = int(await self._checkpoint(
+                keys=[self._names.head, self._names.snapshot],
+                args=[state.log, state.seq, self._checkpoint_sum, text],
+            ))
+            if result == 1:
+                self._checkpoint_seq, self._checkpoint_time, self._checkpoint_sum = state.seq, now, _sha1(text)
+                return True
+            if result == 0:
+                return False
+            self._checkpoint_sum = None
+        return False
+
+    # -- the local record -------------------------------------------------------------------
+
+    def _progress(self, *, force: bool = False) -> None:
+        """Write the local record after every move (a small file, renamed into place); flushed
+        to the disk at once for a new log or a newly revoked kid, else at most once a second."""
+        if self._record_file is None or self._state is None or self._genesis_pending:
+            return
+        known = self._record.revoked_kids if self._record else {}
+        durable = force or time.monotonic() - self._recorded_at >= 1.0 or not self.revoked_kids.keys() <= known.keys()
+        self.write_record(durable=durable)
+
+    def write_record(self, *, durable: bool = True) -> None:
+        if self._record_file is None or self._state is None or self._genesis_pending:
+            return
+        state = self._state
+        record = HighWater(log=state.log, seq=state.seq, head=state.head, time=state.time,
+                           revoked_kids=self.revoked_kids, left=tuple(self._left))
+        try:
+            self._record = self._record_file.merge(record, now=self._clock(), durable=durable)
+        except OSError as exc:
+            log.error("cannot write the local record %s (%s)", self._record_file.path, exc.strerror)
+            return
+        if durable:
+            self._recorded_at = time.monotonic()

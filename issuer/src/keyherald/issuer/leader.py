@@ -1,7 +1,9 @@
 """The leader lease: exactly one replica rotates keys and sends heartbeats.
 
 A key in Redis holding the leader's replica id, with a TTL the leader keeps renewing.
-When the leader dies the key expires and the next replica to try takes it. Safety does
+When the leader dies the key expires and the next replica to try takes it. A key no
+replica would have written (no TTL, one far longer than the lease, another type) is taken
+over at once: one SET by someone who can write Redis must not stop rotation and heartbeats. Safety does
 not rest on the lease alone: every append is a compare-and-set on the log's head, so a
 paused ex-leader cannot fork the log; the lease only keeps the work in one place.
 """
@@ -15,16 +17,19 @@ from keyherald.shared.names import Names
 __all__ = ["LeaderLease"]
 
 _HOLD = """
-local holder = redis.call('GET', KEYS[1])
+local holder = redis.pcall('GET', KEYS[1])
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if holder and type(holder) == 'string' then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl >= 0 and ttl <= 3 * tonumber(ARGV[2]) then return 0 end
 end
-return 0
+-- Free, or not a lease any replica would hold (no TTL, an endless one, not a string):
+-- whoever wrote it, it must not stop every replica from leading.
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 _RELEASE = """

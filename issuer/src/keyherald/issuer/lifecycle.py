@@ -7,6 +7,7 @@ There is always a standby: the next key, published one rotation period before it
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ __all__ = [
     "Policy",
     "describe",
     "expired_kids",
+    "forgotten_revocation",
     "heartbeat_due",
     "key_expiry",
     "plan",
@@ -131,12 +133,28 @@ def revoke_key(state: State, kid: str, now: float, policy: Policy, fresh: Verify
     return drafts
 
 
-def plan(state: State, now: float, policy: Policy, fresh: KeySource) -> list[Draft]:
-    """Everything the leader should append now; takes keys from ``fresh`` as it needs them."""
+def forgotten_revocation(state: State, revoked: Collection[str]) -> KeyRecord | None:
+    """A key the log holds as not revoked that a writer saw revoked (a log that went back or
+    forgot): it must be revoked again before anything signs with it."""
+    for record in state.keys_in(KeyState.ACTIVE, KeyState.PUBLISHED, KeyState.RETIRED):
+        if record.kid in revoked:
+            return record
+    return None
+
+
+def plan(
+    state: State, now: float, policy: Policy, fresh: KeySource, *, revoked: Collection[str] = ()
+) -> list[Draft]:
+    """Everything the leader should append now; takes keys from ``fresh`` as it needs them.
+    ``revoked``: kids this writer knows revoked whatever the log says (its local record)."""
     t = int(now)
+    forgotten = forgotten_revocation(state, revoked)
+    if forgotten is not None:
+        return revoke_key(state, forgotten.kid, now, policy, fresh.pop(0))
     drafts: list[Draft] = []
-    if state.max_token_ttl != policy.token_ttl:
-        drafts.append((str(EventType.POLICY), {"max_token_ttl": policy.token_ttl}))
+    if state.max_token_ttl != policy.token_ttl or state.heartbeat_interval != policy.heartbeat_interval:
+        drafts.append((str(EventType.POLICY), {
+            "max_token_ttl": policy.token_ttl, "heartbeat_interval": policy.heartbeat_interval}))
     for kid in expired_kids(state, now):
         drafts.append((str(EventType.KEY_EXPIRED), {"kid": kid}))
     active, nxt = state.active_key, standby(state)

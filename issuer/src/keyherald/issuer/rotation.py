@@ -31,8 +31,10 @@ class Rotator:
         """Do whatever is due now; returns the events appended (often none)."""
         policy = self._ctx.policy
 
+        revoked = self._ctx.log.revoked_kids
+
         def decide(state: State, now: float, fresh: FreshKeys) -> list[Draft]:
-            return lifecycle.plan(state, now, policy, fresh)
+            return lifecycle.plan(state, now, policy, fresh, revoked=revoked)
 
         events = await self._ctx.commit_with_keys(decide)
         # Private keys of expired keys are deleted: nothing may sign with them again.
@@ -47,7 +49,7 @@ class Rotator:
         """Delete private keys that no state holds and that are too old to be an append in
         flight: keys of a commit that lost its race, or left by a crash before their delete."""
         self._swept_at = now
-        state = await self._ctx.log.read_state()
+        state = await self._ctx.log.sync()
         made = await self._ctx.keystore.made_at()
         orphans = [kid for kid, at in made.items() if kid not in state.keys and at + ORPHAN_AGE < now]
         await self._ctx.keystore.delete(*orphans)

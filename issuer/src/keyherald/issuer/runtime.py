@@ -22,7 +22,7 @@ from keyherald.shared.errors import ProtocolError, SettingsError
 
 from .admin import Admin
 from .context import IssuerContext
-from .errors import IssuerError
+from .errors import IssuerError, LogRefused
 from .leader import LeaderLease
 from .rotation import Rotator
 from .settings import IssuerSettings
@@ -43,6 +43,9 @@ class _QuietServer(uvicorn.Server):
 
 log = logging.getLogger("keyherald.issuer")
 
+UNHEALTHY_AFTER = 3
+"""Consecutive failed duty ticks after which /healthz says 503."""
+
 
 class IssuerRuntime:
     """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz."""
@@ -57,6 +60,9 @@ class IssuerRuntime:
         self.role: Literal["leader", "follower"] = "follower"
         self.redis_ok = False
         self.seq = 0
+        self.problem: str | None = None
+        """Why this replica cannot append (a refused log, a failing duty loop), for /healthz."""
+        self.duty_failures = 0
         self._serve_http = serve_http
         self._tasks: list[asyncio.Task[None]] = []
         self._lease: LeaderLease | None = None
@@ -70,16 +76,26 @@ class IssuerRuntime:
         s = self.settings
         return max(0.05, min(1.0, s.heartbeat_interval / 2, s.lease_ttl / 3, s.rotation_period / 4))
 
+    @property
+    def healthy(self) -> bool:
+        """Can this replica append? False after a few failed duty ticks, or a refused log."""
+        return self.redis_ok and self.problem is None and self.duty_failures < UNHEALTHY_AFTER
+
     async def start(self) -> None:
         # Bind first: a taken port is a setting to fix, said before anything else happens.
         listener = self._bind() if self._serve_http else None
         try:
-            await self.ctx.open()
+            await self.ctx.open(sync=False)
             self.redis_ok = True
             self._lease = LeaderLease(self.ctx.redis, self.ctx.names, self.replica_id, self.settings.lease_ttl)
             self._rotator = Rotator(self.ctx)
-            await self._duty_once()
-            await self.signer.refresh()
+            try:
+                await self._duty_once()
+                await self.signer.refresh()
+            except LogRefused as exc:
+                # Not fatal: another replica may repair Redis, or an operator accept the log.
+                self.problem = str(exc)
+                log.error("this replica will not append: %s (see `keyherald log status`)", exc)
         except BaseException:
             if listener is not None:
                 listener.close()
@@ -130,17 +146,25 @@ class IssuerRuntime:
 
     async def _duty_once(self) -> None:
         assert self._lease is not None and self._rotator is not None
+        clock = self.ctx.redis_clock
+        if clock is not None:
+            await clock.measure(self.ctx.redis)
+        eventlog = self.ctx.log
+        state = await eventlog.sync()  # follows, or repairs what Redis lost or holds wrongly
         leading = await self._lease.hold()
         if leading != (self.role == "leader"):
             log.info("replica %s is now %s", self.replica_id, "leader" if leading else "follower")
         self.role = "leader" if leading else "follower"
+        if eventlog.lost is not None:
+            await eventlog.reassert()
         if leading:
             await self._rotator.tick()
-        state = await self.ctx.log.read_state()
+            await eventlog.checkpoint()
+        state = await eventlog.sync()
         self.seq = state.seq
+        self.problem = None
 
     async def _duty_loop(self) -> None:
-        failures = 0
         while True:
             await asyncio.sleep(self.tick_interval)
             try:
@@ -148,19 +172,27 @@ class IssuerRuntime:
                 await self.signer.refresh()
                 if not self.redis_ok:
                     log.info("Redis is reachable again")
-                self.redis_ok, failures = True, 0
+                if self.duty_failures >= UNHEALTHY_AFTER:
+                    log.info("the duty cycle works again")
+                self.redis_ok, self.duty_failures = True, 0
             except (RedisError, OSError) as exc:
-                failures += 1
+                self.duty_failures += 1
                 if self.redis_ok:
                     log.warning("Redis unreachable (%s); retrying", type(exc).__name__)
                 self.redis_ok, self.role = False, "follower"
-                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+                await asyncio.sleep(min(5.0, 0.2 * 2**self.duty_failures))
             except (IssuerError, ProtocolError) as exc:
+                self.duty_failures += 1
+                if isinstance(exc, LogRefused) or self.duty_failures >= UNHEALTHY_AFTER:
+                    self.problem = str(exc)
                 log.error("duty cycle failed: %s", exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(min(1.0, self.tick_interval * 2))
             except Exception as exc:  # a surprise must not end the duty loop: no heartbeats, no rotation
+                self.duty_failures += 1
+                if self.duty_failures >= UNHEALTHY_AFTER:
+                    self.problem = f"the duty cycle keeps failing ({type(exc).__name__})"
                 log.error("duty cycle failed unexpectedly (%s: %s)", type(exc).__name__, exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(min(1.0, self.tick_interval * 2))
 
     async def _admin_agent(self) -> None:
         """Start the agent that checks admin tokens; retried until the log has a snapshot."""

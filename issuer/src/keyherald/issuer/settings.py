@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 from keyherald.shared.durations import Duration
 from keyherald.shared.jwk import Algorithm, ControlAlgorithm
 from keyherald.shared.settings import BaseKeyheraldSettings
 
-__all__ = ["IssuerSettings"]
+__all__ = ["IssuerSettings", "default_state_dir"]
+
+_OFF = frozenset({"off", "none", "no", "false"})
+
+
+def default_state_dir() -> Path:
+    """Where a writer keeps its record of the log: $XDG_STATE_HOME/keyherald (~/.local/state)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "keyherald"
+
+
+def _state_dir(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default_state_dir()
+    if isinstance(value, str) and value.strip().lower() in _OFF:
+        return None
+    return value
 
 
 class IssuerSettings(BaseKeyheraldSettings):
@@ -41,8 +59,13 @@ class IssuerSettings(BaseKeyheraldSettings):
     agent until the token expires, so a client may not grow everyone's state without bound."""
     admin_scope: str = "keyherald:admin"
     max_clock_skew: Duration = 5.0
-    """Refuse to run when this host's clock is further than this from the Redis server's:
-    event times (revocation cut-offs, heartbeats) come from the writer's clock."""
+    """Refuse to run when this host's clock is further than this from the Redis server's.
+    Within it, event times and token ``iat`` use the host clock corrected to the server's, so
+    every replica's cut-offs and tokens agree."""
+    state_dir: Annotated[Path | None, BeforeValidator(_state_dir)] = None
+    """Where this writer keeps its record of the log (the furthest point it saw, the keys it
+    saw revoked): it refuses a log in Redis older than that. ``off`` disables it (danger:
+    a restarted replica then trusts whatever fresh-looking log Redis holds)."""
 
     @field_validator("token_ttl")
     @classmethod

@@ -28,20 +28,26 @@ class TokenSigner:
     def __init__(self, ctx: IssuerContext) -> None:
         self._ctx = ctx
         self._key: SigningKey | None = None
-        self._seq = -1
+        self._seq: tuple[str, int] = ("", -1)
 
     @property
     def kid(self) -> str | None:
         return self._key.kid if self._key else None
 
     async def refresh(self) -> None:
-        """Pick up the active key of the current verified state (cheap when nothing moved)."""
-        state = await self._ctx.log.read_state()
-        if state.seq == self._seq:
+        """Pick up the active key of the current verified state (cheap when nothing moved).
+
+        A key this issuer ever saw revoked is never used, whatever the log in Redis says (a
+        rolled-back log may show it active again): until the leader revokes it again, no key."""
+        state = await self._ctx.log.sync()
+        marker = (state.log, state.seq)
+        if marker == self._seq:
             return
         active = state.active_key
+        if active is not None and active.kid in self._ctx.log.revoked_kids:
+            active = None
         self._key = await self._ctx.keystore.get(active.kid) if active else None
-        self._seq = state.seq
+        self._seq = marker
 
     async def sign(self, claims: dict[str, Any]) -> str:
         if self._key is None:

@@ -30,7 +30,8 @@ from keyherald.shared.clock import Clock
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
-from ..clients import Client, parse_client
+from ..clients import Client, parse_client, record_digest
+from ..errors import IssuerError
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
 from .admin import AdminDenied, admin_router, check_admin
@@ -100,25 +101,35 @@ class Service:
         self._limiter: AuthFailureLimiter | None = None
         self.lookup = LookupBatcher(lambda: self.redis, _LOOKUP)
         """[client record, client failures, address failures]: one read, batched with its peers."""
-        self._parsed: dict[str, Client] = {}
+        self._parsed: dict[str, tuple[Client | None, str]] = {}
         self.last_state: State | None = None
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
 
-    def parsed_client(self, raw: str | None, client_id: str) -> Client | None:
+    async def bound_client(self, raw: str | None, client_id: str) -> Client | None:
         """The record parsed and its tag checked, memoised by its exact text (a changed record
-        parses afresh); None unless it is ``client_id``'s own."""
+        parses afresh); None unless it is ``client_id``'s own and the one the signed log
+        binds (an old record put back is no client). A record newer than this replica's
+        view of the log makes it catch up once before deciding."""
         if raw is None:
             return None
-        client = self._parsed.get(raw)
-        if client is not None and client.client_id != client_id:
-            return None
-        if client is None:
-            client = parse_client(raw, self.runtime.ctx.client_seal, client_id)
+        known = self._parsed.get(raw)
+        if known is None:
+            known = (parse_client(raw, self.runtime.ctx.client_seal, client_id), record_digest(raw))
             if len(self._parsed) >= 1024:
                 self._parsed.clear()
-            if client is not None:
-                self._parsed[raw] = client
+            if known[0] is not None:
+                self._parsed[raw] = known
+        client, digest = known
+        if client is None or client.client_id != client_id:
+            return None
+        eventlog = self.runtime.ctx.log
+        state = eventlog.state
+        if state is None or state.clients.get(client_id) != digest:
+            state = await eventlog.sync()
+            if state.clients.get(client_id) != digest:
+                log.warning("client record %r is not the one the log holds: ignored", client_id)
+                return None
         return client
 
     @property
@@ -140,19 +151,20 @@ class Service:
         return self._limiter
 
     async def state(self) -> State:
-        state = await self.runtime.ctx.log.read_state()
+        state = await self.runtime.ctx.log.sync()
         self.last_state = state
         return state
 
     async def state_or_last(self) -> State:
-        """The current verified state, or while Redis is unreachable the last one read:
-        keys a verifier needs do not vanish during an outage."""
+        """The current verified state, or while Redis is unreachable or holds what this
+        replica refuses, the last one verified: keys a verifier needs do not vanish."""
         try:
             return await self.state()
-        except RedisError:
-            if self.last_state is None:
+        except (RedisError, IssuerError):
+            last = self.last_state or self.runtime.ctx.log.state
+            if last is None or last.seq == 0:
                 raise
-            return self.last_state
+            return last
 
     @staticmethod
     def json(
@@ -178,6 +190,8 @@ class IssuerApp(FastAPI):
                 response = await token_endpoint(self.service, Request(scope, receive))
             except RedisError as exc:
                 response = _redis_down(exc)
+            except IssuerError as exc:
+                response = _log_unusable(exc)
             except Exception:
                 log.exception("unexpected error on POST /token")
                 response = JSONResponse({"error": "server_error"}, status_code=500)
@@ -189,6 +203,12 @@ class IssuerApp(FastAPI):
 def _redis_down(exc: RedisError) -> Response:
     log.warning("request failed: Redis unreachable (%s)", type(exc).__name__)
     body = {"error": "temporarily_unavailable", "error_description": "the issuer cannot reach its store"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"})
+
+
+def _log_unusable(exc: IssuerError) -> Response:
+    log.warning("request failed: %s", exc)
+    body = {"error": "temporarily_unavailable", "error_description": "the issuer cannot use its log right now"}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"})
 
 
@@ -205,6 +225,10 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:
         return _redis_down(exc)
+
+    @app.exception_handler(IssuerError)
+    async def log_unusable(request: Request, exc: IssuerError) -> Response:
+        return _log_unusable(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -247,10 +271,19 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
     async def oauth_metadata() -> Response:
         return await metadata_endpoint(service)
 
-    @app.get("/healthz", tags=["operations"], summary="role, Redis reachability and seq; 503 without Redis")
+    @app.get("/healthz", tags=["operations"],
+             summary="role, Redis reachability, seq; 503 (with the reason) when this replica cannot append")
     async def healthz() -> Response:
-        body = {"role": runtime.role, "redis": runtime.redis_ok, "seq": runtime.seq}
-        return JSONResponse(body, status_code=200 if runtime.redis_ok else 503)
+        state = runtime.ctx.log.state if runtime.ctx.log_ready else None
+        body: dict[str, Any] = {
+            "role": runtime.role, "redis": runtime.redis_ok, "seq": runtime.seq,
+            "log": state.log if state is not None else None, "ok": runtime.healthy,
+        }
+        if not runtime.healthy:
+            body["problem"] = runtime.problem or (
+                "Redis is unreachable" if not runtime.redis_ok else "the duty cycle keeps failing"
+            )
+        return JSONResponse(body, status_code=200 if runtime.healthy else 503)
 
     app.include_router(admin_router(service))
     return app

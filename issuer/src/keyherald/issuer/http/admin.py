@@ -19,9 +19,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ..clients import ClientRegistry
 from ..errors import ClientExists, ClientNotFound, KeyNotFound
 from ..lifecycle import describe
+from ..registry import ClientRegistry
 from .revoke import verified_claims
 
 if TYPE_CHECKING:

@@ -191,7 +191,7 @@ async def authenticate_client(service: Service, request: Request, form: Form) ->
         keys=[service.names.clients, client_key or unused, address_key or unused], args=[auth.client_id]
     )
     _refuse_if_limited(limiter.verdict(client_count, address_count))
-    client = service.parsed_client(raw, auth.client_id)
+    client = await service.bound_client(raw, auth.client_id)
     if not secret_matches(client, auth.secret) or client is None:
         await limiter.record_failure(auth.client_id, address)
         # For the security team: who failed, from where; never the secret. repr() keeps a
