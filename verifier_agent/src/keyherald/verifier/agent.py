@@ -1,16 +1,15 @@
 """The agent a service embeds: bootstrap, follow in the background, verify offline.
 
     agent = VerifierAgent(VerifierSettings(audience="orders"))
-    async with agent:                  # returns once bootstrapped (Redis, or the cache file)
+    async with agent:                  # returns once bootstrapped and current
         claims = agent.verify(token)   # synchronous, CPU only, no I/O
 
-Start-up tries Redis first. If Redis cannot be reached, holds no snapshot, or holds one the
-trust anchor refuses (garbage, a forgery: anyone who can write Redis can put one there, and
-the issuer's next append replaces it), and ``cache_path`` holds a file whose signatures
-verify, the agent boots from it and keeps following in the background. Otherwise it retries
-until ``startup_timeout`` and raises :class:`BootstrapError`, as it does for anything else
-that goes wrong. Only a validly signed snapshot of another issuer fails at once: that is a
-configuration error, and waiting would not fix it.
+Start-up (:mod:`.bootstrap`) reads the checkpoint and the tail from Redis, or the cache file
+when Redis cannot be read or holds a log older than the file; then it waits, up to
+``startup_timeout``, until the state is current: its newest event within the freshness
+bound. Anything else that goes wrong raises :class:`BootstrapError` once the timeout passed.
+A validly signed log of another issuer, or of a protocol version this agent does not speak,
+fails at once: that is a configuration error, and waiting would not fix it.
 """
 
 from __future__ import annotations
@@ -25,16 +24,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.errors import ProtocolError
-from keyherald.shared.errors import WrongIssuer as ForeignLog
-from keyherald.shared.events import KeyState
+from keyherald.shared.events import Event, KeyState
+from keyherald.shared.lineage import freshness_bound
 
-from .cachefile import CacheFileError, CacheWriter, load_into, read_material
+from .bootstrap import Boot, is_fresh
+from .cachefile import CacheWriter
+from .catchup import MaterialError, from_material
 from .errors import BootstrapError
-from .follower import Follower, NoSnapshot, connect
+from .follower import Follower
 from .keycache import KeyCache
 from .settings import VerifierSettings
 from .signedstate import Material, SignedState
+from .source import LogSource, connect
 from .status import AgentStatus, KeyStatus
 from .threaded import BackgroundLoop
 from .validator import Validator
@@ -62,13 +63,14 @@ class VerifierAgent:
         self._own_redis = redis is None
         self._redis = redis
         self.keys = KeyCache(self.settings.issuer)
+        self.keys.configure(self.settings.max_staleness, self.settings.leeway)
         self._signed = SignedState(self.keys, self.settings.anchor(), issuer=self.settings.issuer)
+        self._signed.listeners.append(self._on_event)
         self.validator = Validator(
             self.keys,
             issuer=self.settings.issuer,
             audience=self.settings.audience,
             leeway=self.settings.leeway,
-            max_staleness=self.settings.max_staleness,
             cache_size=self.settings.token_cache_size,
             clock=clock,
         )
@@ -80,8 +82,7 @@ class VerifierAgent:
         self._stop_requested = False
         self._source = "none"
         self._background: BackgroundLoop | None = None
-        self._why: str | None = None
-        self._cache_note = ""
+        self._boot: Boot | None = None
 
     # -- the request path ---------------------------------------------------------------
 
@@ -100,6 +101,12 @@ class VerifierAgent:
     ) -> None:
         await self.stop()
 
+    def _on_event(self, event: Event) -> None:
+        """An event applied: a state that was not current becomes so once an event is fresh."""
+        if not self.keys.current and is_fresh(self.keys.state, self._clock()):
+            self.keys.set_current(True)
+            log.info("the log is current (seq %d): accepting tokens", self.keys.state.seq)
+
     async def start(self) -> None:
         """Bootstrap (or raise BootstrapError), then follow in the background."""
         if self._tasks:
@@ -108,47 +115,75 @@ class VerifierAgent:
             return  # fed in memory (keyherald.verifier.testing): nothing to follow
         if self._redis is None:
             self._redis = connect(self.settings.redis_url)
-        follower = self._follower = Follower(
-            self._redis, self.settings.names, self._signed, own_connection=self._own_redis
-        )
+        source = LogSource(self._redis, self.settings.names, own_connection=self._own_redis)
+        self._boot = Boot(self.settings, self._signed, source, self._clock)
         self._stop_requested = False
         boot = self._booting = asyncio.ensure_future(
-            asyncio.wait_for(self._bootstrap(follower), self.settings.startup_timeout)
+            asyncio.wait_for(self._bootstrap(source), self.settings.startup_timeout)
         )
         try:
             await boot
         except asyncio.CancelledError:
             self._stop_requested = False
-            await self._close_redis()
+            await self._abandon()
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # our caller was cancelled
             raise BootstrapError("the agent was stopped while it was starting") from None
         except TimeoutError:
-            await self._close_redis()
+            await self._abandon()
+            why = self._boot.why or "no answer"
             raise BootstrapError(
-                f"could not bootstrap within {self.settings.startup_timeout:g}s: "
-                f"{self._why or 'no answer'}{self._cache_note}"
+                f"could not bootstrap within {self.settings.startup_timeout:g}s: {why}{self._boot.cache_note}"
             ) from None
         except BootstrapError:
-            await self._close_redis()
+            await self._abandon()
             raise
         except Exception as exc:
-            await self._close_redis()
+            await self._abandon()
             raise BootstrapError(f"could not bootstrap: unexpected {type(exc).__name__}") from None
         except BaseException:
-            await self._close_redis()
+            await self._abandon()
             raise
         finally:
             self._booting = None
         if self._stop_requested:  # stop() came as the bootstrap ended: nothing may start now
             self._stop_requested = False
-            await self._close_redis()
+            await self._abandon()
             raise BootstrapError("the agent was stopped while it was starting")
-        self._follow_task = asyncio.create_task(follower.run(), name="keyherald-follower")
-        self._tasks.append(self._follow_task)
+        self._source = self._boot.origin
         if self._writer is not None:
             self._tasks.append(asyncio.create_task(self._writer.run(), name="keyherald-cache-writer"))
+
+    async def _bootstrap(self, source: LogSource) -> None:
+        """Load a state (Redis, or the cache file), then follow until it is current."""
+        assert self._boot is not None
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                loaded = await self._boot.attempt()
+            except BootstrapError:
+                raise
+            except Exception as exc:  # anything else read from Redis: retry, never a raw traceback
+                log.warning("bootstrap attempt failed (%s); retrying", type(exc).__name__)
+                self._boot.why = f"reading the log failed ({type(exc).__name__})"
+                loaded = False
+            if loaded:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_CAP)
+        follower = self._follower = Follower(source, self.settings.names, self._signed)
+        follower.start_from_state()
+        follower.connected = self._boot.origin == "redis"
+        self._follow_task = asyncio.create_task(follower.run(), name="keyherald-follower")
+        self._tasks.append(self._follow_task)
+        while not self.keys.current:
+            await asyncio.sleep(0.01)
+
+    async def _abandon(self) -> None:
+        """A start that failed: nothing may stay running."""
+        await self._stop_tasks()
+        await self._close_redis()
 
     async def stop(self) -> None:
         """Stop following and let go of Redis; a start still bootstrapping ends with
@@ -158,6 +193,12 @@ class VerifierAgent:
             self._stop_requested = True
             booting.cancel()
             await asyncio.wait([booting])
+        await self._stop_tasks()
+        if self._writer is not None:
+            await self._writer.flush()
+        await self._close_redis()
+
+    async def _stop_tasks(self) -> None:
         tasks, self._tasks, self._follow_task = self._tasks, [], None
         for task in tasks:
             task.cancel()
@@ -175,64 +216,13 @@ class VerifierAgent:
                 log.error("a background task of the agent failed: %r", task.exception())
         if self._follower is not None and tasks:
             with contextlib.suppress(RedisError, OSError):
-                await self._follower.close()
-        if self._writer is not None:
-            await self._writer.flush()
-        await self._close_redis()
+                await self._follower.source.close()
 
     async def _close_redis(self) -> None:
         if self._own_redis and self._redis is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.aclose()
             self._redis = None
-
-    async def _bootstrap(self, follower: Follower) -> None:
-        names, delay, cache_tried = self.settings.names, _RETRY_FIRST, False
-        while True:
-            try:
-                await follower.bootstrap()
-                self._source = "redis"
-                return
-            except ForeignLog as exc:
-                raise BootstrapError(
-                    f"namespace {names.namespace!r} holds another issuer's log ({exc}); "
-                    "check KEYHERALD_ISSUER and KEYHERALD_NAMESPACE"
-                ) from None
-            except ProtocolError as exc:
-                # Not signed by our control key, or not a snapshot at all: a wrong anchor, or
-                # someone who can write Redis. The issuer's next append replaces it, so wait.
-                self._why = (
-                    f"the snapshot in Redis was refused ({exc.code}): it does not verify with the "
-                    "trust anchor; check KEYHERALD_TRUST_ANCHOR, or whether someone else writes Redis"
-                )
-            except NoSnapshot as exc:
-                self._why = f"{exc} (is the issuer running?)"
-            except (RedisError, OSError) as exc:
-                self._why = f"cannot reach Redis at KEYHERALD_REDIS_URL ({type(exc).__name__})"
-            except Exception as exc:  # anything else read from Redis: retry, never a raw traceback
-                log.warning("bootstrap attempt failed (%s); retrying", type(exc).__name__)
-                self._why = f"reading the snapshot failed ({type(exc).__name__})"
-            if not cache_tried:
-                cache_tried = True
-                if self._boot_from_cache(follower, self._why or ""):
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_CAP)
-
-    def _boot_from_cache(self, follower: Follower, why: str) -> bool:
-        path = self.settings.cache_path
-        if path is None:
-            return False
-        try:
-            load_into(self._signed, read_material(path))
-        except CacheFileError as exc:
-            self._cache_note = f"; cache file {path} refused: {exc}"
-            log.error("cannot boot from the cache file %s: %s", path, exc)
-            return False
-        log.warning("booted from the cache file %s at seq %d: %s", path, self.keys.state.seq, why)
-        follower.resume_from_memory()
-        self._source = "cache"
-        return True
 
     # -- synchronous applications -------------------------------------------------------
 
@@ -269,10 +259,10 @@ class VerifierAgent:
     # -- observation ------------------------------------------------------------------------
 
     def status(self) -> AgentStatus:
-        state, signed, follower = self.keys.state, self._signed, self._follower
-        bootstrapped = self.keys.bootstrapped
+        state, signed, follower, keys = self.keys.state, self._signed, self._follower, self.keys
+        bootstrapped = keys.bootstrapped
         age = self._clock() - state.time if bootstrapped else None
-        limit = self.settings.max_staleness
+        fresh_for = freshness_bound(state.heartbeat_interval)
         counters = dict(self.validator.counters)
         task = self._follow_task
         following = task is not None and not task.done()
@@ -285,8 +275,11 @@ class VerifierAgent:
             following=following,
             seq=state.seq,
             age=age,
-            stale=limit is not None and (age is None or age > limit),
-            max_staleness=limit,
+            stale=age is None or age > fresh_for or not keys.current,
+            refusing=age is None or age > keys.stale_after,
+            max_staleness=keys.stale_after if keys.current else None,
+            freshness=fresh_for,
+            log=state.log,
             keys=tuple(KeyStatus(k.kid, k.alg, str(k.state)) for k in state.keys_in(*KeyState)),
             revoked_tokens=len(state.revoked_tokens),
             revoked_subjects=len(state.revoked_subjects),
@@ -295,6 +288,7 @@ class VerifierAgent:
             resyncs=signed.resyncs,
             resets=signed.resets,
             disconnects=follower.disconnects if follower else 0,
+            reconnects=follower.reconnects if follower else 0,
             follow_failures=follower.failures if follower else 0,
             unknown_kid=counters.get("unknown_kids", 0),
             tokens=counters,
@@ -303,11 +297,12 @@ class VerifierAgent:
     # -- in-memory feeding (keyherald.verifier.testing) ----------------------------------
 
     def _load_signed(self, snapshot: str, events: tuple[str, ...] = (), *, source: str = "memory") -> None:
-        """Load signed material without Redis; every signature is checked as from Redis."""
+        """Load signed material without Redis; every signature and link is checked as from Redis."""
         try:
-            load_into(self._signed, Material(snapshot, events))
-        except CacheFileError as exc:
-            raise BootstrapError(str(exc)) from None
+            candidate = from_material(self._signed, Material(snapshot, events))
+        except MaterialError as exc:
+            raise BootstrapError(f"the signed material does not verify: {exc}") from None
+        self._signed.load_state(candidate.state, candidate.material, current=True)
         self._source = source
 
     def _feed(self, event: str) -> None:

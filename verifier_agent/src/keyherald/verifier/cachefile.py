@@ -1,8 +1,11 @@
 """The signed state on disk, so that a service restarted during a Redis outage still validates.
 
-The file holds only what the issuer signed (the last snapshot JWS and the event JWSs applied
-after it), never a derived state: booting from it opens every envelope again with the trust
-anchor, so a file altered by anyone without the control key is refused as a whole.
+The file holds only what the issuer signed (a checkpoint JWS and the event JWSs applied after
+it), never a derived state, plus the ids of the logs the agent left (which it must never
+adopt again). Booting from it opens every envelope again with the trust anchor and checks
+every link of the chain, so a file altered by anyone without the control key is refused as
+a whole. With ``cache_path`` set the file is also the agent's floor at start-up: a log in
+Redis older than it is refused (see :mod:`.bootstrap`).
 
 Writes happen on a background task, at most about once a second, to a temporary file in
 the same directory renamed over the old one (atomic on POSIX): a crash mid-write leaves the
@@ -20,17 +23,14 @@ import tempfile
 from pathlib import Path
 
 from keyherald.shared.encoding import loads_object
-from keyherald.shared.errors import ProtocolError
-from keyherald.shared.state import Outcome
 
-from .keycache import KeyCache
 from .signedstate import Material, SignedState
 
-__all__ = ["CacheFileError", "CacheWriter", "load_into", "read_material", "write_material"]
+__all__ = ["CacheFileError", "CacheWriter", "read_material", "write_material"]
 
 log = logging.getLogger("keyherald.verifier")
 
-FORMAT = "keyherald-agent-cache/1"
+FORMAT = "keyherald-agent-cache/2"
 WRITE_INTERVAL = 1.0
 
 
@@ -39,7 +39,9 @@ class CacheFileError(Exception):
 
 
 def write_material(path: Path, material: Material) -> None:
-    document = {"format": FORMAT, "snapshot": material.snapshot, "events": list(material.events)}
+    document = {
+        "format": FORMAT, "snapshot": material.snapshot, "events": list(material.events), "left": list(material.left),
+    }
     data = json.dumps(document, separators=(",", ":")).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -66,33 +68,17 @@ def read_material(path: Path) -> Material:
         document = loads_object(data)
     except ValueError:
         raise CacheFileError("the cache file is not valid JSON") from None
-    snapshot, events = document.get("snapshot"), document.get("events")
+    snapshot, events, left = document.get("snapshot"), document.get("events"), document.get("left", [])
     if (
         document.get("format") != FORMAT
         or not isinstance(snapshot, str)
         or not isinstance(events, list)
         or not all(isinstance(e, str) for e in events)
+        or not isinstance(left, list)
+        or not all(isinstance(x, str) for x in left)
     ):
         raise CacheFileError("the cache file is not in the expected format")
-    return Material(snapshot, tuple(events))
-
-
-def load_into(signed: SignedState, material: Material) -> None:
-    """Verify everything and load it; on any failure raise and leave ``signed`` untouched."""
-    scratch = SignedState(KeyCache(signed.issuer), signed.anchor, issuer=signed.issuer)
-    try:
-        snapshot = scratch.open_snapshot(material.snapshot)
-    except ProtocolError as exc:
-        raise CacheFileError(f"the cache file's snapshot does not verify ({exc.code})") from None
-    scratch.load(material.snapshot, snapshot)
-    for text in material.events:
-        if scratch.offer(text) is not Outcome.APPLIED:
-            code = next(iter(scratch.refused), "out_of_sequence")
-            raise CacheFileError(f"an event in the cache file does not verify ({code})")
-    # Only now, with everything verified, touch the live state.
-    signed.load(material.snapshot, snapshot)
-    for text in material.events:
-        signed.offer(text)
+    return Material(snapshot, tuple(events), tuple(left))
 
 
 class CacheWriter:

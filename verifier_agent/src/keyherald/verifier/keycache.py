@@ -14,13 +14,19 @@ first).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 from keyherald.shared.events import Event, EventType, KeyRecord, KeyState, Snapshot
 from keyherald.shared.jwk import VerifyingKey
 from keyherald.shared.state import Outcome, State
 
-__all__ = ["MAX_TOMBSTONES", "TOMBSTONE_MARGIN", "KeyCache", "Tombstone"]
+__all__ = ["MAX_TOMBSTONES", "TOMBSTONE_MARGIN", "KeyCache", "Staleness", "Tombstone"]
+
+Staleness = float | Literal["auto"] | None
+"""Seconds without a verified event after which every token is refused; ``auto``: the
+issuer's maximum token lifetime plus the leeway; None: never."""
 
 TOMBSTONE_MARGIN = 86_400
 """Seconds a tombstone outlives its key's ``expires_at``."""
@@ -41,23 +47,57 @@ class KeyCache:
         self._verifying: dict[str, VerifyingKey] = {}
         self.bootstrapped = False
         self.tombstones: dict[str, Tombstone] = {}
+        self.current = False
+        """The state was shown current once (fresh from Redis, or the agent's own memory):
+        until then every token is refused (``stale``)."""
+        self.staleness: Staleness = None
+        self.leeway = 0.0
+        self.stale_after = -math.inf
+        """What ``verify`` compares ``now - state.time`` with: -inf until current, then the
+        staleness limit (inf when there is none). One float on the hot path."""
 
-    def load_snapshot(self, snapshot: Snapshot) -> None:
+    def configure(self, staleness: Staleness, leeway: float) -> None:
+        self.staleness, self.leeway = staleness, leeway
+        self._limit()
+
+    def set_current(self, current: bool) -> None:
+        self.current = current
+        self._limit()
+
+    def _limit(self) -> None:
+        staleness = self.staleness
+        if not self.current or not self.bootstrapped:
+            self.stale_after = -math.inf
+        elif staleness is None:
+            self.stale_after = math.inf
+        elif staleness == "auto":
+            ttl = self.state.max_token_ttl or 300
+            self.stale_after = ttl + self.leeway
+        else:
+            self.stale_after = float(staleness)
+
+    def load_snapshot(self, snapshot: Snapshot, *, current: bool = True) -> None:
         """Replace everything with a verified snapshot (bootstrap, resync or reset)."""
-        state = State.from_snapshot(snapshot)
+        self.load_state(State.from_snapshot(snapshot), current=current)
+
+    def load_state(self, state: State, *, current: bool = True) -> None:
         self._swap(state, expired=())
         self.bootstrapped = True
+        self.current = self.current or current
+        self._limit()
 
-    def apply(self, event: Event) -> Outcome:
+    def apply(self, event: Event, digest: str) -> Outcome:
         """Fold a verified event in. Raises ValueError, changing nothing, on malformed data."""
         outcome = self.state.check(event)
         if outcome is not Outcome.APPLIED:
             return outcome
-        state = State.from_snapshot(self.state.to_snapshot()) if event.type.startswith("key.") else self.state
-        outcome = state.apply(event)
+        state = self.state.copy() if event.type.startswith("key.") else self.state
+        outcome = state.apply(event, digest)
         if state is not self.state:
             expiring = event.type == EventType.KEY_EXPIRED
             self._swap(state, expired=[k for k in self.state.keys if k not in state.keys] if expiring else ())
+        elif event.type == EventType.POLICY:
+            self._limit()
         return outcome
 
     def _swap(self, state: State, *, expired: list[str] | tuple[str, ...]) -> None:

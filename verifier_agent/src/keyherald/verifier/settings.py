@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import NoDecode
@@ -51,9 +51,11 @@ def _duration_or_zero(value: Any) -> float:
     return parse_duration(value)
 
 
-def _optional_duration(value: Any) -> float | None:
+def _staleness(value: Any) -> float | str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in _OFF):
         return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
     return parse_duration(value)
 
 
@@ -72,9 +74,11 @@ class VerifierSettings(BaseKeyheraldSettings):
     """The issuer's control key: a public JWK as JSON, a path to one, or its RFC 7638 thumbprint."""
     leeway: Annotated[float, BeforeValidator(_duration_or_zero)] = 30.0
     """Clock skew tolerated on exp, nbf and iat; 0 allowed, at most the revocation grace."""
-    max_staleness: Annotated[float | None, BeforeValidator(_optional_duration)] = None
-    """Refuse every token (reason ``stale``) past this age without a verified word from the
-    issuer. None (the default) keeps validating through an outage and reports it in status()."""
+    max_staleness: Annotated[float | Literal["auto"] | None, BeforeValidator(_staleness)] = "auto"
+    """Refuse every token (reason ``stale``) past this age without a verified event from the
+    issuer. ``auto`` (the default): the issuer's maximum token lifetime plus the leeway (5m30s
+    by default), after which every token the agent could accept was issued after it lost
+    word. ``off``: never (danger: withheld revocations then go unnoticed but for status())."""
     cache_path: Annotated[Path | None, BeforeValidator(_optional_path)] = None
     """Keep the signed state here, to boot from it when Redis is down at start-up."""
     token_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
@@ -103,9 +107,9 @@ class VerifierSettings(BaseKeyheraldSettings):
 
     @field_validator("max_staleness")
     @classmethod
-    def _staleness(cls, value: float | None) -> float | None:
-        if value is not None and value < 1:
-            raise ValueError("must be at least 1s (or unset to keep validating through outages)")
+    def _check_staleness(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float | int) and value < 1:
+            raise ValueError("must be at least 1s, auto, or off")
         return value
 
     def anchor(self) -> TrustAnchor:

@@ -1,9 +1,15 @@
 """The agent's verified mirror of the log: every envelope opened with the trust anchor, then folded.
 
 One path for every source of signed material (Redis, the cache file, the in-memory test
-issuer), so nothing reaches the key cache without its signature checked. It also keeps the
-signed texts it applied (the last snapshot JWS plus the event JWSs after it): the cache
-file writes exactly those, and re-verifies them when it boots from disk.
+issuer), so nothing reaches the key cache without its signature checked, and no event is
+applied unless it extends the chain the agent holds. It also keeps the signed texts it
+applied (a checkpoint JWS plus the event JWSs after it): the cache file writes exactly those,
+and verifies them again when it boots from disk.
+
+Checkpoints read while following are judged by :func:`keyherald.shared.lineage.relate`:
+further on our log resyncs, a newer log resets (keeping every revocation the agent holds),
+an earlier point of our log is simply not news, and a fork or an older log is refused and
+counted.
 """
 
 from __future__ import annotations
@@ -14,17 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from keyherald.shared.chain import Position, digest
 from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.errors import ProtocolError
-from keyherald.shared.events import REVOCATION_GRACE, Event, KeyState, Snapshot
+from keyherald.shared.events import Event, Snapshot
+from keyherald.shared.lineage import Relation, relate
 from keyherald.shared.state import Outcome, State
 
 from .keycache import KeyCache
 
-__all__ = ["Adoption", "Material", "SignedState", "set_shared_verification"]
+__all__ = ["MAX_LEFT", "Adoption", "Material", "SignedState", "set_shared_verification"]
 
 log = logging.getLogger("keyherald.verifier")
 
+MAX_LEFT = 64
+"""Logs remembered as left: never adopted again."""
 _SHARED_SIZE = 256
 _shared: dict[tuple[str, str, str], Event] | None = {}
 """Envelopes this process already verified, by (anchor thumbprint, issuer, exact text).
@@ -58,24 +68,25 @@ def _open_event(anchor: TrustAnchor, text: str, issuer: str) -> Event:
     return event
 
 
-_RANK = {KeyState.PUBLISHED: 0, KeyState.ACTIVE: 1, KeyState.RETIRED: 2, KeyState.REVOKED: 3}
-
-
 class Adoption(Enum):
-    """What :meth:`SignedState.adopt` made of a snapshot."""
+    """What :meth:`SignedState.adopt` made of a checkpoint."""
 
     RESYNC = "resync"
     RESET = "reset"
     SAME = "same"
+    BEHIND = "behind"
+    """An earlier point of our log (the usual checkpoint): nothing to take from it."""
     REFUSED = "refused"
 
 
 @dataclass(frozen=True)
 class Material:
-    """Signed texts that rebuild the state: a snapshot JWS and the event JWSs applied after it."""
+    """Signed texts that rebuild the state: a checkpoint JWS and the event JWSs after it, and
+    the logs the agent left (which it must never adopt again)."""
 
     snapshot: str
     events: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
 
 
 class SignedState:
@@ -86,123 +97,117 @@ class SignedState:
         self.anchor = anchor
         self.issuer = issuer
         self.refused: Counter[str] = Counter()
-        """Envelopes refused, by reason code (bad_signature, untrusted_signer, malformed, ...)."""
+        """Envelopes refused, by reason code (bad_signature, chain_broken, fork, ...)."""
         self.resyncs = 0
         self.resets = 0
+        self.left: list[str] = []
         self._snapshot: str | None = None
-        self._events: list[str] = []
+        self._base_seq = 0
+        self._events: list[tuple[int, str]] = []
         self.version = 0
         """Bumped whenever the material changes: the cache file writer watches it."""
         self.listeners: list[Callable[[Event], None]] = []
         """Called with each event applied (metrics, benchmarks); must be quick and not raise."""
 
     @property
+    def position(self) -> Position:
+        return self.keys.state.position
+
+    @property
     def material(self) -> Material | None:
         if self._snapshot is None:
             return None
-        return Material(self._snapshot, tuple(self._events))
+        return Material(self._snapshot, tuple(text for _, text in self._events), tuple(self.left))
 
     @property
     def pending_events(self) -> int:
         return len(self._events)
 
     def open_snapshot(self, text: str) -> Snapshot:
-        """Verify a snapshot; raises ProtocolError (WrongIssuer included) and counts nothing."""
+        """Verify a checkpoint; raises ProtocolError (WrongIssuer included) and counts nothing."""
         return self.anchor.open_snapshot(text, issuer=self.issuer)
 
-    def load(self, text: str, snapshot: Snapshot) -> None:
-        """Start from a verified snapshot (bootstrap, the cache file); following uses adopt."""
-        self.keys.load_snapshot(snapshot)
-        self._remember(text)
+    def load(self, text: str, snapshot: Snapshot, *, current: bool = True) -> None:
+        """Start from a verified checkpoint (bootstrap, the cache file); following uses adopt."""
+        self.keys.load_snapshot(snapshot, current=current)
+        self._remember(text, snapshot.seq)
 
-    def adopt(self, text: str, snapshot: Snapshot, *, gap: bool = False) -> Adoption:
-        """Decide what a verified snapshot read while following means, and act on it.
+    def load_state(self, state: State, material: Material, *, current: bool) -> None:
+        """Take a state built and verified elsewhere (a scratch SignedState), with its texts."""
+        self.keys.load_state(state, current=current)
+        self._snapshot = material.snapshot
+        self._base_seq = state.seq - len(material.events)
+        self._events = [(self._base_seq + i, text) for i, text in enumerate(material.events, start=1)]
+        for log_id in material.left:
+            self._leave(log_id)
+        self.version += 1
 
-        The signature proves the issuer wrote the snapshot, not that it is current: anyone
-        who can write Redis may put back one recorded earlier. Log time never goes back
-        (the issuer's appends keep ``time`` monotonic, and a log started again after losing
-        Redis starts later), so time orders snapshots even across logs, where seq cannot:
-
-        - older in time than the state: a replay (or a log the issuer left): refused, counted;
-        - at our seq and time: our log where we are (compacts the kept events; a gap reloads);
-        - ahead in seq, not older in time: our log moved on: resync;
-        - at or behind our seq but later in time: another log (a new one, or a restored
-          backup the issuer went on with): reset.
-
-        A genuine new log refused because its time is not yet past ours is adopted on its
-        next heartbeat. Resync and reset both keep the revocations the state knew.
-        """
+    def relation(self, snapshot: Snapshot) -> Relation:
         state = self.keys.state
-        if snapshot.time < state.time or (snapshot.time == state.time and snapshot.seq < state.seq):
-            self.refused["snapshot_replayed"] += 1
-            log.warning(
-                "refused a snapshot older than the state (seq %d at %.3f, state seq %d at %.3f): "
-                "a replay or an abandoned log", snapshot.seq, snapshot.time, state.seq, state.time,
-            )
-            return Adoption.REFUSED
-        if snapshot.seq > state.seq or (gap and snapshot.seq == state.seq and snapshot.time == state.time):
+        candidate = Position(snapshot.log, snapshot.seq, snapshot.head, snapshot.time)
+        return relate(state.position, candidate, previous=snapshot.previous, left=self.left)
+
+    def adopt(self, text: str, snapshot: Snapshot) -> Adoption:
+        """Decide what a verified checkpoint read while following means, and act on it.
+
+        The signature proves the issuer wrote it, not that it is current: anyone who can write
+        Redis may put back one recorded earlier, or one of a log the issuer left.
+        """
+        relation = self.relation(snapshot)
+        state = self.keys.state
+        if relation is Relation.SAME:
+            self.compact(text, snapshot)
+            return Adoption.SAME
+        if relation is Relation.BEHIND:
+            self.compact(text, snapshot)
+            return Adoption.BEHIND
+        if relation is Relation.AHEAD:
             self._merge(text, snapshot)
             self.resyncs += 1
             return Adoption.RESYNC
-        if snapshot.time > state.time:
-            self.reset(text, snapshot)
+        if relation is Relation.NEWER_LOG:
+            old = state.position
+            self._leave(old.log)
+            self._merge(text, snapshot)
+            self.resets += 1
+            log.warning(
+                "the issuer started a new log (%s, after %s): revocations were kept", snapshot.log[:8], old
+            )
             return Adoption.RESET
-        self.compact(text)
-        return Adoption.SAME
-
-    def reset(self, text: str, snapshot: Snapshot) -> bool:
-        """Adopt a verified snapshot at or *behind* the state's seq but later in time: a new
-        log, or Redis restored from an older backup that the issuer went on with. Anything
-        not later in time is a replay: refused (False), counted. Revocations never roll back:
-        revoked tokens and subjects are kept until they expire, a key keeps the furthest
-        state it reached (a retired key never becomes active again), and the key cache's
-        tombstones keep revoked and expired keys unusable. Keys the new log does not hold
-        are dropped.
-        """
-        old = self.keys.state
-        if snapshot.time <= old.time:
-            self.refused["snapshot_replayed"] += 1
-            log.warning("refused a snapshot not later than the state: a replay of an older one")
-            return False
-        self._merge(text, snapshot)
-        self.resets += 1
+        reason = "fork" if relation is Relation.FORK else "snapshot_replayed"
+        self.refused[reason] += 1
         log.warning(
-            "the issuer's log went back from seq %d to %d (new log or restored backup); "
-            "revocations were kept", old.seq, snapshot.seq,
+            "refused a checkpoint (%s): log %s seq %d at %.3f, ours %s at %.3f",
+            reason, snapshot.log[:8], snapshot.seq, snapshot.time, state.position, state.time,
         )
-        return True
+        return Adoption.REFUSED
+
+    def _leave(self, log_id: str) -> None:
+        if log_id and log_id not in self.left:
+            self.left = [*self.left, log_id][-MAX_LEFT:]
 
     def _merge(self, text: str, snapshot: Snapshot) -> None:
-        """Load ``snapshot`` keeping what the state knew that it may lack (see reset)."""
-        old = self.keys.state
+        """Load ``snapshot`` keeping what the state knew that it may lack: revocations never
+        roll back, a key keeps the furthest state it reached, and the key cache's tombstones
+        keep revoked and expired keys unusable. Keys the checkpoint does not hold are dropped."""
         new = State.from_snapshot(snapshot)
-        horizon = snapshot.time - REVOCATION_GRACE  # what the fold would prune at once
-        for jti, expires_at in old.revoked_tokens.items():
-            if expires_at >= horizon:
-                new.revoked_tokens[jti] = max(expires_at, new.revoked_tokens.get(jti, 0))
-        for sub, revocation in old.revoked_subjects.items():
-            known = new.revoked_subjects.get(sub)
-            if revocation.expires_at >= horizon and (known is None or known.revoked_at < revocation.revoked_at):
-                new.revoked_subjects[sub] = revocation
-        for kid, record in list(new.keys.items()):
-            before = old.keys.get(kid)
-            if before is not None and _RANK[before.state] > _RANK[record.state]:
-                new.keys[kid] = before
-        self.keys.load_snapshot(new.to_snapshot())
-        self._remember(text)
+        new.absorb(self.keys.state)
+        self.keys.load_state(new, current=False)
+        self._remember(text, snapshot.seq)
 
     def offer(self, text: object) -> Outcome | None:
         """Open and fold one event; None when it was refused (counted, nothing applied)."""
-        return self.offer_seq(text)[0]
+        return self.offer_event(text)[0]
 
-    def offer_seq(self, text: object) -> tuple[Outcome | None, int | None]:
-        """As :meth:`offer`, with the seq of the event when it verified (the follower checks
-        that its stream id is that seq's)."""
+    def offer_event(self, text: object) -> tuple[Outcome | None, Event | None]:
+        """As :meth:`offer`, with the event when it verified (the follower checks that its
+        stream id is its seq's). A BROKEN event is counted as refused (``chain_broken``); a
+        FOREIGN one is left to the caller, who first looks whether its log is the new one."""
         try:
             if not isinstance(text, str):
                 raise TypeError("stream entry without an event text")
             event = _open_event(self.anchor, text, self.issuer)
-            outcome = self.keys.apply(event)
+            outcome = self.keys.apply(event, digest(text))
         except ProtocolError as exc:
             self._refuse(exc.code)
             return None, None
@@ -214,18 +219,28 @@ class SignedState:
             self._refuse("unprocessable")
             return None, None
         if outcome is Outcome.APPLIED:
-            self._events.append(text)
+            self._events.append((event.seq, text))
             self.version += 1
             for listener in self.listeners:
                 listener(event)
-        return outcome, event.seq
+        elif outcome is Outcome.BROKEN:
+            self._refuse("chain_broken")
+        return outcome, event
 
-    def compact(self, text: str) -> None:
-        """A verified snapshot at exactly the current seq replaces the events kept after the last."""
-        self._remember(text)
+    def refuse_foreign(self) -> None:
+        self._refuse("other_log")
 
-    def _remember(self, text: str) -> None:
-        self._snapshot = text
+    def compact(self, text: str, snapshot: Snapshot) -> None:
+        """A verified checkpoint of our log at or before our seq replaces the texts kept up
+        to it (the cache file then needs only the events after it)."""
+        if snapshot.seq < self._base_seq:
+            return
+        self._snapshot, self._base_seq = text, snapshot.seq
+        self._events = [(seq, t) for seq, t in self._events if seq > snapshot.seq]
+        self.version += 1
+
+    def _remember(self, text: str, seq: int) -> None:
+        self._snapshot, self._base_seq = text, seq
         self._events = []
         self.version += 1
 

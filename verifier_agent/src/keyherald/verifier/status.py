@@ -35,18 +35,29 @@ class AgentStatus:
     age: float | None
     """Seconds since the issuer time of the last verified event or heartbeat (None before bootstrap)."""
     stale: bool
-    """True when ``max_staleness`` is set and ``age`` exceeds it: every token is then refused."""
+    """Not fresh: no verified event for longer than ``freshness`` (a few heartbeat intervals),
+    or not yet shown current since start-up. Events may be withheld from this agent: alert."""
+    refusing: bool
+    """Every token is refused now (``stale`` reason): ``age`` exceeds the staleness limit, or
+    the state was never current."""
     max_staleness: float | None
+    """The staleness limit in force, in seconds (inf: none); None while not yet current."""
     keys: tuple[KeyStatus, ...]
     revoked_tokens: int
     revoked_subjects: int
     refused_events: int
-    """Envelopes refused (forged, tampered, malformed, and snapshots older than the state:
-    ``snapshot_replayed``); a replayed old event is ignored, not counted."""
+    """Envelopes refused: forged, tampered, malformed, spliced (``chain_broken``,
+    ``other_log``), a log in Redis older than the cache file (``rollback``), checkpoints of an
+    older log or a fork; a replayed old event of our log is ignored, not counted."""
+    freshness: float = 0.0
+    """Seconds without a verified event after which the agent reports ``stale``."""
+    log: str = ""
+    """Id of the log followed."""
     refused_by_reason: Mapping[str, int] = field(default_factory=dict)
     resyncs: int = 0
     resets: int = 0
     disconnects: int = 0
+    reconnects: int = 0
     following: bool = False
     """The background follower task is running. False before start, after stop, for an agent
     fed in memory, and (which should never happen: it survives every error) if it died:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from keyherald.shared.chain import digest, new_log_id
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.encoding import dumps
 from keyherald.shared.envelope import ControlKey, TrustAnchor
@@ -61,9 +62,10 @@ class TestIssuer:
         # Ed25519 unless asked: made in microseconds, where an RSA-3072 key (the issuer's
         # default) takes a tenth of a second per test. The agent opens both alike.
         self._control = ControlKey.generate(control_alg)
-        self._state = State(issuer=issuer)
+        self._state = State.empty(issuer, new_log_id())
         self._signing: dict[str, SigningKey] = {}
         self._agents: list[VerifierAgent] = []
+        self._publish(EventType.LOG_STARTED, {"previous": None, "reason": "genesis"})
         self._publish(EventType.POLICY, {"max_token_ttl": self.token_ttl})
         first = self._new_key()
         self._key_event(EventType.KEY_PUBLISHED, first)
@@ -183,9 +185,11 @@ class TestIssuer:
         self._publish(kind, {"key": record.model_dump(mode="json")})
 
     def _publish(self, kind: EventType, data: dict[str, Any]) -> None:
-        event = Event(seq=self._state.seq + 1, type=str(kind), time=self.clock(), issuer=self.issuer, data=data)
-        self._state.apply(event)
+        state = self._state
+        event = Event(log=state.log, seq=state.seq + 1, prev=state.head, type=str(kind), time=self.clock(),
+                      issuer=self.issuer, data=data)
         sealed = self._control.seal_event(event)
+        state.apply(event, digest(sealed))
         for agent in self._agents:
             agent._feed(sealed)
 

@@ -131,7 +131,8 @@ class Validator:
         self._issuer = issuer
         self._audiences = audiences
         self._leeway = float(leeway)
-        self._stale_after = _INF if max_staleness is None else float(max_staleness)
+        if max_staleness is not None:
+            keys.configure(float(max_staleness), float(leeway))
         self._cache_size = cache_size
         self._clock = clock
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
@@ -171,8 +172,11 @@ class Validator:
             claims, exp, iat, kid, jti, sub, nested = entry
             state = self._keys.state
             now = self._clock()
-            if now - state.time > self._stale_after:
+            if now - state.time > self._keys.stale_after:
                 raise StaleState("no fresh word from the issuer")
+            if exp - iat > state.max_token_ttl:  # the issuer lowered the maximum since
+                self._evict(token)
+                raise LifetimeExceeded("token lifetime exceeds the issuer's maximum")
             if exp <= now - self._leeway:
                 self._evict(token)
                 raise TokenExpired("token has expired")
@@ -214,7 +218,7 @@ class Validator:
         keys = self._keys
         state = keys.state
         now = self._clock()
-        if not keys.bootstrapped or now - state.time > self._stale_after:
+        if now - state.time > keys.stale_after:
             raise StaleState("no fresh word from the issuer")
         try:
             raw = token.encode("ascii")
