@@ -53,8 +53,8 @@ from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.events import Event, EventType
 from keyherald.verifier import VerifierAgent, VerifierSettings
-from keyherald.verifier.follower import connect
 from keyherald.verifier.signedstate import set_shared_verification
+from keyherald.verifier.source import connect
 
 __all__ = ["main"]
 
@@ -128,14 +128,14 @@ class Publisher:
 
     async def _run(self, n: int, rounds: int, *, by_entry_id: bool) -> list[float]:
         log: Any = self.ctx.log
-        script = log._script
+        script = log._append
 
-        async def timed(*, keys: list[str], args: list[str]) -> Any:
+        async def timed(*, keys: list[str], args: list[Any]) -> Any:
             t0 = time.perf_counter()
-            self.started[self._jti] = self.started[f"{int(args[0]) + 1}-0"] = t0
+            self.started[self._jti] = self.started[f"{int(args[3])}-0"] = t0  # args[3]: the first seq
             return await script(keys=keys, args=args)
 
-        log._script = timed
+        log._append = timed
         try:
             for i in range(WARMUP + rounds):
                 self._jti = f"bench-{uuid.uuid4().hex[:12]}"
@@ -151,7 +151,7 @@ class Publisher:
                     raise SystemExit(f"timed out waiting for {n} readers ({self.seen[key]} arrived)") from None
                 await asyncio.sleep(GAP)
         finally:
-            log._script = script
+            log._append = script
         return self.latencies
 
 
@@ -222,8 +222,8 @@ def watch(agent: VerifierAgent, publisher: Publisher, n: int) -> None:
 
     adopt = signed.adopt
 
-    def adopted(text: str, snapshot: Any, *, gap: bool = False) -> Any:
-        outcome = adopt(text, snapshot, gap=gap)
+    def adopted(text: str, snapshot: Any) -> Any:
+        outcome = adopt(text, snapshot)
         held = signed.keys.state.revoked_tokens
         for jti in [j for j in publisher.seen if j in held]:
             report(jti, by_resync=True)

@@ -40,6 +40,7 @@ from joserfc import jwk as joserfc_jwk
 from joserfc import jwt as joserfc_jwt
 
 from keyherald.issuer.tokens import sign_token
+from keyherald.shared.chain import genesis_head, new_log_id
 from keyherald.shared.encoding import b64url_decode
 from keyherald.shared.events import KeyRecord, KeyState, Snapshot
 from keyherald.shared.jwk import ALGORITHMS, Algorithm, SigningKey
@@ -60,8 +61,10 @@ def _setup(alg: Algorithm) -> dict[str, Call]:
         published_at=now - 60, activated_at=now - 60,
     )
     cache = KeyCache(ISSUER)
+    log = new_log_id()
     cache.load_snapshot(Snapshot(
-        issuer=ISSUER, seq=1, position="1-0", time=now, max_token_ttl=TTL, keys=[record]
+        issuer=ISSUER, log=log, log_started=now, seq=1, head=genesis_head(log), position="1-0", time=now,
+        max_token_ttl=TTL, keys=[record],
     ))
     claims = {
         "iss": ISSUER, "aud": AUDIENCE, "sub": "billing", "iat": now, "exp": now + TTL,

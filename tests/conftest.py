@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -13,6 +15,11 @@ from keyherald.shared.clock import ManualClock
 from keyherald.shared.jwk import ControlAlgorithm
 
 from .servers import cleanup_namespace, fresh_namespace, server_url
+
+# Writers keep a record of the log on disk (KEYHERALD_STATE_DIR); the tests' go to a
+# directory of their own, never the developer's ~/.local/state. Processes the tests start
+# inherit it.
+os.environ.setdefault("KEYHERALD_STATE_DIR", tempfile.mkdtemp(prefix="keyherald-test-state-"))
 
 
 @pytest.fixture(scope="session")

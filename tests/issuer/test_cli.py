@@ -43,7 +43,7 @@ def test_issuer_init_prepares_a_namespace_once(bare_env: IssuerSettings, cli: Cl
 @pytest.mark.redis
 def test_keys_list_json_and_rotate(env: IssuerSettings, cli: Cli) -> None:
     code, out, _ = cli("keys", "rotate")
-    assert code == 0 and "seq 7" in out  # genesis took 1-4; a rotation appends 3
+    assert code == 0 and "seq 8" in out  # genesis took 1-5; a rotation appends 3
     code, out, _ = cli("keys", "list", "--json")
     keys = json.loads(out)
     assert code == 0 and sorted(k["state"] for k in keys) == ["active", "published", "retired"]

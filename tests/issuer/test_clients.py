@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from keyherald.issuer.clients import ClientRegistry, hash_secret, secret_matches
+from keyherald.issuer.clients import hash_secret, secret_matches
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.errors import ClientExists, ClientNotFound
+from keyherald.issuer.registry import ClientRegistry
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.encoding import b64url_decode
 
@@ -117,3 +118,26 @@ async def test_records_written_to_redis_by_anyone_else_are_no_client(
     await registry.create("billing", audiences=["inventory"])
     await issuer_ctx.redis.hset(key, "billing-copy", await issuer_ctx.redis.hget(key, "billing"))
     assert await registry.get("billing-copy") is None
+
+
+async def test_an_old_record_put_back_brings_no_old_secret_back(
+    registry: ClientRegistry, issuer_ctx: IssuerContext
+) -> None:
+    """The leaked-secret procedure, then the record from before it written back by someone
+    who can write Redis: its tag is genuine, but it is not the record the log binds."""
+    _, leaked = await registry.create("orders", audiences=["inventory"])
+    key = issuer_ctx.names.clients
+    saved = await issuer_ctx.redis.hget(key, "orders")
+    _, _fresh = await registry.rotate_secret("orders")
+    await registry.disable("orders")
+    await issuer_ctx.redis.hset(key, "orders", saved)
+    assert await registry.authenticate("orders", leaked) is None
+    assert await registry.get("orders") is None
+    # A deleted client's record put back is no client either.
+    await registry.create("billing", audiences=["inventory"])
+    billing = await issuer_ctx.redis.hget(key, "billing")
+    await registry.delete("billing")
+    await issuer_ctx.redis.hset(key, "billing", billing)
+    assert await registry.get("billing") is None
+    state = await issuer_ctx.log.read_state()
+    assert state.clients["billing"] == "" and state.clients["orders"]

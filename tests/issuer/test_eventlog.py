@@ -9,11 +9,14 @@ from pydantic import SecretStr
 
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
-from keyherald.issuer.errors import CorruptState, NamespaceOwnedElsewhere
+from keyherald.issuer.errors import LogRefused, NamespaceOwnedElsewhere
 from keyherald.issuer.kek import WrongKEK, generate_kek_text
+from keyherald.issuer.logreader import Observed
+from keyherald.issuer.logreader import read_log as read_redis_log
 from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.settings import IssuerSettings
-from keyherald.shared import EVENT_FIELD, ManualClock, State
+from keyherald.shared import EVENT_FIELD, ManualClock, Outcome, State
+from keyherald.shared.chain import digest, genesis_head
 from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.errors import SettingsError
 
@@ -37,12 +40,16 @@ async def test_concurrent_writers_never_skip_nor_repeat_a_seq(
 
         results = await asyncio.gather(*(writer(ctx, n) for n, ctx in enumerate(contexts)))
         seqs = sorted(s for r in results for s in r)
-        assert seqs == list(range(5, 45))  # 4 genesis events, then 40 revocations, each once
+        assert seqs == list(range(6, 46))  # 5 genesis events, then 40 revocations, each once
         anchor = contexts[0].control.anchor
         log = await read_log(contexts[0])
         events = [anchor.open_event(raw) for _, raw in log]
-        assert [e.seq for e in events] == list(range(1, 45))
+        assert [e.seq for e in events] == list(range(1, 46))
         assert [entry_id for entry_id, _ in log] == [f"{e.seq}-0" for e in events]
+        assert len({e.log for e in events}) == 1
+        # One chain: each event names the digest of the one before it.
+        assert events[0].prev == genesis_head(events[0].log)
+        assert all(after.prev == digest(raw) for (_, raw), after in zip(log, events[1:], strict=False))
         state = await contexts[0].log.read_state()
         assert len(state.revoked_tokens) == 40
     finally:
@@ -50,50 +57,69 @@ async def test_concurrent_writers_never_skip_nor_repeat_a_seq(
             await ctx.close()
 
 
-async def test_snapshot_plus_tail_equals_replaying_the_whole_log(issuer_ctx: IssuerContext) -> None:
+def fold(events: list[tuple[str, str]], anchor: TrustAnchor, issuer: str) -> State:
+    first = anchor.open_event(events[0][1])
+    state = State.empty(issuer, first.log)
+    for _, raw in events:
+        assert state.apply(anchor.open_event(raw), digest(raw)) is Outcome.APPLIED
+    return state
+
+
+async def test_checkpoint_plus_tail_equals_folding_the_whole_log(issuer_ctx: IssuerContext) -> None:
     admin, anchor = Admin(issuer_ctx), issuer_ctx.control.anchor
     await Rotator(issuer_ctx).tick()
     for i in range(5):
         await admin.revoke_token(f"early-{i}", 1_900_000_000)
+    assert await issuer_ctx.log.checkpoint(force=True)
     midway = await issuer_ctx.redis.get(issuer_ctx.names.snapshot)
     await admin.revoke_subject("orders")
     await admin.rotate()
     for i in range(5):
         await admin.revoke_token(f"late-{i}", 1_900_000_000)
-    # An agent that bootstrapped midway: the old snapshot, then the stream after its position.
+    # An agent that bootstrapped midway: that checkpoint, then the stream after its position.
     snapshot = anchor.open_snapshot(midway)
     bootstrapped = State.from_snapshot(snapshot)
-    for entry_id, raw in await read_log(issuer_ctx, after=f"({snapshot.position}"):
-        bootstrapped.apply(anchor.open_event(raw))
-    replayed = State(issuer=issuer_ctx.settings.issuer)
-    for _, raw in await read_log(issuer_ctx):
-        replayed.apply(anchor.open_event(raw))
+    for _, raw in await read_log(issuer_ctx, after=f"({snapshot.position}"):
+        assert bootstrapped.apply(anchor.open_event(raw), digest(raw)) is Outcome.APPLIED
+    replayed = fold(await read_log(issuer_ctx), anchor, issuer_ctx.settings.issuer)
     head = await issuer_ctx.log.read_state()
     assert bootstrapped.to_snapshot() == replayed.to_snapshot() == head.to_snapshot()
+    # And what a reader of Redis sees: the checkpoint plus the tail, verified, is the same.
+    observed = await observe(issuer_ctx)
+    assert observed.problem is None and observed.state is not None
+    assert observed.state.to_snapshot() == head.to_snapshot()
 
 
-async def test_trimming_keeps_the_snapshot_whole(issuer_settings: IssuerSettings, clock: ManualClock) -> None:
+async def test_an_append_does_not_rewrite_the_checkpoint(issuer_ctx: IssuerContext) -> None:
+    """What an append costs does not grow with the state: the checkpoint is written apart."""
+    await Rotator(issuer_ctx).tick()
+    await issuer_ctx.log.checkpoint(force=True)
+    before = await issuer_ctx.redis.get(issuer_ctx.names.snapshot)
+    for i in range(3):
+        await Admin(issuer_ctx).revoke_token(f"t-{i}", 1_900_000_000)
+    assert await issuer_ctx.redis.get(issuer_ctx.names.snapshot) == before
+
+
+async def test_trimming_never_drops_an_event_the_checkpoint_does_not_cover(
+    issuer_settings: IssuerSettings, clock: ManualClock
+) -> None:
     settings = issuer_settings.model_copy(update={"stream_retain": 100})
     async with IssuerContext(settings, clock=clock) as ctx:
-        all_events = list(await Rotator(ctx).tick())
-        admin = Admin(ctx)
+        await Rotator(ctx).tick()
         for i in range(250):
-            all_events += await ctx.log.commit(_revoke(f"jti-{i}"))
+            await ctx.log.commit(_revoke(f"jti-{i}"))
+        # No checkpoint since genesis: the stream keeps every event, whatever the retention.
+        assert (await read_log(ctx))[0][0] == "1-0"
+        await ctx.log.checkpoint(force=True)
+        checkpoint_seq = (await ctx.log.read_state()).seq
+        for i in range(250):
+            await ctx.log.commit(_revoke(f"more-{i}"))
         entries = await read_log(ctx)
         first_kept = int(entries[0][0].split("-")[0])
-        assert first_kept > 1 and len(entries) < len(all_events)  # trimmed
-        replayed = State(issuer=settings.issuer)
-        for event in all_events:
-            replayed.apply(event)
-        # A fresh agent bootstraps from the snapshot alone and misses nothing.
-        snapshot = ctx.control.anchor.open_snapshot(await ctx.redis.get(ctx.names.snapshot))
-        assert State.from_snapshot(snapshot).to_snapshot() == replayed.to_snapshot()
-        # An agent that fell behind past the trim sees a gap on its next read: it must resync.
-        lagging = State(issuer=settings.issuer)
-        for event in all_events[:10]:
-            lagging.apply(event)
-        assert lagging.check(ctx.control.anchor.open_event(entries[0][1])).value == "gap"
-        assert (await admin.state()).seq == snapshot.seq
+        assert 1 < first_kept <= checkpoint_seq + 1  # trimmed, never past the checkpoint
+        observed = await observe(ctx)
+        assert observed.problem is None and observed.state is not None
+        assert observed.state.to_snapshot() == (await ctx.log.read_state()).to_snapshot()
 
 
 def _revoke(jti: str):  # type: ignore[no-untyped-def]
@@ -101,6 +127,10 @@ def _revoke(jti: str):  # type: ignore[no-untyped-def]
         return [("token.revoked", {"jti": jti, "expires_at": 1_900_000_000})]
 
     return mutation
+
+
+async def observe(ctx: IssuerContext) -> Observed:
+    return await read_redis_log(ctx.redis, ctx.names, ctx.control.anchor, ctx.settings.issuer)
 
 
 async def test_a_wrong_kek_refuses_to_start(issuer_settings: IssuerSettings, clock: ManualClock) -> None:
@@ -119,32 +149,51 @@ async def test_a_namespace_of_another_issuer_is_refused(issuer_settings: IssuerS
         await IssuerContext(other, clock=clock).open()
 
 
-async def test_a_snapshot_rewritten_in_redis_is_refused(issuer_ctx: IssuerContext) -> None:
+async def test_a_forged_checkpoint_is_replaced_by_a_writer_that_knows_the_state(issuer_ctx: IssuerContext) -> None:
     await Rotator(issuer_ctx).tick()
+    before = await issuer_ctx.log.read_state()
     raw = await issuer_ctx.redis.get(issuer_ctx.names.snapshot)
     header, payload, signature = raw.split(".")
     await issuer_ctx.redis.set(issuer_ctx.names.snapshot, f"{header}.{payload[:-2]}AA.{signature}")
-    with pytest.raises(CorruptState, match="does not verify"):
-        await issuer_ctx.log.read_state()
+    await issuer_ctx.redis.set(issuer_ctx.names.head, "junk")
+    state = await issuer_ctx.log.read_state()
+    assert state.log != before.log and state.previous is not None and state.previous.seq == before.seq
+    assert state.keys == before.keys
+    observed = await observe(issuer_ctx)
+    assert observed.problem is None and observed.state is not None and observed.state.log == state.log
+
+
+async def test_a_writer_without_the_state_refuses_a_forged_checkpoint(
+    issuer_settings: IssuerSettings, clock: ManualClock
+) -> None:
+    async with IssuerContext(issuer_settings, clock=clock) as ctx:
+        await Rotator(ctx).tick()
+        raw = await ctx.redis.get(ctx.names.snapshot)
+        header, payload, signature = raw.split(".")
+        await ctx.redis.set(ctx.names.snapshot, f"{header}.{payload[:-2]}AA.{signature}")
+    with pytest.raises(LogRefused, match="does not verify"):
+        await IssuerContext(issuer_settings, clock=clock).open()
 
 
 async def test_junk_in_the_stream_does_not_stop_the_issuer(issuer_ctx: IssuerContext) -> None:
     """Anyone with Redis access can XADD; agents refuse it, and the issuer keeps appending."""
     await Rotator(issuer_ctx).tick()
-    await issuer_ctx.redis.xadd(issuer_ctx.names.events, {EVENT_FIELD: "junk"}, id="4-1")
+    await issuer_ctx.redis.xadd(issuer_ctx.names.events, {EVENT_FIELD: "junk"}, id="5-1")
     seq = await Admin(issuer_ctx).revoke_token("x", 1_900_000_000)
-    assert seq == 5
+    assert seq == 6
     anchor: TrustAnchor = issuer_ctx.control.anchor
-    assert anchor.open_event((await read_log(issuer_ctx, after="5-0"))[0][1]).seq == 5
+    assert anchor.open_event((await read_log(issuer_ctx, after="6-0"))[0][1]).seq == 6
 
 
 @pytest.mark.parametrize("junk", ["far-future entry", "not a stream"])
-async def test_a_stream_blocked_by_someone_else_is_restarted_by_the_next_append(
+async def test_a_stream_blocked_by_someone_else_is_replaced_by_a_new_log(
     issuer_ctx: IssuerContext, junk: str
 ) -> None:
-    """Junk above the head would make every XADD fail; the snapshot covers the whole head,
-    so the issuer may start the stream afresh and readers lose nothing (a gap resyncs)."""
+    """Junk above the head makes every XADD fail; the writer starts a new log from what it
+    holds, so nothing is lost and appends go on."""
     await Rotator(issuer_ctx).tick()
+    await Admin(issuer_ctx).revoke_token("before-junk", 1_900_000_000)
+    before = await issuer_ctx.log.read_state()
     names = issuer_ctx.names
     if junk == "far-future entry":
         await issuer_ctx.redis.xadd(names.events, {EVENT_FIELD: "junk"}, id="9999999999-0")
@@ -152,25 +201,50 @@ async def test_a_stream_blocked_by_someone_else_is_restarted_by_the_next_append(
         await issuer_ctx.redis.delete(names.events)
         await issuer_ctx.redis.set(names.events, "junk")
     seq = await Admin(issuer_ctx).revoke_token("after-junk", 1_900_000_000)
-    assert seq == 5
-    log = await read_log(issuer_ctx)
-    assert [entry_id for entry_id, _ in log] == ["5-0"]
-    assert issuer_ctx.control.anchor.open_event(log[0][1]).data["jti"] == "after-junk"
-    assert (await issuer_ctx.log.read_state()).seq == 5
-    assert await Admin(issuer_ctx).revoke_token("next", 1_900_000_000) == 6  # and it goes on
+    state = await issuer_ctx.log.read_state()
+    # A new log, numbered on from where the old one was: log.started, then the revocation.
+    assert state.log != before.log and seq == before.seq + 2 == state.seq
+    assert {"before-junk", "after-junk"} <= set(state.revoked_tokens)
+    assert [entry_id for entry_id, _ in await read_log(issuer_ctx)] == [f"{before.seq + 1}-0", f"{seq}-0"]
+    assert await Admin(issuer_ctx).revoke_token("next", 1_900_000_000) == seq + 1  # and it goes on
 
 
-async def test_a_replayed_old_snapshot_is_refused_by_a_running_issuer(issuer_ctx: IssuerContext) -> None:
-    """Building on an old state would fork the log; a running replica refuses to go back."""
+async def test_a_rolled_back_log_is_replaced_by_a_running_writer(issuer_ctx: IssuerContext) -> None:
+    """Building on an old state would fork the log; a writer that holds the newer state
+    starts a new log from it instead, and readers adopt it."""
     await Rotator(issuer_ctx).tick()
+    await issuer_ctx.log.checkpoint(force=True)
     names = issuer_ctx.names
     old_snapshot, old_head = await issuer_ctx.redis.mget(names.snapshot, names.head)
     await Admin(issuer_ctx).revoke_token("kept", 1_900_000_000)
+    before = await issuer_ctx.log.read_state()
     await issuer_ctx.redis.mset({names.snapshot: old_snapshot, names.head: old_head})
-    with pytest.raises(CorruptState, match="went back from seq 5 to 4"):
-        await Admin(issuer_ctx).revoke_token("forked", 1_900_000_000)
-    entries = await read_log(issuer_ctx)
-    assert len(entries) == 5  # nothing appended on top of the replay
+    await issuer_ctx.redis.delete(names.events)
+    await Admin(issuer_ctx).revoke_token("after", 1_900_000_000)
+    state = await issuer_ctx.log.read_state()
+    assert state.log != before.log
+    assert state.previous is not None and (state.previous.log, state.previous.seq) == (before.log, before.seq)
+    assert {"kept", "after"} <= set(state.revoked_tokens)
+
+
+async def test_a_restarted_writer_refuses_a_log_older_than_its_record(
+    issuer_settings: IssuerSettings, clock: ManualClock
+) -> None:
+    async with IssuerContext(issuer_settings, clock=clock) as ctx:
+        await Rotator(ctx).tick()
+        await ctx.log.checkpoint(force=True)
+        old = await ctx.redis.mget(ctx.names.snapshot, ctx.names.head)
+        await Admin(ctx).revoke_token("kept", 1_900_000_000)
+        await ctx.redis.mset({ctx.names.snapshot: old[0], ctx.names.head: old[1]})
+        await ctx.redis.delete(ctx.names.events)
+    # A new process with the same state dir: it knows seq 6 existed.
+    with pytest.raises(LogRefused, match="older than this host's record"):
+        await IssuerContext(issuer_settings, clock=clock).open()
+    # With no record at all, the old log is refused too once it is not fresh.
+    blank = issuer_settings.model_copy(update={"state_dir": None})
+    clock.advance(60)
+    with pytest.raises(LogRefused, match="no record of the log"):
+        await IssuerContext(blank, clock=clock).open()
 
 
 async def test_a_host_clock_off_the_redis_clock_refuses_to_start(issuer_settings: IssuerSettings) -> None:

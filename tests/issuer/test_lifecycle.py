@@ -20,7 +20,7 @@ PERIOD = 60  # issuer_settings: rotation_period=60s, token_ttl=5m
 async def test_genesis_publishes_an_active_key_and_a_standby(issuer_ctx: IssuerContext) -> None:
     events = await Rotator(issuer_ctx).tick()
     assert [e.type for e in events] == ["policy.updated", "key.published", "key.activated", "key.published"]
-    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert [e.seq for e in events] == [2, 3, 4, 5]  # after log.started, the log's first event
     state = await issuer_ctx.log.read_state()
     assert sorted(k.state for k in state.keys.values()) == [KeyState.ACTIVE, KeyState.PUBLISHED]
     assert state.max_token_ttl == 300

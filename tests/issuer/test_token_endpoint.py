@@ -208,7 +208,10 @@ async def test_rfc8414_metadata_and_openapi(http: httpx.AsyncClient) -> None:
 
 async def test_healthz_reports_role_redis_and_seq(issuer: IssuerRuntime, http: httpx.AsyncClient) -> None:
     body = (await http.get("/healthz")).json()
-    assert body == {"role": "leader", "redis": True, "seq": issuer.seq} and issuer.seq >= 4
+    state = issuer.ctx.log.state
+    assert state is not None
+    assert body == {"role": "leader", "redis": True, "seq": issuer.seq, "log": state.log, "ok": True}
+    assert issuer.seq >= 5
 
 
 async def test_a_burst_of_jwks_requests_is_served_not_refused(http: httpx.AsyncClient) -> None:

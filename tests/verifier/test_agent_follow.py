@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.tokens import sign_token
+from keyherald.shared.chain import digest
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.events import Event, EventType, KeyState
@@ -17,9 +18,11 @@ from keyherald.shared.jwk import ControlAlgorithm, SigningKey
 from keyherald.shared.jws import parse_compact
 from keyherald.shared.names import stream_id
 from keyherald.verifier import BootstrapError, VerifierAgent, VerifierSettings
-from keyherald.verifier.follower import Follower, connect
+from keyherald.verifier.catchup import from_redis
+from keyherald.verifier.follower import Follower
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.signedstate import SignedState
+from keyherald.verifier.source import LogSource, connect
 
 from .agent_kit import eventually, mint, refuses, running_agent, settings_for
 
@@ -105,17 +108,18 @@ async def test_forged_tampered_and_garbage_entries_are_refused_and_following_goe
     redis, stream = issuer.redis, issuer.names.events
     async with running_agent(issuer, clock) as agent:
         seq = agent.status().seq
+        log_id, head = agent.keys.state.log, agent.keys.state.head
         # Forged: a well-formed revocation signed by another control key.
         forger = ControlKey.generate("EdDSA")
         forged = forger.seal_event(Event(
-            seq=seq + 1, type=EventType.TOKEN_REVOKED, time=clock(), issuer=issuer.settings.issuer,
-            data={"jti": "victim", "expires_at": int(clock()) + 300},
+            log=log_id, seq=seq + 1, prev=head, type=EventType.TOKEN_REVOKED, time=clock(),
+            issuer=issuer.settings.issuer, data={"jti": "victim", "expires_at": int(clock()) + 300},
         ))
         await redis.xadd(stream, {"event": forged}, id=f"{seq}-1")
         # Tampered: a genuine event with one byte of its payload changed.
         genuine = issuer.control.seal_event(Event(
-            seq=seq + 1, type=EventType.TOKEN_REVOKED, time=clock(), issuer=issuer.settings.issuer,
-            data={"jti": "aaaa", "expires_at": int(clock()) + 300},
+            log=log_id, seq=seq + 1, prev=head, type=EventType.TOKEN_REVOKED, time=clock(),
+            issuer=issuer.settings.issuer, data={"jti": "aaaa", "expires_at": int(clock()) + 300},
         ))
         head, body, sig = genuine.split(".")
         tampered = f"{head}.{body[:-3]}{'B' if body[-3] != 'B' else 'C'}{body[-2:]}.{sig}"
@@ -153,19 +157,19 @@ async def test_a_gap_in_seq_resyncs_from_the_snapshot(issuer: IssuerContext, clo
     async with running_agent(issuer, clock) as agent:
         tokens = [await mint(issuer, clock, jti=f"gap-{i}") for i in (1, 2)]
         state = await issuer.log.read_state()
-        first, second = (
-            Event(seq=state.seq + i, type=EventType.TOKEN_REVOKED, time=clock(),
-                  issuer=issuer.settings.issuer, data={"jti": f"gap-{i}", "expires_at": int(clock()) + 300})
-            for i in (1, 2)
-        )
-        state.apply(first)
-        state.apply(second)
-        # Only the second event reaches the stream; the snapshot covers both.
+        texts = []
+        for i in (1, 2):
+            event = Event(log=state.log, seq=state.seq + 1, prev=state.head, type=EventType.TOKEN_REVOKED,
+                          time=clock(), issuer=issuer.settings.issuer,
+                          data={"jti": f"gap-{i}", "expires_at": int(clock()) + 300})
+            texts.append(issuer.control.seal_event(event))
+            state.apply(event, digest(texts[-1]))
+        second = state.seq
+        # Only the second event reaches the stream; the checkpoint covers both.
         await issuer.redis.set(issuer.names.snapshot, issuer.control.seal_snapshot(state.to_snapshot()))
-        await issuer.redis.set(issuer.names.head, str(state.seq))
-        await issuer.redis.xadd(issuer.names.events, {"event": issuer.control.seal_event(second)},
-                                id=stream_id(second.seq))
-        await eventually(lambda: agent.status().seq == second.seq, what="resync")
+        await issuer.redis.set(issuer.names.head, f"{state.log}:{state.seq}:{state.head}")
+        await issuer.redis.xadd(issuer.names.events, {"event": texts[1]}, id=stream_id(second))
+        await eventually(lambda: agent.status().seq == second, what="resync")
         assert agent.status().resyncs == 1
         assert [refuses(agent, t) for t in tokens] == ["revoked", "revoked"]
         # The issuer appends after the resynced head as usual.
@@ -174,18 +178,21 @@ async def test_a_gap_in_seq_resyncs_from_the_snapshot(issuer: IssuerContext, clo
 
 
 async def test_position_trimmed_away_resyncs(issuer: IssuerContext, clock: ManualClock) -> None:
-    """A follower that fell behind a trimmed stream catches up from the snapshot."""
+    """A follower that fell behind a trimmed stream catches up from the checkpoint."""
     admin = Admin(issuer)
     keys = KeyCache(issuer.settings.issuer)
     signed = SignedState(keys, issuer.control.anchor, issuer=issuer.settings.issuer)
     redis = connect(issuer.settings.redis_url)
     try:
-        follower = Follower(redis, issuer.names, signed)
-        await follower.bootstrap()
+        source = LogSource(redis, issuer.names)
+        candidate = await from_redis(source, signed)
+        signed.load_state(candidate.state, candidate.material, current=True)
+        follower = Follower(source, issuer.names, signed)
         behind = keys.state.seq
         for i in range(5):
             await admin.revoke_token(f"t{i}", int(clock()) + 300)
         head = (await admin.state()).seq
+        await issuer.log.checkpoint(force=True)  # the issuer trims only what a checkpoint covers
         await issuer.redis.xtrim(issuer.names.events, minid=stream_id(head - 1))
         await follower._read_once()
     finally:
@@ -227,8 +234,8 @@ async def test_a_killed_read_connection_is_replaced_and_nothing_is_missed(
     async with running_agent(issuer, clock) as agent:
         await asyncio.sleep(0.05)  # blocked in XREAD by now
         follower = agent._follower
-        assert follower is not None and follower._conn is not None
-        host, port = follower._conn._writer.get_extra_info("sockname")[:2]
+        assert follower is not None and follower.source._conn is not None
+        host, port = follower.source._conn._writer.get_extra_info("sockname")[:2]
         ours = [c for c in await admin.client_list() if c["addr"] == f"{host}:{port}"]
         assert [c["cmd"] for c in ours] == ["xread"], "the follower is not blocked in XREAD"
         await admin.client_kill_filter(_id=ours[0]["id"])

@@ -19,8 +19,9 @@ from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.tokens import sign_token
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.jwk import SigningKey
-from keyherald.verifier import VerifierAgent
+from keyherald.verifier import BootstrapError, VerifierAgent
 from keyherald.verifier import follower as follower_module
+from keyherald.verifier import source as source_module
 from keyherald.verifier.follower import Follower
 
 from .agent_kit import AUDIENCE, eventually, mint, refuses, running_agent
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.redis
 def quick_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """The idle snapshot check every 0.2 s instead of 2 s, so that a test sees it at once."""
     monkeypatch.setattr(follower_module, "BLOCK_MS", 200)
-    monkeypatch.setattr(follower_module, "SOCKET_MARGIN", 0.5)
+    monkeypatch.setattr(source_module, "BLOCK_MS", 200)
+    monkeypatch.setattr(source_module, "SOCKET_MARGIN", 0.5)
 
 
 def _forge(ctx: IssuerContext, clock: ManualClock, key: SigningKey) -> str:
@@ -62,20 +64,21 @@ async def test_an_entry_that_is_not_utf8_is_refused_and_following_goes_on(
     assert dict(status.refused_by_reason) == {"malformed": 1}
 
 
-async def test_a_snapshot_that_is_not_utf8_is_refused_and_following_goes_on(
+async def test_a_checkpoint_that_is_not_utf8_is_refused_and_following_goes_on(
     issuer: IssuerContext, clock: ManualClock, quick_idle: None
 ) -> None:
-    good = await issuer.redis.get(issuer.names.snapshot)
     async with running_agent(issuer, clock) as agent:
         await issuer.redis.set(issuer.names.snapshot, b"\xff\xfe not a snapshot")
-        await eventually(lambda: agent.status().refused_by_reason.get("snapshot_malformed") == 1,
-                         within=3, what="the snapshot refused")
-        await issuer.redis.set(issuer.names.snapshot, good)  # the issuer reads it to append
+        # A running agent follows the stream; it has no use for the checkpoint.
         token = await mint(issuer, clock, jti="after-bad-snapshot")
         await Admin(issuer).revoke_token("after-bad-snapshot", int(clock()) + 300)
         await eventually(lambda: refuses(agent, token) == "revoked", what="later revocation applied")
+        # One that starts now refuses it, and says why.
+        with pytest.raises(BootstrapError, match=r"refused \(malformed\)"):
+            async with running_agent(issuer, clock, startup_timeout="1s"):
+                pass
         status = agent.status()
-    assert status.connected and status.following and status.refused_events == 1
+    assert status.connected and status.following and status.refused_events == 0
 
 
 async def test_the_follow_loop_survives_an_unexpected_error(
@@ -128,8 +131,9 @@ async def _revoke_and_expire(ctx: IssuerContext, clock: ManualClock, agent: Veri
 async def test_a_replayed_old_snapshot_is_refused_and_a_dead_key_stays_dead(
     issuer: IssuerContext, clock: ManualClock, quick_idle: None
 ) -> None:
-    """A leaked key was revoked, then expired. Putting back a snapshot recorded while it was
+    """A leaked key was revoked, then expired. Putting back a checkpoint recorded while it was
     active (and deleting the stream) must neither revive it nor drop the current keys."""
+    await issuer.log.checkpoint(force=True)
     recorded = await issuer.redis.get(issuer.names.snapshot)
     leaked_kid = (await issuer.log.read_state()).active_key.kid  # type: ignore[union-attr]
     leaked = await issuer.keystore.get(leaked_kid)
@@ -140,13 +144,15 @@ async def test_a_replayed_old_snapshot_is_refused_and_a_dead_key_stays_dead(
 
         await issuer.redis.set(issuer.names.snapshot, recorded)
         await issuer.redis.delete(issuer.names.events)
-        await eventually(lambda: agent.status().refused_events + agent.status().resets > 0,
-                         within=3, what="the replayed snapshot looked at")
+        # A new reader would bootstrap from the old checkpoint; a running one looks at it
+        # when the log moves on, sees an earlier point of its own log, and takes nothing.
+        await issuer.redis.xadd(issuer.names.events, {"event": "nudge"}, id=f"{seq + 5}-0")
+        await eventually(lambda: agent.status().refused_events == 1, within=3, what="the junk refused")
+        await asyncio.sleep(0.5)  # real time: a few idle looks at the stream's end
         assert refuses(agent, _forge(issuer, clock, leaked)) == "unknown_key"
-        assert agent.status().refused_by_reason == {"snapshot_replayed": 1}
         assert refuses(agent, current) is None
         status = agent.status()
-    assert status.resets == 0 and status.seq == seq
+    assert status.resets == 0 and status.resyncs == 0 and status.seq == seq
 
 
 async def test_a_later_log_that_forgot_a_revocation_cannot_revive_the_key(
@@ -166,15 +172,15 @@ async def test_a_later_log_that_forgot_a_revocation_cannot_revive_the_key(
         current = await mint(issuer, clock)
 
         clock.advance(5)
+        # The restore: a new log whose base is the old state, and its first event.
         restored = await issuer.log.read_state()
-        restored.seq, restored.time = backup.seq, clock()
         restored.keys[leaked_kid] = backup.keys[leaked_kid]  # active, as when the backup was taken
         restored.revoked_tokens.clear()
-        await issuer.redis.set(issuer.names.snapshot, issuer.control.seal_snapshot(restored.to_snapshot()))
-        await issuer.redis.delete(issuer.names.events)
+        restored.time = clock()
+        await issuer.log.start_new_log(restored, reason="restore", previous=None)
         await eventually(lambda: agent.status().resets == 1, within=3, what="reset to the restored log")
 
-        assert agent.status().seq == backup.seq
+        assert agent.status().log == (await issuer.log.read_state()).log
         assert refuses(agent, _forge(issuer, clock, leaked)) == "key_revoked"
         assert refuses(agent, revoked) == "revoked"
         assert refuses(agent, current) is None  # the keys both logs hold still verify
@@ -194,11 +200,12 @@ async def test_a_forged_entry_far_ahead_does_not_hide_the_next_events(
         await issuer.redis.xadd(issuer.names.events, {"event": "not.a.jws"}, id="9999999999-0")
         await eventually(lambda: agent.status().refused_events == 1, what="junk refused")
         token = await mint(issuer, clock, jti="after-far-junk")
-        # Nothing could be appended after the junk: the issuer's next append restarts the stream.
+        # Nothing could be appended after the junk: the issuer starts a new log from what it
+        # holds, numbered on from the old one, and the agent's blocked read wakes up at it.
         await Admin(issuer).revoke_token("after-far-junk", int(clock()) + 300)
         await eventually(lambda: refuses(agent, token) == "revoked", within=1, what="revocation from the stream")
         status = agent.status()
-    assert status.resyncs == 0 and status.refused_events == 1
+    assert status.resets == 1 and status.refused_events == 1
 
 
 async def test_junk_far_ahead_is_refused_once_and_not_read_in_a_busy_loop(
@@ -234,18 +241,18 @@ async def test_a_stream_key_of_another_type_is_survived_on_the_same_connection(
     token = await mint(issuer, clock, jti="after-wrongtype")
     async with running_agent(issuer, clock) as agent:
         follower = agent._follower
-        await eventually(lambda: follower is not None and follower._conn is not None, what="following")
+        await eventually(lambda: follower is not None and follower.source._conn is not None, what="following")
         assert follower is not None
-        connection = follower._conn
+        connection = follower.source._conn
         await issuer.redis.delete(issuer.names.events)
         await issuer.redis.set(issuer.names.events, "not a stream")
         # The blocked XREAD ends within its block time; the next one gets WRONGTYPE.
         await eventually(lambda: agent.status().follow_failures >= 1, within=4, what="the error reply seen")
-        assert follower._conn is connection  # the error reply did not cost the connection
+        assert follower.source._conn is connection  # the error reply did not cost the connection
         assert agent.status().connected and agent.status().disconnects == 0  # Redis is there
         assert agent.verify(token)["jti"] == "after-wrongtype"  # verify serves from memory
         await issuer.redis.delete(issuer.names.events)
         seq = await Admin(issuer).revoke_token("after-wrongtype", int(clock()) + 300)
         await eventually(lambda: agent.status().seq == seq, within=3, what="events flow again")
         assert refuses(agent, token) == "revoked"
-        assert agent.status().connected and follower._conn is connection
+        assert agent.status().connected and follower.source._conn is connection

@@ -82,7 +82,8 @@ async def test_redis_restarted_with_its_data_agent_validates_offline_then_catche
         clock.advance(60)
         assert agent.verify(token)["jti"] == "during-outage"  # offline, from memory
         status = agent.status()
-        assert status.age == 60 and not status.stale and status.disconnects == 1
+        # Not fresh (stale: withheld events would look the same), but still accepting tokens.
+        assert status.age == 60 and status.stale and not status.refusing and status.disconnects == 1
 
         own_server.start()
         await _reconnect(own_issuer.redis)
@@ -111,12 +112,14 @@ async def test_redis_restarted_empty_the_agent_adopts_the_new_log_and_keeps_revo
         await _reconnect(own_issuer.redis)
         await own_issuer.redis.set(own_issuer.names.control_key, control_blob)  # restored from backup
         clock.advance(5)
-        # A running replica refuses a log that went backwards; a restarted one starts anew.
+        # A restarted replica finds Redis empty: it starts a new log, linked to the point its
+        # local record holds and numbered on from it.
         async with IssuerContext(own_issuer.settings, clock=clock) as restarted:
-            new_log = await Rotator(restarted).tick()  # genesis again: seq restarts at 1
-            assert new_log[-1].seq < old_seq
+            new_log = await Rotator(restarted).tick()
+            state = await restarted.log.read_state()
+            assert state.previous is not None and state.previous.seq == old_seq and new_log[0].seq > old_seq
             await eventually(lambda: agent.status().resets == 1, within=6, what="new log adopted")
-            assert agent.status().seq == new_log[-1].seq
+            assert agent.status().seq == new_log[-1].seq and agent.status().log == state.log
             assert refuses(agent, await mint(restarted, clock)) is None  # the new log's key
             assert refuses(agent, revoked) == "unknown_key"  # the old log's keys are gone with it
             assert agent.status().revoked_tokens == 1  # but its revocations are kept
@@ -157,9 +160,10 @@ async def test_a_tampered_cache_file_is_refused(
         head, body, sig = document["snapshot"].split(".")
         document["snapshot"] = f"{head}.{body[:10]}{'A' if body[10] != 'A' else 'B'}{body[11:]}.{sig}"
     elif damage == "forged event":
-        seq = (await issuer.log.read_state()).seq
+        state = await issuer.log.read_state()
         document["events"].append(ControlKey.generate("EdDSA").seal_event(Event(
-            seq=seq + 1, type=EventType.KEY_REVOKED, time=clock(), issuer=issuer.settings.issuer, data={},
+            log=state.log, seq=state.seq + 1, prev=state.head, type=EventType.KEY_REVOKED, time=clock(),
+            issuer=issuer.settings.issuer, data={},
         )))
     text = "{not json" if damage == "not json" else json.dumps(document)
     cache.write_text(text)
@@ -176,21 +180,38 @@ async def test_fail_closed_staleness_and_recovery(issuer: IssuerContext, clock: 
     async with running_agent(issuer, clock, max_staleness="10s") as agent:
         assert agent.verify(token)
         clock.advance(11)  # no word from the issuer for longer than max_staleness
-        assert agent.status().stale
+        assert agent.status().refusing
         assert refuses(agent, token) == "stale"
         await Rotator(issuer).tick()  # the leader's heartbeat
-        await eventually(lambda: not agent.status().stale, what="fresh again")
-        assert refuses(agent, token) is None
+        await eventually(lambda: not agent.status().refusing, what="fresh again")
+        assert refuses(agent, token) is None and not agent.status().stale
 
 
-async def test_by_default_the_agent_keeps_validating_however_old_its_news(
+async def test_by_default_the_agent_refuses_once_no_token_it_could_vouch_for_is_left(
     issuer: IssuerContext, clock: ManualClock
 ) -> None:
+    """Past the issuer's longest token lifetime plus the leeway without a verified event,
+    every token the agent would accept was issued after it lost word: it fails closed."""
     token = await mint(issuer, clock, ttl=300)
     async with running_agent(issuer, clock) as agent:
-        clock.advance(250)
+        clock.advance(20)
+        status = agent.status()
+        assert status.stale and not status.refusing  # reported at once...
+        assert refuses(agent, token) is None  # ...while tokens are still accepted
+        clock.advance(250 - 20)
         assert refuses(agent, token) is None
-        assert agent.status().age == 250 and not agent.status().stale
+        assert agent.status().age == 250 and agent.status().max_staleness == 330
+        clock.advance(81)
+        assert refuses(agent, token) == "stale" and agent.status().refusing
+
+
+async def test_max_staleness_off_keeps_validating_however_old_its_news(
+    issuer: IssuerContext, clock: ManualClock
+) -> None:
+    async with running_agent(issuer, clock, max_staleness="off") as agent:
+        clock.advance(1000)
+        assert refuses(agent, await mint(issuer, clock)) is None
+        assert agent.status().stale and not agent.status().refusing
 
 
 async def test_startup_timeout_when_neither_redis_nor_a_cache_file_works(

@@ -16,7 +16,7 @@ import pytest
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.shared.clock import ManualClock
-from keyherald.verifier import follower
+from keyherald.verifier import follower, source
 
 from .agent_kit import eventually, genesis, mint, refuses, running_agent
 
@@ -65,7 +65,8 @@ async def test_a_silent_partition_is_noticed_and_healed(
     issuer_ctx: IssuerContext, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(follower, "BLOCK_MS", 200)
-    monkeypatch.setattr(follower, "SOCKET_MARGIN", 0.3)
+    monkeypatch.setattr(source, "BLOCK_MS", 200)
+    monkeypatch.setattr(source, "SOCKET_MARGIN", 0.3)
     await genesis(issuer_ctx)
     host_port = issuer_ctx.settings.redis_url.split("//", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from keyherald.shared.chain import new_log_id
 from keyherald.shared.events import Event, EventType, KeyRecord, KeyState
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.state import State
@@ -12,6 +13,7 @@ from keyherald.verifier import keycache
 from keyherald.verifier.keycache import TOMBSTONE_MARGIN, KeyCache
 
 ISSUER = "https://issuer.test"
+LOG = new_log_id()
 
 
 def _record(key: SigningKey, state: KeyState, **times: int) -> KeyRecord:
@@ -20,7 +22,7 @@ def _record(key: SigningKey, state: KeyState, **times: int) -> KeyRecord:
 
 
 def _load(cache: KeyCache, seq: int, time: float, *records: KeyRecord) -> None:
-    cache.load_snapshot(State(issuer=ISSUER, seq=seq, time=time, max_token_ttl=300,
+    cache.load_snapshot(State(issuer=ISSUER, log=LOG, seq=seq, head=f"head-{seq}", time=time, max_token_ttl=300,
                               keys={r.kid: r for r in records}).to_snapshot())
 
 
@@ -28,7 +30,8 @@ def test_a_key_seen_revoked_then_expired_comes_back_revoked_until_a_day_after_it
     key = SigningKey.generate("ES256")
     cache = KeyCache(ISSUER)
     _load(cache, 5, 1_000.0, _record(key, KeyState.REVOKED, revoked_at=900, expires_at=1_500))
-    cache.apply(Event(seq=6, type=EventType.KEY_EXPIRED, time=1_600.0, issuer=ISSUER, data={"kid": key.kid}))
+    cache.apply(Event(log=LOG, seq=6, prev="head-5", type=EventType.KEY_EXPIRED, time=1_600.0, issuer=ISSUER,
+                      data={"kid": key.kid}), "head-6")
     assert cache.record(key.kid) is None and cache.verifying_key(key.kid) is None
 
     # A later log that never heard of the revocation holds it active.

@@ -8,20 +8,22 @@ from typing import Any
 
 import fakeredis
 import pytest
+from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from keyherald.shared.chain import new_log_id
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.errors import SettingsError
 from keyherald.shared.events import Event, EventType, KeyRecord, KeyState
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.names import Names, stream_id
-from keyherald.shared.state import State
+from keyherald.shared.state import Outcome, State
 from keyherald.verifier import BootstrapError, VerifierAgent, VerifierSettings
-from keyherald.verifier import follower as follower_module
-from keyherald.verifier.follower import BLOCK_MS, connect
+from keyherald.verifier import source as source_module
 from keyherald.verifier.keycache import KeyCache
-from keyherald.verifier.signedstate import SignedState
+from keyherald.verifier.signedstate import Adoption, SignedState
+from keyherald.verifier.source import BLOCK_MS, connect
 
 from .agent_kit import eventually
 
@@ -75,14 +77,16 @@ def _record(key: SigningKey, state: KeyState, **times: int) -> KeyRecord:
     return KeyRecord(kid=key.kid, alg=key.alg, jwk=key.public.jwk, state=state, published_at=100, **times)
 
 
-def test_a_log_that_went_back_in_seq_never_rolls_back_revocations_or_key_states() -> None:
-    """Redis restored from an old backup that the issuer went on with: behind in seq, later
-    in time. The agent adopts its seq but keeps what it knew to be revoked or retired."""
+def test_a_newer_log_that_went_back_in_seq_never_rolls_back_revocations_or_key_states() -> None:
+    """Redis restored from an old backup that the issuer went on with, as a new log: behind
+    in seq, later in time. The agent adopts it but keeps what it knew revoked or retired,
+    and never goes back to the log it left."""
     control = ControlKey.generate("EdDSA")
     key = SigningKey.generate("ES256")
-    restored = State(issuer=ISSUER, seq=3, time=600.0, max_token_ttl=300,
+    old_log, new_log = new_log_id(), new_log_id()
+    restored = State(issuer=ISSUER, log=new_log, seq=3, head="h3", time=600.0, max_token_ttl=300,
                      keys={key.kid: _record(key, KeyState.ACTIVE, activated_at=100)})
-    now = State(issuer=ISSUER, seq=9, time=500.0, max_token_ttl=300,
+    now = State(issuer=ISSUER, log=old_log, seq=9, head="h9", time=500.0, max_token_ttl=300,
                 keys={key.kid: _record(key, KeyState.RETIRED, activated_at=100, retired_at=400, expires_at=900)},
                 revoked_tokens={"j": 800})
     keys = KeyCache(ISSUER)
@@ -90,25 +94,57 @@ def test_a_log_that_went_back_in_seq_never_rolls_back_revocations_or_key_states(
     text = control.seal_snapshot(now.to_snapshot())
     signed.load(text, signed.open_snapshot(text))
     later = control.seal_snapshot(restored.to_snapshot())
-    assert signed.reset(later, signed.open_snapshot(later))
-    assert keys.state.seq == 3 and signed.resets == 1
+    assert signed.adopt(later, signed.open_snapshot(later)) is Adoption.RESET
+    assert keys.state.seq == 3 and keys.state.log == new_log and signed.resets == 1
     assert keys.state.revoked_tokens == {"j": 800}
     assert keys.state.keys[key.kid].state is KeyState.RETIRED
+    # The log it left, even with a later time, is never adopted again.
+    back = control.seal_snapshot(now.to_snapshot().model_copy(update={"time": 700.0}))
+    assert signed.adopt(back, signed.open_snapshot(back)) is Adoption.REFUSED
+    assert keys.state.log == new_log and signed.refused["snapshot_replayed"] == 1
 
 
-def test_events_of_another_issuer_or_signer_are_refused_and_counted() -> None:
+def test_an_older_log_or_a_fork_is_refused_and_counted() -> None:
+    control = ControlKey.generate("EdDSA")
+    log_id = new_log_id()
+    now = State(issuer=ISSUER, log=log_id, seq=9, head="h9", time=500.0, max_token_ttl=300)
+    keys = KeyCache(ISSUER)
+    signed = SignedState(keys, control.anchor, issuer=ISSUER)
+    text = control.seal_snapshot(now.to_snapshot())
+    signed.load(text, signed.open_snapshot(text))
+    older = State(issuer=ISSUER, log=new_log_id(), seq=20, head="x", time=400.0)
+    fork = State(issuer=ISSUER, log=log_id, seq=9, head="other", time=500.0)
+    behind = State(issuer=ISSUER, log=log_id, seq=4, head="h4", time=300.0)
+    verdicts = []
+    for state in (older, fork, behind):
+        sealed = control.seal_snapshot(state.to_snapshot())
+        verdicts.append(signed.adopt(sealed, signed.open_snapshot(sealed)))
+    assert verdicts == [Adoption.REFUSED, Adoption.REFUSED, Adoption.BEHIND]
+    assert dict(signed.refused) == {"snapshot_replayed": 1, "fork": 1}
+    assert keys.state.seq == 9 and keys.state.head == "h9"
+
+
+def test_events_of_another_issuer_or_signer_or_log_are_refused_and_counted() -> None:
     control = ControlKey.generate("EdDSA")
     keys = KeyCache(ISSUER)
     signed = SignedState(keys, control.anchor, issuer=ISSUER)
-    text = control.seal_snapshot(State(issuer=ISSUER).to_snapshot())
+    state = State.empty(ISSUER, new_log_id())
+    text = control.seal_snapshot(state.to_snapshot())
     signed.load(text, signed.open_snapshot(text))
     data = {"jti": "x", "expires_at": 1}
-    signed.offer(control.seal_event(Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer="evil", data=data)))
-    signed.offer(ControlKey.generate("EdDSA").seal_event(
-        Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer=ISSUER, data=data)))
-    signed.offer(control.seal_event(Event(seq=1, type=EventType.TOKEN_REVOKED, time=1, issuer=ISSUER, data={})))
+
+    def event(**fields: object) -> Event:
+        base: dict[str, object] = {"log": state.log, "seq": 1, "prev": state.head, "type": EventType.TOKEN_REVOKED,
+                                   "time": 1, "issuer": ISSUER, "data": data}
+        return Event.model_validate({**base, **fields})
+
+    signed.offer(control.seal_event(event(issuer="evil")))
+    signed.offer(ControlKey.generate("EdDSA").seal_event(event()))
+    signed.offer(control.seal_event(event(data={})))
     signed.offer(None)
-    assert dict(signed.refused) == {"wrong_issuer": 1, "untrusted_signer": 1, "malformed": 2}
+    assert signed.offer(control.seal_event(event(prev="not-the-head"))) is Outcome.BROKEN
+    assert signed.offer(control.seal_event(event(log=new_log_id()))) is Outcome.FOREIGN
+    assert dict(signed.refused) == {"wrong_issuer": 1, "untrusted_signer": 1, "malformed": 2, "chain_broken": 1}
     assert keys.state.seq == 0
 
 
@@ -116,28 +152,30 @@ def test_events_of_another_issuer_or_signer_are_refused_and_counted() -> None:
 
 
 class FlakyRedis(fakeredis.FakeAsyncRedis):
-    """Fails the next ``failures`` XREADs as a dropped connection would."""
+    """Fails the agent's next ``failures`` reads as a dropped connection would."""
 
     failures = 0
 
-    async def xread(self, *args: Any, **kwargs: Any) -> Any:
-        if self.failures:
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures and NEVER_DECODE in kwargs:  # the agent's reads, not the test's writes
             self.failures -= 1
             raise RedisConnectionError("Connection reset by peer")
-        return await super().xread(*args, **kwargs)
+        return await super().execute_command(*args, **kwargs)
 
 
 async def test_dropped_connections_are_retried_with_backoff_while_verify_serves() -> None:
-    control, names = ControlKey.generate("EdDSA"), Names("unit")
+    control, names, clock = ControlKey.generate("EdDSA"), Names("unit"), ManualClock()
     redis = FlakyRedis(decode_responses=True)
-    state = State(issuer=ISSUER)
+    state = State.empty(ISSUER, new_log_id())
+    state.time = clock()
     await redis.set(names.snapshot, control.seal_snapshot(state.to_snapshot()))
     settings = VerifierSettings(issuer=ISSUER, namespace="unit", audience="orders",
                                 trust_anchor=control.anchor.thumbprint)
-    async with VerifierAgent(settings, clock=ManualClock(), redis=redis) as agent:
+    async with VerifierAgent(settings, clock=clock, redis=redis) as agent:
         redis.failures = 4
         await eventually(lambda: agent.status().disconnects == 1, what="disconnect noticed")
-        event = Event(seq=1, type=EventType.TOKEN_REVOKED, time=5, issuer=ISSUER, data={"jti": "a", "expires_at": 9})
+        event = Event(log=state.log, seq=1, prev=state.head, type=EventType.TOKEN_REVOKED, time=clock(),
+                      issuer=ISSUER, data={"jti": "a", "expires_at": 9})
         await redis.xadd(names.events, {"event": control.seal_event(event)}, id=stream_id(1))
         # Four failures at 50, 100, 200, 400 ms (jittered down to half) and it catches up.
         waited = await eventually(lambda: agent.status().seq == 1, within=2, what="catch-up after retries")
@@ -170,7 +208,7 @@ async def test_the_client_suits_blocking_reads() -> None:
     ],
 )
 def test_every_shape_of_an_xread_reply_gives_its_entries(reply: object, ids: list[object]) -> None:
-    assert [entry[0] for entry in follower_module._entries(reply)] == ids
+    assert [entry[0] for entry in source_module.entries(reply)] == ids
 
 
 async def test_stop_during_start_ends_the_start_and_leaves_nothing_running() -> None:

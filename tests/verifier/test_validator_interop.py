@@ -16,6 +16,7 @@ from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.tokens import sign_token
+from keyherald.shared.chain import digest
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.events import Snapshot
 from keyherald.shared.jwk import ALGORITHMS, Algorithm, SigningKey
@@ -64,8 +65,9 @@ async def _catch_up(ctx: IssuerContext, cache: KeyCache, after: str | None = Non
     start = f"({after or f'{cache.state.seq}-0'}"
     for _, fields in await ctx.redis.xrange(names.events, min=start):
         raw = fields.get(b"event", fields.get("event"))
-        event = ctx.control.anchor.open_event(raw.decode() if isinstance(raw, bytes) else raw, issuer=ISSUER)
-        assert cache.apply(event) is Outcome.APPLIED
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        event = ctx.control.anchor.open_event(text, issuer=ISSUER)
+        assert cache.apply(event, digest(text)) is Outcome.APPLIED
 
 
 @pytest.mark.redis

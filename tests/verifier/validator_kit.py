@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from keyherald.issuer.tokens import sign_token
+from keyherald.shared.chain import digest, genesis_head, new_log_id
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.encoding import b64url_encode
 from keyherald.shared.envelope import ControlKey
@@ -64,8 +65,10 @@ class Kit:
         self.others = {a: _key(a) for a in ("ES256", "EdDSA", "RS256") if a != alg}
         now = int(self.clock())
         records = [self.record(k, now - 3600) for k in (self.key, *self.others.values())]
+        log_id = new_log_id()
         snapshot = Snapshot(
-            issuer=ISSUER, seq=1, position="1-0", time=self.clock(), max_token_ttl=TTL, keys=records
+            issuer=ISSUER, log=log_id, log_started=self.clock(), seq=1, head=genesis_head(log_id),
+            position="1-0", time=self.clock(), max_token_ttl=TTL, keys=records,
         )
         # Through the real envelope: what an agent bootstraps from.
         opened = self.control.anchor.open_snapshot(self.control.seal_snapshot(snapshot), issuer=ISSUER)
@@ -101,9 +104,11 @@ class Kit:
         """Fold one event, as the follower does after opening it."""
         self.clock.advance(advance)
         state = self.cache.state
-        event = Event(seq=state.seq + 1, type=str(kind), time=self.clock(), issuer=ISSUER, data=data)
+        event = Event(log=state.log, seq=state.seq + 1, prev=state.head, type=str(kind), time=self.clock(),
+                      issuer=ISSUER, data=data)
         sealed = self.control.seal_event(event)
-        assert self.cache.apply(self.control.anchor.open_event(sealed, issuer=ISSUER)) is Outcome.APPLIED
+        opened = self.control.anchor.open_event(sealed, issuer=ISSUER)
+        assert self.cache.apply(opened, digest(sealed)) is Outcome.APPLIED
 
     def replace_key(self, record: KeyRecord, kind: EventType = EventType.KEY_RETIRED) -> None:
         self.event(kind, {"key": record.model_dump(mode="json")})
