@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -32,6 +33,14 @@ class IssuerSettings(BaseKeyheraldSettings):
     """Events kept in the stream for agents catching up; older ones live only in the snapshot."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    trusted_proxies: str = ""
+    """Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    Empty (the default): none, the TCP peer is the client (rate limits count it)."""
+    http_header_timeout: Duration = 10.0
+    """A connection that has not sent a whole request (headers and body) this long after it
+    opened, or after its previous answer, is closed: half-open connections cost nothing."""
+    http_keepalive_timeout: Duration = 5.0
+    """An idle keep-alive connection is closed after this long."""
     auth_failures_per_client: int = Field(default=10, ge=1)
     """Failed authentications allowed per client_id per minute before 429."""
     auth_failures_per_address: int = Field(default=100, ge=1)
@@ -50,6 +59,28 @@ class IssuerSettings(BaseKeyheraldSettings):
         if value < 1:
             raise ValueError("must be at least 1s")
         return float(int(value))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
+        return ",".join(items)
+
+    @field_validator("http_header_timeout", "http_keepalive_timeout")
+    @classmethod
+    def _http_timeout(cls, value: float) -> float:
+        if not 1 <= value <= 300:
+            raise ValueError("must be between 1s and 300s")
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
     @model_validator(mode="after")
     def _coherent(self) -> IssuerSettings:

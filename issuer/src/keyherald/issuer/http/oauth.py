@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_plus
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ..clients import Client, secret_matches
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from . import Service
 
 __all__ = [
+    "MAX_BODY",
     "NO_STORE",
     "ClientAuth",
     "Form",
@@ -40,6 +41,8 @@ log = logging.getLogger("keyherald.issuer.auth")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_BODY = 16 * 1024
+"""The most a request may carry, here and on every other route (:mod:`.gate`)."""
+_TOO_LARGE = {"Connection": "close"}  # the rest is not read: do not wait for it either
 _REPEATABLE = frozenset({"audience", "resource"})
 _BASIC = 'Basic realm="keyherald", charset="UTF-8"'
 
@@ -103,12 +106,15 @@ async def read_form(request: Request) -> Form:
         raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise OAuthError("invalid_request", "the body is too large")
+        raise OAuthError("invalid_request", "the body is too large", headers=_TOO_LARGE)
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise OAuthError("invalid_request", "the body is too large")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise OAuthError("invalid_request", "the body is too large", headers=_TOO_LARGE)
+    except ClientDisconnect:  # gone, or cut off by the request deadline: nobody reads the answer
+        raise OAuthError("invalid_request", "the body did not arrive") from None
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, max_num_fields=64)
