@@ -23,7 +23,7 @@ from .context import IssuerContext
 from .errors import IssuerError
 from .leader import LeaderLease
 from .rotation import Rotator
-from .settings import IssuerSettings
+from .settings import IssuerSettings, is_loopback_url
 from .tokens import TokenSigner
 
 if TYPE_CHECKING:
@@ -96,6 +96,11 @@ class IssuerRuntime:
             ) from None
         listener.setblocking(False)
         self.http_port = int(listener.getsockname()[1])
+        if self.settings.issuer.startswith("http://") and not is_loopback_url(self.settings.issuer):
+            log.warning(
+                "KEYHERALD_ISSUER %s is plain http off this machine: client secrets and tokens would cross"
+                " the network in the clear; serve the issuer behind TLS (https://)", self.settings.issuer,
+            )
         return listener
 
     async def stop(self) -> None:

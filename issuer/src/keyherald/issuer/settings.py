@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -11,7 +12,35 @@ from keyherald.shared.durations import Duration
 from keyherald.shared.jwk import Algorithm, ControlAlgorithm
 from keyherald.shared.settings import BaseKeyheraldSettings
 
-__all__ = ["IssuerSettings"]
+__all__ = ["IssuerSettings", "is_loopback_url", "validate_issuer_url"]
+
+
+def validate_issuer_url(value: str) -> str:
+    """RFC 8414 §2: the issuer is an absolute URL with no query or fragment. It is baked into
+    every token and into the namespace's log, so a typo must stop here, not be published."""
+    if any(c in value for c in "?#") or not value.isprintable() or " " in value:
+        raise ValueError("must be an absolute http(s) URL with no query, fragment or spaces")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # ValueError for a port out of range or not a number
+    except ValueError:
+        raise ValueError("must be an absolute http(s) URL such as https://issuer.example.com") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL such as https://issuer.example.com (scheme and host)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold credentials")
+    return value
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` names this machine (plain http is fine there, and only there)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class IssuerSettings(BaseKeyheraldSettings):
@@ -59,6 +88,11 @@ class IssuerSettings(BaseKeyheraldSettings):
         if value < 1:
             raise ValueError("must be at least 1s")
         return float(int(value))
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        return validate_issuer_url(value)
 
     @field_validator("trusted_proxies")
     @classmethod
