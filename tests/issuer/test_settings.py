@@ -61,7 +61,7 @@ def test_trusted_proxies_are_ips_or_networks() -> None:
     settings = load_settings(IssuerSettings, trusted_proxies=" 10.0.0.0/8 , 192.0.2.1,::1 ", _env_file=None)
     assert settings.trusted_proxy_list == ["10.0.0.0/8", "192.0.2.1", "::1"]
     assert load_settings(IssuerSettings, _env_file=None).trusted_proxy_list == []  # none by default
-    with pytest.raises(SettingsError, match="KEYHERALD_TRUSTED_PROXIES: 'proxy.internal' is not an IP"):
+    with pytest.raises(SettingsError, match=r"KEYHERALD_TRUSTED_PROXIES: 'proxy\.internal' is not an IP"):
         load_settings(IssuerSettings, trusted_proxies="10.0.0.1,proxy.internal", _env_file=None)
     with pytest.raises(SettingsError, match="KEYHERALD_HTTP_HEADER_TIMEOUT"):
         load_settings(IssuerSettings, http_header_timeout="1h", _env_file=None)

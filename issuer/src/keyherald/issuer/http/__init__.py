@@ -216,10 +216,12 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
     async def revoke(request: Request) -> Response:
         return await revocation_endpoint(service, request)
 
-    @app.get("/.well-known/jwks.json", tags=["discovery"], responses=errors(503),
-             summary="every key a verifier may need now")
-    async def jwks() -> Response:
-        return await jwks_endpoint(service)
+    @app.head("/.well-known/jwks.json", tags=["discovery"], responses=errors(304, 503), operation_id="jwks_head",
+              summary="the JWKS's headers only: ETag, Cache-Control")
+    @app.get("/.well-known/jwks.json", tags=["discovery"], responses=errors(304, 503), operation_id="jwks",
+             summary="every key a verifier may need now (strong ETag; If-None-Match answers 304)")
+    async def jwks(request: Request) -> Response:
+        return await jwks_endpoint(service, request)
 
     @app.get("/.well-known/oauth-authorization-server", tags=["discovery"], summary="RFC 8414 metadata")
     async def oauth_metadata() -> Response:
