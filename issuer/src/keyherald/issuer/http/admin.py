@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 from ..clients import ClientRegistry
 from ..errors import ClientExists, ClientNotFound, KeyNotFound
 from ..lifecycle import describe
+from ..tokens import verified_claims
 from .openapi import errors
-from .revoke import verified_claims
 
 if TYPE_CHECKING:
     from . import Service
