@@ -84,7 +84,7 @@ def test_every_command_describes_itself() -> None:
                 stack.extend((f"{path} {name}", sub) for name, sub in action.choices.items())
     assert all(seen.values()), [path for path, text in seen.items() if not text]
     assert "init" in seen["keyherald issuer"] or "prepare" in seen["keyherald issuer"]
-    assert {"keyherald kek", "keyherald dev", "keyherald revoke subject"} <= set(seen)
+    assert {"keyherald kek", "keyherald dev", "keyherald token", "keyherald revoke subject"} <= set(seen)
 
 
 def test_dev_help_names_its_default_ports(cli: Cli) -> None:

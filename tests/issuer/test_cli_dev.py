@@ -97,6 +97,10 @@ def test_a_restart_on_another_port_keeps_anchor_clients_and_issuer_id(tmp_path: 
         assert env["KEYHERALD_ISSUER"] == issuer
         listed = _keyherald(env, "clients", "list", "--json")
         assert listed.returncode == 0 and '"orders"' in listed.stdout
+        # The client's secret still gets a token at the new port, through the env file's token URL.
+        token = _keyherald(env, "token", "orders", "--secret-file", "-", stdin=created.stdout)
+        assert token.returncode == 0, token.stderr
+        assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+\n", token.stdout)
 
 
 def test_another_issuer_for_a_started_folder_is_refused_naming_the_flag(tmp_path: Path) -> None:
