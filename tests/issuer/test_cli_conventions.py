@@ -97,7 +97,8 @@ def test_revoke_loads_neither_the_worker_nor_the_http_server(env: IssuerSettings
     """The command an operator runs in an incident: what it does not import it does not wait for."""
     probe = (
         "import sys\nfrom keyherald.issuer.cli import main\n"
-        "try:\n    main(['revoke', 'subject', 'orders', '--force', '--json'])\nexcept SystemExit as e:\n    code = e.code\n"
+        "try:\n    main(['revoke', 'subject', 'orders', '--force', '--json'])\n"
+        "except SystemExit as e:\n    code = e.code\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'starlette', 'uvicorn', 'faststream'})\n"
         "print(code, heavy, file=sys.stderr)\n"
     )

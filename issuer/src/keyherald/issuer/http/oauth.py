@@ -173,13 +173,16 @@ def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def authenticate_client(service: Service, request: Request, form: Form) -> Client:
+async def authenticate_client(service: Service, request: Request, form: Form, *,
+                              disabled_ok: bool = False) -> Client:
     """The registered client the request proves to be, or an OAuthError.
 
     One Redis read (a script, batched with concurrent requests' reads) fetches the client and
     both failure counters, so a disabled client or a rotated secret takes effect at once. Unknown client and
     wrong secret take the same path (a hash and a constant-time compare) and get the same
-    answer. A disabled client with the right secret gets ``unauthorized_client``: it did
+    answer. ``disabled_ok`` (RFC 7009 revocation) lets a disabled client through: it may
+    still revoke its own tokens. Otherwise a disabled client with the right secret gets
+    ``unauthorized_client``: it did
     authenticate, and RFC 6749 §5.2 names that error for a client not allowed the grant.
     """
     limiter = service.limiter
@@ -205,6 +208,6 @@ async def authenticate_client(service: Service, request: Request, form: Form) ->
         log.info("client authentication failed: client_id %.80r from %s (%s)",
                  auth.client_id, address, "unknown client" if client is None else "wrong secret")
         raise OAuthError.invalid_client()
-    if client.disabled:
+    if client.disabled and not disabled_ok:
         raise OAuthError("unauthorized_client", "this client is disabled")
     return client

@@ -5,6 +5,10 @@ keys (from the verified state, the algorithm taken from the key) and carry this 
 the client's own client_id; then a ``token.revoked`` event with its jti and exp goes out
 to every agent. Anything else (a stranger's token, garbage, an expired token) is answered
 200 as well, as RFC 7009 §2.2 says: the caller learns nothing about tokens it does not own.
+
+A disabled client may still revoke its own tokens. Disabling comes first in a leak
+(docs/api.md), and the client's owner must then be able to clean up; whoever holds the
+leaked secret can only revoke tokens of that client, which helps the defender.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ async def revocation_endpoint(service: Service, request: Request) -> Response:
         return error_response(exc)
     async with service.redis_slots:
         try:
-            client = await authenticate_client(service, request, form)
+            client = await authenticate_client(service, request, form, disabled_ok=True)
             token = form.get("token")
             if not token:
                 raise OAuthError("invalid_request", "the token parameter is required")
