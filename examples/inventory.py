@@ -1,13 +1,15 @@
-"""The inventory service: every route but /healthz needs a keyherald token for "inventory".
+"""The inventory service: every route but /healthz needs a keyherald token for its audience.
 
     KEYHERALD_AUDIENCE=inventory uvicorn --factory examples.inventory:create_app --port 8002
 
-The agent reads the rest from KEYHERALD_* (REDIS_URL, NAMESPACE, ISSUER, TRUST_ANCHOR);
-tokens are checked offline, in memory, in microseconds.
+The agent reads its settings from KEYHERALD_* (AUDIENCE, REDIS_URL, NAMESPACE, ISSUER,
+TRUST_ANCHOR); without KEYHERALD_AUDIENCE the audience is "inventory". Tokens are checked
+offline, in memory, in microseconds.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,15 +19,22 @@ from fastapi import Depends, FastAPI
 from keyherald.verifier import VerifierAgent, VerifierSettings
 from keyherald.verifier.integrations.fastapi import require_token
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "settings_from_env"]
 
 STOCK = {"widget": 42, "gadget": 7, "gizmo": 0}
+
+
+def settings_from_env() -> VerifierSettings:
+    """KEYHERALD_* as set; the audience is KEYHERALD_AUDIENCE, or "inventory" when unset."""
+    if os.environ.get("KEYHERALD_AUDIENCE"):
+        return VerifierSettings()
+    return VerifierSettings(audience="inventory")
 
 
 def create_app(agent: VerifierAgent | None = None) -> FastAPI:
     """The app; pass a started ``agent`` (tests), or let the app run one from KEYHERALD_*."""
     own = agent is None
-    verifier = agent if agent is not None else VerifierAgent(VerifierSettings(audience="inventory"))
+    verifier = agent if agent is not None else VerifierAgent(settings_from_env())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +45,7 @@ def create_app(agent: VerifierAgent | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="inventory (keyherald example)", lifespan=lifespan)
+    app.state.agent = verifier
     # Dependencies as default values: with postponed annotations FastAPI cannot resolve an
     # Annotated alias local to this function.
     reader = Depends(require_token(verifier, scopes=["inventory:read"]))

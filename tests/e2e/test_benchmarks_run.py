@@ -22,3 +22,19 @@ def test_the_propagation_benchmark_measures_agents_and_bare_loops(
         cells = [c.strip() for c in row.strip("|").split("|")]
         bare_p50, lean_p50, agent_p50 = (float(cells[i].split(" / ")[0]) for i in (2, 3, 4))
         assert 0 < bare_p50 < 1000 and 0 < lean_p50 < 1000 and 0 < agent_p50 < 1000
+
+
+def test_the_cli_startup_benchmark_runs_the_real_command(redis_url: str) -> None:
+    """One run of each command; the bench itself refuses a revoke that loads FastAPI,
+    uvicorn or FastStream, or that fails."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "cli_startup.py"
+    done = subprocess.run([sys.executable, str(bench), "--runs", "1"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KEYHERALD_TEST_REDIS_URL": redis_url}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "keyherald revoke subject orders" in done.stdout and "python -c pass" in done.stdout
+    assert "keyherald.issuer" in done.stdout  # the heaviest imports are listed

@@ -101,3 +101,12 @@ async def test_orders_calls_inventory_until_revoked(issuer: IssuerRuntime, agent
         locked_out = await orders.get("/orders/check/widget")
         assert locked_out.status_code == 502
         assert locked_out.json() == {"error": "orders cannot get a token", "reason": "unauthorized_client"}
+
+
+def test_inventory_honours_keyherald_audience(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walkthrough step 3 sets KEYHERALD_AUDIENCE; the example used to hard-code "inventory"."""
+    monkeypatch.setenv("KEYHERALD_TRUST_ANCHOR", "A" * 43)
+    monkeypatch.setenv("KEYHERALD_AUDIENCE", "stock,inventory")
+    assert inventory_app().state.agent.settings.audience == ("stock", "inventory")
+    monkeypatch.delenv("KEYHERALD_AUDIENCE")
+    assert inventory_app().state.agent.settings.audience == ("inventory",)

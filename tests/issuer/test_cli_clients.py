@@ -105,7 +105,12 @@ def test_revoke_subject_key_and_token_print_their_seq(env: IssuerSettings, cli: 
 
     token = asyncio.run(genesis_and_token())
     seq = _state(env).seq
+    # No client named orders is registered: a typo must not "succeed" and revoke nothing real.
     code, out, err = cli("revoke", "subject", "orders")
+    assert code == 1 and out == "" and "no registered client is named 'orders'" in err and "--force" in err
+    assert _state(env).seq == seq and "orders" not in _state(env).revoked_subjects
+    # A deleted client's tokens may live on: --force revokes the subject anyway.
+    code, out, err = cli("revoke", "subject", "orders", "--force")
     assert code == 0 and out.strip().endswith(f"seq {seq + 1}") and "no registered client" in err
     assert "orders" in _state(env).revoked_subjects
 
@@ -143,3 +148,11 @@ def test_revoke_bad_input_is_a_one_line_error(env: IssuerSettings, cli: Cli) -> 
         assert "not-a-token" not in err
     code, _, err = cli("revoke", "token", "--jti", "a", "--expires-at", "yesterday")
     assert code == 2 and "ISO 8601" in err
+
+
+def test_revoke_subject_of_a_registered_client_needs_no_force(env: IssuerSettings, cli: Cli) -> None:
+    assert cli("clients", "create", "orders", "--audience", "inventory")[0] == 0
+    code, out, err = cli("revoke", "subject", "orders", "--json")
+    assert code == 0 and json.loads(out)["seq"] == _state(env).seq and err == ""
+    code, _, err = cli("revoke", "subject", "ordres")  # the typo of the issue
+    assert code == 1 and "'ordres'" in err and "ordres" not in _state(env).revoked_subjects

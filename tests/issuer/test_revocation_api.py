@@ -60,6 +60,21 @@ async def test_rfc7009_a_client_revokes_its_own_token(issuer: IssuerRuntime, htt
     await eventually(applied, within=1.0)
 
 
+async def test_rfc7009_a_disabled_client_may_still_revoke_its_own_tokens(
+        issuer: IssuerRuntime, http: httpx.AsyncClient, agent: VerifierAgent) -> None:
+    """After a leak the client is disabled first; its owner must still be able to clean up.
+    A wrong secret is still refused, and the disabled client still gets no new token."""
+    secret = await add_client(issuer, "orders", ["inventory"])
+    token = await _token(http, "orders", secret)
+    await issuer.ctx.clients().disable("orders")
+    assert (await http.post("/token", data=GRANT, headers=basic("orders", secret))).status_code == 400
+    wrong = await http.post("/revoke", data={"token": token}, headers=basic("orders", "khs_guess"))
+    assert wrong.status_code == 401
+    response = await http.post("/revoke", data={"token": token}, headers=basic("orders", secret))
+    assert response.status_code == 200
+    await eventually(lambda: _async(_refused(agent, token, TokenRevoked)), within=1.0)
+
+
 async def test_rfc7009_other_clients_tokens_and_garbage_get_200_and_change_nothing(
         issuer: IssuerRuntime, http: httpx.AsyncClient, agent: VerifierAgent) -> None:
     orders = await add_client(issuer, "orders", ["inventory"])

@@ -11,10 +11,8 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
-import uvicorn
 from redis.exceptions import RedisError
 
 from keyherald.shared.clock import Clock, system_clock
@@ -25,7 +23,7 @@ from .context import IssuerContext
 from .errors import IssuerError, LogRefused
 from .leader import LeaderLease
 from .rotation import Rotator
-from .settings import IssuerSettings
+from .settings import IssuerSettings, is_loopback_url
 from .tokens import TokenSigner
 
 if TYPE_CHECKING:
@@ -33,13 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["IssuerRuntime"]
 
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn inside our process: signals belong to the FastStream app, not to uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 log = logging.getLogger("keyherald.issuer")
 
@@ -121,6 +112,11 @@ class IssuerRuntime:
             ) from None
         listener.setblocking(False)
         self.http_port = int(listener.getsockname()[1])
+        if self.settings.issuer.startswith("http://") and not is_loopback_url(self.settings.issuer):
+            log.warning(
+                "KEYHERALD_ISSUER %s is plain http off this machine: client secrets and tokens would cross"
+                " the network in the clear; serve the issuer behind TLS (https://)", self.settings.issuer,
+            )
         return listener
 
     async def stop(self) -> None:
@@ -219,12 +215,8 @@ class IssuerRuntime:
             self.agent = agent
 
     async def _http(self, listener: socket.socket) -> None:
+        # Imported here: FastAPI and uvicorn load only in a process that serves HTTP.
         from .http import create_app
+        from .http.server import serve
 
-        config = uvicorn.Config(create_app(self), log_level="warning", lifespan="off", access_log=False)
-        server = _QuietServer(config)
-        try:
-            await server.serve(sockets=[listener])
-        finally:
-            server.should_exit = True
-            listener.close()
+        await serve(create_app(self), self.settings, listener)

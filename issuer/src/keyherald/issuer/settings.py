@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
@@ -12,7 +14,7 @@ from keyherald.shared.durations import Duration
 from keyherald.shared.jwk import Algorithm, ControlAlgorithm
 from keyherald.shared.settings import BaseKeyheraldSettings
 
-__all__ = ["IssuerSettings", "default_state_dir"]
+__all__ = ["IssuerSettings", "default_state_dir", "is_loopback_url", "validate_issuer_url"]
 
 _OFF = frozenset({"off", "none", "no", "false"})
 
@@ -29,6 +31,34 @@ def _state_dir(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in _OFF:
         return None
     return value
+
+
+def validate_issuer_url(value: str) -> str:
+    """RFC 8414 §2: the issuer is an absolute URL with no query or fragment. It is baked into
+    every token and into the namespace's log, so a typo must stop here, not be published."""
+    if any(c in value for c in "?#") or not value.isprintable() or " " in value:
+        raise ValueError("must be an absolute http(s) URL with no query, fragment or spaces")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # ValueError for a port out of range or not a number
+    except ValueError:
+        raise ValueError("must be an absolute http(s) URL such as https://issuer.example.com") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL such as https://issuer.example.com (scheme and host)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold credentials")
+    return value
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` names this machine (plain http is fine there, and only there)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class IssuerSettings(BaseKeyheraldSettings):
@@ -50,6 +80,14 @@ class IssuerSettings(BaseKeyheraldSettings):
     """Events kept in the stream for agents catching up; older ones live only in the snapshot."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    trusted_proxies: str = ""
+    """Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    Empty (the default): none, the TCP peer is the client (rate limits count it)."""
+    http_header_timeout: Duration = 10.0
+    """A connection that has not sent a whole request (headers and body) this long after it
+    opened, or after its previous answer, is closed: half-open connections cost nothing."""
+    http_keepalive_timeout: Duration = 5.0
+    """An idle keep-alive connection is closed after this long."""
     auth_failures_per_client: int = Field(default=10, ge=1)
     """Failed authentications allowed per client_id per minute before 429."""
     auth_failures_per_address: int = Field(default=100, ge=1)
@@ -73,6 +111,33 @@ class IssuerSettings(BaseKeyheraldSettings):
         if value < 1:
             raise ValueError("must be at least 1s")
         return float(int(value))
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        return validate_issuer_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
+        return ",".join(items)
+
+    @field_validator("http_header_timeout", "http_keepalive_timeout")
+    @classmethod
+    def _http_timeout(cls, value: float) -> float:
+        if not 1 <= value <= 300:
+            raise ValueError("must be between 1s and 300s")
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
     @model_validator(mode="after")
     def _coherent(self) -> IssuerSettings:

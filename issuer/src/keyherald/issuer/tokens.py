@@ -1,19 +1,22 @@
-"""Signing tokens with the active key: the one function the token endpoint and tests call."""
+"""Signing tokens with the active key (the token endpoint, tests), and recognising a token this
+issuer signed (revocation by the token itself: RFC 7009, the admin API, the command)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from keyherald.shared.encoding import dumps
-from keyherald.shared.jwk import SigningKey
-from keyherald.shared.jws import sign_compact
+from keyherald.shared.encoding import dumps, loads_object
+from keyherald.shared.jwk import SigningKey, VerifyingKey
+from keyherald.shared.jws import parse_compact, sign_compact
+from keyherald.shared.state import State
 
 from .context import IssuerContext
 from .errors import KeyNotFound
 
-__all__ = ["TOKEN_TYP", "TokenSigner", "sign_token"]
+__all__ = ["MAX_TOKEN", "TOKEN_TYP", "TokenSigner", "sign_token", "verified_claims"]
 
 TOKEN_TYP = "at+jwt"
+MAX_TOKEN = 8 * 1024
 
 
 def sign_token(claims: dict[str, Any], key: SigningKey) -> str:
@@ -55,3 +58,20 @@ class TokenSigner:
         if self._key is None:
             raise KeyNotFound("no active signing key yet: is an issuer leader running?")
         return sign_token(claims, self._key)
+
+
+def verified_claims(token: str, state: State, issuer: str) -> dict[str, Any] | None:
+    """The claims of a token this issuer signed with a key it still knows, else None."""
+    try:
+        jws = parse_compact(token, max_length=MAX_TOKEN)
+        header = jws.header
+        record = state.keys.get(str(header.get("kid")))
+        if record is None or header.get("typ") != TOKEN_TYP or "crit" in header:
+            return None
+        key = VerifyingKey.from_jwk(record.jwk)
+        if header.get("alg") != key.alg or not key.verify(jws.signing_input, jws.signature):
+            return None
+        claims = loads_object(jws.payload)
+    except (ValueError, TypeError):
+        return None
+    return claims if claims.get("iss") == issuer else None

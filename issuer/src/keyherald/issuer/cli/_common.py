@@ -1,19 +1,42 @@
-"""What every sub-command shares: settings flags, output."""
+"""What every sub-command shares: settings flags, output, the failure an operator must see.
+
+Only argparse at import time: a command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
-from keyherald.shared.settings import load_settings
+if TYPE_CHECKING:
+    from ..context import IssuerContext
+    from ..settings import IssuerSettings
 
-from ..settings import IssuerSettings
-
-__all__ = ["Subparsers", "add_settings_flags", "emit_json", "settings_from"]
+__all__ = [
+    "OperationFailed",
+    "Subparsers",
+    "add_parser",
+    "add_settings_flags",
+    "emit_json",
+    "opened_context",
+    "settings_from",
+]
 
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class OperationFailed(Exception):
+    """The command ran but its operation was refused or failed (exit 1)."""
+
+
+def add_parser(sub: Any, name: str, text: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A sub-command whose one-line help is also its --help description."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text, **kwargs)
+    return parser
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +48,10 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> IssuerSettings:
+    from keyherald.shared.settings import load_settings
+
+    from ..settings import IssuerSettings
+
     flags = {
         "redis_url": getattr(args, "redis_url", None),
         "namespace": getattr(args, "namespace", None),
@@ -33,6 +60,29 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> IssuerSettings:
     }
     merged = {**flags, **{k: v for k, v in extra.items() if v is not None}}
     return load_settings(IssuerSettings, **merged)
+
+
+@asynccontextmanager
+async def opened_context(args: argparse.Namespace, **extra: Any) -> AsyncIterator[IssuerContext]:
+    """The issuer's context for an admin action, on a namespace an issuer has prepared.
+
+    A namespace with no control key is a setting to fix (KEYHERALD_NAMESPACE or the Redis
+    URL point elsewhere), not a failed operation: it exits 2, like any bad setting.
+    """
+    from keyherald.shared.errors import SettingsError
+
+    from ..context import IssuerContext
+    from ..errors import KeyNotFound
+
+    ctx = IssuerContext(settings_from(args, **extra), create=False)
+    try:
+        await ctx.open()
+    except KeyNotFound as exc:
+        raise SettingsError("KEYHERALD_NAMESPACE", str(exc)) from None
+    try:
+        yield ctx
+    finally:
+        await ctx.close()
 
 
 def emit_json(value: Any) -> None:

@@ -9,15 +9,14 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from keyherald.shared.durations import format_duration, parse_duration
-
-from ..context import IssuerContext
-from ._common import add_settings_flags, emit_json, settings_from
+from ._common import add_parser, add_settings_flags, emit_json, opened_context
 
 __all__ = ["register"]
 
 
 def _ttl(text: str) -> int:
+    from keyherald.shared.durations import parse_duration
+
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
@@ -28,10 +27,10 @@ def _ttl(text: str) -> int:
 
 
 def register(sub: Any) -> None:
-    clients = sub.add_parser("clients", help="register the services that may get tokens")
+    clients = add_parser(sub, "clients", "register the services that may get tokens")
     clients_sub = clients.add_subparsers(dest="clients_command", metavar="ACTION", required=True)
 
-    create = clients_sub.add_parser("create", help="register a client and print its secret, once")
+    create = add_parser(clients_sub, "create", "register a client and print its secret, once")
     create.add_argument("name", metavar="NAME", help="the client_id: the sub of its tokens (e.g. orders)")
     create.add_argument("--audience", action="append", required=True, metavar="AUD",
                         help="an audience it may get tokens for (repeat for several)")
@@ -43,7 +42,7 @@ def register(sub: Any) -> None:
     add_settings_flags(create)
     create.set_defaults(handler=_create)
 
-    listing = clients_sub.add_parser("list", help="registered clients (never their secrets)")
+    listing = add_parser(clients_sub, "list", "registered clients (never their secrets)")
     listing.add_argument("--json", action="store_true", help="a JSON list of objects")
     add_settings_flags(listing)
     listing.set_defaults(handler=_list)
@@ -52,12 +51,12 @@ def register(sub: Any) -> None:
         ("disable", _disable, "refuse it tokens from now on (tokens it holds live on: revoke subject)"),
         ("enable", _enable, "let a disabled client get tokens again"),
     ):
-        action = clients_sub.add_parser(name, help=text)
+        action = add_parser(clients_sub, name, text)
         action.add_argument("client_id", metavar="CLIENT_ID")
         add_settings_flags(action)
         action.set_defaults(handler=handler)
 
-    rotate = clients_sub.add_parser("rotate-secret", help="a new secret; the old one stops working at once")
+    rotate = add_parser(clients_sub, "rotate-secret", "a new secret; the old one stops working at once")
     rotate.add_argument("client_id", metavar="CLIENT_ID")
     rotate.add_argument("--json", action="store_true", help="print {client_id, client_secret} as JSON")
     add_settings_flags(rotate)
@@ -74,7 +73,9 @@ def _print_secret(client_id: str, secret: str, as_json: bool) -> None:
 
 
 async def _create(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    from keyherald.shared.durations import format_duration
+
+    async with opened_context(args) as ctx:
         registry = ctx.clients()
         client, secret = await registry.create(args.name, audiences=args.audience, scopes=args.scope, ttl=args.ttl)
         cap = int(ctx.settings.token_ttl)
@@ -89,7 +90,9 @@ def _when(ts: int) -> str:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    from keyherald.shared.durations import format_duration
+
+    async with opened_context(args) as ctx:
         clients = await ctx.clients().list()
         default_ttl = int(ctx.settings.token_ttl)
     if args.json:
@@ -105,7 +108,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _disable(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    async with opened_context(args) as ctx:
         await ctx.clients().disable(args.client_id)
     print(f"disabled {args.client_id}: it gets no more tokens. Tokens it holds stay valid until they expire;")
     print(f"to refuse those too: keyherald revoke subject {args.client_id}")
@@ -113,14 +116,14 @@ async def _disable(args: argparse.Namespace) -> int:
 
 
 async def _enable(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    async with opened_context(args) as ctx:
         await ctx.clients().enable(args.client_id)
     print(f"enabled {args.client_id}")
     return 0
 
 
 async def _rotate(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    async with opened_context(args) as ctx:
         client, secret = await ctx.clients().rotate_secret(args.client_id)
     _print_secret(client.client_id, secret, args.json)
     if not args.json:

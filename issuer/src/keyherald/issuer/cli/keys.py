@@ -6,22 +6,19 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from ..admin import Admin
-from ..context import IssuerContext
-from ..lifecycle import describe
-from ._common import add_settings_flags, emit_json, settings_from
+from ._common import add_parser, add_settings_flags, emit_json, opened_context
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="list or rotate the token-signing keys")
+    keys = add_parser(sub, "keys", "list or rotate the token-signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    listing = keys_sub.add_parser("list", help="every key agents hold, with its state and times")
+    listing = add_parser(keys_sub, "list", "every key agents hold, with its state and times")
     listing.add_argument("--json", action="store_true", help="a JSON list of objects")
     add_settings_flags(listing)
     listing.set_defaults(handler=_list)
-    rotate = keys_sub.add_parser("rotate", help="activate the standby key now and publish a new standby")
+    rotate = add_parser(keys_sub, "rotate", "activate the standby key now and publish a new standby")
     rotate.add_argument(
         "--emergency", action="store_true",
         help="also revoke the key being replaced (it is compromised): its tokens stop verifying",
@@ -35,7 +32,10 @@ def _when(ts: int | None) -> str:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    from ..admin import Admin
+    from ..lifecycle import describe
+
+    async with opened_context(args) as ctx:
         records = await Admin(ctx).keys()
     if args.json:
         emit_json([describe(r) for r in records])
@@ -50,7 +50,9 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _rotate(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    from ..admin import Admin
+
+    async with opened_context(args) as ctx:
         seq = await Admin(ctx).rotate(emergency=args.emergency)
     print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}")
     return 0

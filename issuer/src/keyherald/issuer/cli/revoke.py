@@ -1,7 +1,8 @@
 """``keyherald revoke token|subject|key``: publish a revocation every agent applies within a second.
 
 Acts with the issuer's own settings (Redis URL, KEK), as a replica does: no running issuer
-is needed. Each prints the seq of the event it published.
+is needed. Each prints the seq of the event it published. This is the command an operator
+runs in an incident, so it imports only the log and the admin actions (see bench/cli_startup.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ..admin import Admin
-from ..context import IssuerContext
-from ._common import add_settings_flags, emit_json, settings_from
+from ._common import OperationFailed, add_parser, add_settings_flags, emit_json, opened_context
 
 __all__ = ["parse_time", "register"]
 
@@ -35,10 +34,10 @@ def parse_time(text: str) -> int:
 
 
 def register(sub: Any) -> None:
-    revoke = sub.add_parser("revoke", help="revoke a token, every token of a subject, or a key")
+    revoke = add_parser(sub, "revoke", "revoke a token, every token of a subject, or a key")
     revoke_sub = revoke.add_subparsers(dest="revoke_command", metavar="WHAT", required=True)
 
-    token = revoke_sub.add_parser("token", help="one token, by its jti and exp, or the token itself")
+    token = add_parser(revoke_sub, "token", "one token, by its jti and exp, or the token itself")
     which = token.add_mutually_exclusive_group(required=True)
     which.add_argument("--jti", help="the token's jti (give --expires-at too)")
     which.add_argument(
@@ -49,13 +48,15 @@ def register(sub: Any) -> None:
                        help="the token's exp: Unix seconds or ISO 8601")
     token.set_defaults(handler=_token)
 
-    subject = revoke_sub.add_parser(
-        "subject", help="every token issued to a client up to now (this second included)"
-    )
+    subject = add_parser(revoke_sub, "subject", "every token issued to a client up to now (this second included)")
     subject.add_argument("sub", metavar="CLIENT_ID")
+    subject.add_argument(
+        "--force", action="store_true",
+        help="revoke even if no client of that name is registered (a deleted client's tokens may live on)",
+    )
     subject.set_defaults(handler=_subject)
 
-    key = revoke_sub.add_parser("key", help="a compromised key: an active one is replaced at once")
+    key = add_parser(revoke_sub, "key", "a compromised key: an active one is replaced at once")
     key.add_argument("kid", metavar="KID")
     key.set_defaults(handler=_key)
 
@@ -73,18 +74,18 @@ def _done(args: argparse.Namespace, what: str, seq: int) -> int:
 
 
 async def _token(args: argparse.Namespace) -> int:
-    from ..http.revoke import verified_claims
+    from ..admin import Admin
+    from ..tokens import verified_claims
 
     if args.jti is not None and args.expires_at is None:
         raise ValueError("--jti needs --expires-at (the token's exp), so the revocation can be forgotten after it")
     if args.token is not None and args.expires_at is not None:
         raise ValueError("--expires-at goes with --jti; with --token the exp is read from the token")
-    settings = settings_from(args)
-    async with IssuerContext(settings, create=False) as ctx:
+    async with opened_context(args) as ctx:
         jti, expires_at = args.jti, args.expires_at
         if args.token is not None:
             text = sys.stdin.readline() if args.token == "-" else args.token
-            claims = verified_claims(text.strip(), await ctx.log.read_state(), settings.issuer)
+            claims = verified_claims(text.strip(), await ctx.log.read_state(), ctx.settings.issuer)
             jti, expires_at = (claims or {}).get("jti"), (claims or {}).get("exp")
             if not isinstance(jti, str) or not isinstance(expires_at, int):
                 raise ValueError("that is not a token this issuer signed with a key it still holds")
@@ -96,14 +97,25 @@ async def _token(args: argparse.Namespace) -> int:
 
 
 async def _subject(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    """A typo (``ordres``) must not "succeed" and leave the real client's tokens valid."""
+    from ..admin import Admin
+
+    async with opened_context(args) as ctx:
         if await ctx.clients().get(args.sub) is None:
-            print(f"note: no registered client is named {args.sub!r}; revoking the subject anyway", file=sys.stderr)
+            if not args.force:
+                raise OperationFailed(
+                    f"no registered client is named {args.sub!r} (keyherald clients list); nothing revoked."
+                    " For a deleted client's tokens, add --force"
+                )
+            print(f"note: no registered client is named {args.sub!r}; revoking the subject anyway (--force)",
+                  file=sys.stderr)
         seq = await Admin(ctx).revoke_subject(args.sub)
     return _done(args, f"every token of {args.sub} issued so far", seq)
 
 
 async def _key(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    from ..admin import Admin
+
+    async with opened_context(args) as ctx:
         seq = await Admin(ctx).revoke_key(args.kid)
     return _done(args, f"key {args.kid}", seq)

@@ -6,31 +6,29 @@ import argparse
 import json
 from typing import Any
 
-from ..context import IssuerContext
-from ..kek import generate_kek_text
-from ._common import add_settings_flags, emit_json, settings_from
+from ._common import add_parser, add_settings_flags, emit_json, opened_context
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    kek = sub.add_parser("kek", help="print a fresh key-encryption key (for KEYHERALD_KEK)")
+    kek = add_parser(sub, "kek", "print a fresh key-encryption key (for KEYHERALD_KEK): 32 random bytes, base64url")
     kek.set_defaults(handler=_kek)
-    anchor = sub.add_parser(
-        "anchor", help="print the trust anchor agents pin: the control key's public JWK and thumbprint"
-    )
+    anchor = add_parser(sub, "anchor", "print the trust anchor agents pin: the control key's public JWK and thumbprint")
     anchor.add_argument("--json", action="store_true", help="print {jwk, thumbprint} as JSON")
     add_settings_flags(anchor)
     anchor.set_defaults(handler=_anchor)
 
 
 async def _kek(args: argparse.Namespace) -> int:
+    from ..kek import generate_kek_text
+
     print(generate_kek_text())
     return 0
 
 
 async def _anchor(args: argparse.Namespace) -> int:
-    async with IssuerContext(settings_from(args), create=False) as ctx:
+    async with opened_context(args) as ctx:
         anchor = ctx.control.anchor
         assert anchor.key is not None
         jwk = anchor.key.jwk

@@ -34,8 +34,11 @@ from ..clients import Client, parse_client, record_digest
 from ..errors import IssuerError
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
-from .admin import AdminDenied, admin_router, check_admin
+from .admin import AdminDenied, admin_router
 from .batching import LookupBatcher
+from .gate import admin_gate, declared_length, too_large
+from .oauth import MAX_BODY
+from .openapi import FORM_BODY, REVOKE_BODY, errors, prune_validation_errors
 from .revoke import revocation_endpoint
 from .token import token_endpoint
 from .wellknown import jwks_endpoint, metadata_endpoint
@@ -46,40 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Service", "create_app"]
 
 log = logging.getLogger("keyherald.issuer")
-
-_FORM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/x-www-form-urlencoded": {"schema": {
-            "type": "object",
-            "properties": {
-                "grant_type": {"type": "string", "enum": ["client_credentials"]},
-                "client_id": {"type": "string"},
-                "client_secret": {"type": "string"},
-                "audience": {"type": "array", "items": {"type": "string"}},
-                "resource": {"type": "array", "items": {"type": "string"}},
-                "scope": {"type": "string"},
-            },
-            "required": ["grant_type"],
-        }}},
-    }
-}
-_REVOKE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/x-www-form-urlencoded": {"schema": {
-            "type": "object",
-            "properties": {
-                "token": {"type": "string"},
-                "token_type_hint": {"type": "string"},
-                "client_id": {"type": "string"},
-                "client_secret": {"type": "string"},
-            },
-            "required": ["token"],
-        }}},
-    }
-}
-
 
 REDIS_SLOTS = 48
 """Token and revocation requests using Redis at once, per replica. redis-py's pool holds 100
@@ -185,7 +154,11 @@ class IssuerApp(FastAPI):
     service: Service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/token" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/token" and scope["method"] == "POST":
             try:
                 response = await token_endpoint(self.service, Request(scope, receive))
             except RedisError as exc:
@@ -196,8 +169,17 @@ class IssuerApp(FastAPI):
                 log.exception("unexpected error on POST /token")
                 response = JSONResponse({"error": "server_error"}, status_code=500)
             await response(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        elif path.startswith("/admin"):  # the token before the body (see .gate)
+            await admin_gate(self.service, scope, receive, send, super().__call__)
+        elif (length := declared_length(scope)) is not None and not 0 <= length <= MAX_BODY:
+            await too_large(MAX_BODY)(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            prune_validation_errors(super().openapi())
+        return super().openapi()
 
 
 def _redis_down(exc: RedisError) -> Response:
@@ -232,13 +214,8 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        # FastAPI checks a body before the router's dependencies: an admin route still owes
-        # a caller without a valid admin token its 401/403 first. Never echo the input.
-        if request.url.path.startswith("/admin"):
-            try:
-                check_admin(service, request)
-            except AdminDenied as denied:
-                return denied.response()
+        # An admin caller was authenticated by the gate before its body was read. Never
+        # echo the input.
         body = {"error": "invalid_request", "error_description": "the request is malformed"}
         return JSONResponse(body, status_code=400)
 
@@ -252,26 +229,29 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
         return JSONResponse({"error": "server_error"}, status_code=500)
 
     @app.post(
-        "/token", tags=["oauth"], openapi_extra=_FORM_BODY,
+        "/token", tags=["oauth"], openapi_extra=FORM_BODY, responses=errors(400, 401, 429, 503),
         summary="client credentials grant: a short-lived access token (RFC 6749 §4.4, RFC 9068)",
     )
     async def token(request: Request) -> Response:
         return await token_endpoint(service, request)
 
-    @app.post("/revoke", tags=["oauth"], openapi_extra=_REVOKE_BODY,
+    @app.post("/revoke", tags=["oauth"], openapi_extra=REVOKE_BODY, responses=errors(400, 401, 429, 503),
               summary="revoke a token of the authenticated client (RFC 7009)")
     async def revoke(request: Request) -> Response:
         return await revocation_endpoint(service, request)
 
-    @app.get("/.well-known/jwks.json", tags=["discovery"], summary="every key a verifier may need now")
-    async def jwks() -> Response:
-        return await jwks_endpoint(service)
+    @app.head("/.well-known/jwks.json", tags=["discovery"], responses=errors(304, 503), operation_id="jwks_head",
+              summary="the JWKS's headers only: ETag, Cache-Control")
+    @app.get("/.well-known/jwks.json", tags=["discovery"], responses=errors(304, 503), operation_id="jwks",
+             summary="every key a verifier may need now (strong ETag; If-None-Match answers 304)")
+    async def jwks(request: Request) -> Response:
+        return await jwks_endpoint(service, request)
 
     @app.get("/.well-known/oauth-authorization-server", tags=["discovery"], summary="RFC 8414 metadata")
     async def oauth_metadata() -> Response:
         return await metadata_endpoint(service)
 
-    @app.get("/healthz", tags=["operations"],
+    @app.get("/healthz", tags=["operations"], responses=errors(503),
              summary="role, Redis reachability, seq; 503 (with the reason) when this replica cannot append")
     async def healthz() -> Response:
         state = runtime.ctx.log.state if runtime.ctx.log_ready else None

@@ -22,14 +22,18 @@ from pydantic import BaseModel, Field
 from ..errors import ClientExists, ClientNotFound, KeyNotFound
 from ..lifecycle import describe
 from ..registry import ClientRegistry
-from .revoke import verified_claims
+from ..tokens import verified_claims
+from .openapi import errors
 
 if TYPE_CHECKING:
     from . import Service
 
-__all__ = ["AdminDenied", "admin_router", "check_admin"]
+__all__ = ["ADMIN_CLAIMS", "AdminDenied", "admin_router", "check_admin"]
 
 log = logging.getLogger("keyherald.issuer")
+
+ADMIN_CLAIMS = "keyherald_admin_claims"
+"""Where the gate (:mod:`.gate`) leaves the claims it checked, in the request's state."""
 
 
 class AdminDenied(Exception):
@@ -108,11 +112,15 @@ def admin_router(service: Service) -> APIRouter:
     settings = service.settings
 
     async def require_admin(request: Request) -> dict[str, Any]:
-        # async: verify is CPU-only and runs on the loop, beside the agent that feeds it
-        return check_admin(service, request)
+        # The gate checked the token before the body was read; a request that reached the
+        # router some other way is checked here. async: verify is CPU-only, on the loop.
+        claims = request.scope.get("state", {}).get(ADMIN_CLAIMS)
+        return claims if isinstance(claims, dict) else check_admin(service, request)
 
     # Every route of the router requires an admin token (a router-level dependency).
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                       responses=errors(401, 403, 503))
+    with_body = errors(400, 413)
     admin = service.runtime.admin
 
     def registry() -> ClientRegistry:
@@ -122,22 +130,24 @@ def admin_router(service: Service) -> APIRouter:
     async def keys() -> Any:
         return [describe(r) for r in await admin.keys()]
 
-    @router.post("/keys/rotate", summary="activate the standby now; emergency also revokes the old key")
+    @router.post("/keys/rotate", responses=with_body,
+                 summary="activate the standby now; emergency also revokes the old key")
     async def rotate(body: Rotation) -> Any:
         return {"seq": await admin.rotate(emergency=body.emergency)}
 
-    @router.post("/revoke/key", summary="revoke a (compromised) key: emergency rotation if it is active")
+    @router.post("/revoke/key", responses={**with_body, **errors(404)},
+                 summary="revoke a (compromised) key: emergency rotation if it is active")
     async def revoke_key(body: KeyRevocation) -> Any:
         try:
             return {"seq": await admin.revoke_key(body.kid)}
         except KeyNotFound:
             return _bad("no key with that kid", 404, "not_found")
 
-    @router.post("/revoke/subject", summary="refuse every token issued to a subject up to now")
+    @router.post("/revoke/subject", responses=with_body, summary="refuse every token issued to a subject up to now")
     async def revoke_subject(body: SubjectRevocation) -> Any:
         return {"seq": await admin.revoke_subject(body.sub)}
 
-    @router.post("/revoke/token", summary="revoke one token, given itself or its jti and exp")
+    @router.post("/revoke/token", responses=with_body, summary="revoke one token, given itself or its jti and exp")
     async def revoke_token(body: TokenRevocation) -> Any:
         if body.token is not None:
             claims = verified_claims(body.token, await service.state(), settings.issuer)
@@ -153,7 +163,8 @@ def admin_router(service: Service) -> APIRouter:
     async def clients() -> Any:
         return [c.public() for c in await registry().list()]
 
-    @router.post("/clients", status_code=201, summary="register a client; its secret is shown once")
+    @router.post("/clients", status_code=201, responses={**with_body, **errors(409)},
+                 summary="register a client; its secret is shown once")
     async def create_client(body: NewClient) -> Any:
         try:
             client, secret = await registry().create(
@@ -167,21 +178,22 @@ def admin_router(service: Service) -> APIRouter:
             {**client.public(), "client_secret": secret}, status_code=201, headers={"Cache-Control": "no-store"}
         )
 
-    @router.post("/clients/{client_id}/disable", summary="the client gets no more tokens")
+    @router.post("/clients/{client_id}/disable", responses=errors(404), summary="the client gets no more tokens")
     async def disable_client(client_id: str) -> Any:
         try:
             return (await registry().disable(client_id)).public()
         except ClientNotFound:
             return _bad("no such client", 404, "not_found")
 
-    @router.post("/clients/{client_id}/enable", summary="let a disabled client get tokens again")
+    @router.post("/clients/{client_id}/enable", responses=errors(404), summary="let a disabled client get tokens again")
     async def enable_client(client_id: str) -> Any:
         try:
             return (await registry().enable(client_id)).public()
         except ClientNotFound:
             return _bad("no such client", 404, "not_found")
 
-    @router.post("/clients/{client_id}/rotate-secret", summary="a new secret; the old one stops at once")
+    @router.post("/clients/{client_id}/rotate-secret", responses=errors(404),
+                 summary="a new secret; the old one stops at once")
     async def rotate_secret(client_id: str) -> Any:
         try:
             client, secret = await registry().rotate_secret(client_id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_plus
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ..clients import Client, secret_matches
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from . import Service
 
 __all__ = [
+    "MAX_BODY",
     "NO_STORE",
     "ClientAuth",
     "Form",
@@ -40,6 +41,8 @@ log = logging.getLogger("keyherald.issuer.auth")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_BODY = 16 * 1024
+"""The most a request may carry, here and on every other route (:mod:`.gate`)."""
+_TOO_LARGE = {"Connection": "close"}  # the rest is not read: do not wait for it either
 _REPEATABLE = frozenset({"audience", "resource"})
 _BASIC = 'Basic realm="keyherald", charset="UTF-8"'
 
@@ -103,12 +106,15 @@ async def read_form(request: Request) -> Form:
         raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise OAuthError("invalid_request", "the body is too large")
+        raise OAuthError("invalid_request", "the body is too large", headers=_TOO_LARGE)
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise OAuthError("invalid_request", "the body is too large")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise OAuthError("invalid_request", "the body is too large", headers=_TOO_LARGE)
+    except ClientDisconnect:  # gone, or cut off by the request deadline: nobody reads the answer
+        raise OAuthError("invalid_request", "the body did not arrive") from None
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, max_num_fields=64)
@@ -167,13 +173,16 @@ def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def authenticate_client(service: Service, request: Request, form: Form) -> Client:
+async def authenticate_client(service: Service, request: Request, form: Form, *,
+                              disabled_ok: bool = False) -> Client:
     """The registered client the request proves to be, or an OAuthError.
 
     One Redis read (a script, batched with concurrent requests' reads) fetches the client and
     both failure counters, so a disabled client or a rotated secret takes effect at once. Unknown client and
     wrong secret take the same path (a hash and a constant-time compare) and get the same
-    answer. A disabled client with the right secret gets ``unauthorized_client``: it did
+    answer. ``disabled_ok`` (RFC 7009 revocation) lets a disabled client through: it may
+    still revoke its own tokens. Otherwise a disabled client with the right secret gets
+    ``unauthorized_client``: it did
     authenticate, and RFC 6749 §5.2 names that error for a client not allowed the grant.
     """
     limiter = service.limiter
@@ -199,6 +208,6 @@ async def authenticate_client(service: Service, request: Request, form: Form) ->
         log.info("client authentication failed: client_id %.80r from %s (%s)",
                  auth.client_id, address, "unknown client" if client is None else "wrong secret")
         raise OAuthError.invalid_client()
-    if client.disabled:
+    if client.disabled and not disabled_ok:
         raise OAuthError("unauthorized_client", "this client is disabled")
     return client

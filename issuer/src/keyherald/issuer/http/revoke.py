@@ -5,23 +5,22 @@ keys (from the verified state, the algorithm taken from the key) and carry this 
 the client's own client_id; then a ``token.revoked`` event with its jti and exp goes out
 to every agent. Anything else (a stranger's token, garbage, an expired token) is answered
 200 as well, as RFC 7009 §2.2 says: the caller learns nothing about tokens it does not own.
+
+A disabled client may still revoke its own tokens. Disabling comes first in a leak
+(docs/api.md), and the client's owner must then be able to clean up; whoever holds the
+leaked secret can only revoke tokens of that client, which helps the defender.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyherald.shared.encoding import loads_object
-from keyherald.shared.jwk import VerifyingKey
-from keyherald.shared.jws import parse_compact
-from keyherald.shared.state import State
-
-from ..tokens import TOKEN_TYP
+from ..tokens import verified_claims
 from .oauth import NO_STORE, OAuthError, authenticate_client, error_response, read_form
 
 if TYPE_CHECKING:
@@ -30,24 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["revocation_endpoint", "verified_claims"]
 
 log = logging.getLogger("keyherald.issuer")
-MAX_TOKEN = 8 * 1024
-
-
-def verified_claims(token: str, state: State, issuer: str) -> dict[str, Any] | None:
-    """The claims of a token this issuer signed with a key it still knows, else None."""
-    try:
-        jws = parse_compact(token, max_length=MAX_TOKEN)
-        header = jws.header
-        record = state.keys.get(str(header.get("kid")))
-        if record is None or header.get("typ") != TOKEN_TYP or "crit" in header:
-            return None
-        key = VerifyingKey.from_jwk(record.jwk)
-        if header.get("alg") != key.alg or not key.verify(jws.signing_input, jws.signature):
-            return None
-        claims = loads_object(jws.payload)
-    except (ValueError, TypeError):
-        return None
-    return claims if claims.get("iss") == issuer else None
 
 
 async def _over_revocation_budget(service: Service, client_id: str) -> int | None:
@@ -72,7 +53,7 @@ async def revocation_endpoint(service: Service, request: Request) -> Response:
         return error_response(exc)
     async with service.redis_slots:
         try:
-            client = await authenticate_client(service, request, form)
+            client = await authenticate_client(service, request, form, disabled_ok=True)
             token = form.get("token")
             if not token:
                 raise OAuthError("invalid_request", "the token parameter is required")

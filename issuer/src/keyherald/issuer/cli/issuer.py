@@ -1,4 +1,4 @@
-"""``keyherald issuer run``: one replica of the issuer worker."""
+"""``keyherald issuer run`` (one replica of the issuer worker) and ``keyherald issuer init``."""
 
 from __future__ import annotations
 
@@ -6,26 +6,21 @@ import argparse
 import logging
 from typing import Any
 
-from ..context import IssuerContext
-from ..rotation import Rotator
-from ..worker import create_worker
-from ._common import add_settings_flags, settings_from
+from ._common import add_parser, add_settings_flags, settings_from
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    issuer = sub.add_parser("issuer", help="run the issuer worker")
+    issuer = add_parser(sub, "issuer", "the issuer itself: run a replica, or prepare a namespace for the first one")
     issuer_sub = issuer.add_subparsers(dest="issuer_command", metavar="ACTION", required=True)
-    run = issuer_sub.add_parser(
-        "run", help="run one replica: leader election, rotation, heartbeats, the HTTP API"
-    )
+    run = add_parser(issuer_sub, "run", "run one replica: leader election, rotation, heartbeats, the HTTP API")
     add_settings_flags(run)
     run.add_argument("--http-host", help="KEYHERALD_HTTP_HOST")
     run.add_argument("--http-port", type=int, help="KEYHERALD_HTTP_PORT")
-    run.set_defaults(handler=_run)
-    init = issuer_sub.add_parser(
-        "init", help="prepare a namespace before the first replica runs: control key, first keys, trust anchor"
+    run.set_defaults(handler=_run, long_running=True)
+    init = add_parser(
+        issuer_sub, "init", "prepare a namespace before the first replica runs: control key, first keys, trust anchor"
     )
     add_settings_flags(init)
     init.set_defaults(handler=_init)
@@ -37,6 +32,9 @@ def configure_logging() -> None:
 
 async def _init(args: argparse.Namespace) -> int:
     """Idempotent: on a namespace already in use it only prints the anchor."""
+    from ..context import IssuerContext
+    from ..rotation import Rotator
+
     async with IssuerContext(settings_from(args), create=True) as ctx:
         fresh = (await ctx.log.read_state()).seq == 0
         events = await Rotator(ctx).tick() if fresh else []
@@ -47,6 +45,8 @@ async def _init(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from ..worker import create_worker
+
     settings = settings_from(args, http_host=args.http_host, http_port=args.http_port)
     configure_logging()
     app, _ = create_worker(settings)
