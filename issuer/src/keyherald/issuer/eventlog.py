@@ -140,6 +140,11 @@ class EventLog:
         return self._state
 
     @property
+    def record(self) -> HighWater | None:
+        """This host's record of the log (None without one, or with the record turned off)."""
+        return self._load_record()
+
+    @property
     def revoked_kids(self) -> dict[str, int]:
         """Every kid this writer knows revoked (from the log, its record, a log it left): it
         never signs with one again, and the leader revokes it again in a log that forgot."""
@@ -238,7 +243,10 @@ class EventLog:
         action = decision.action
         if action is Action.REFUSE:
             self.problem = decision.reason
-            raise LogRefused(decision.reason)
+            raise LogRefused(
+                f"{decision.reason}; nothing was appended (`keyherald log status` shows both;"
+                " `keyherald log accept` builds on it, once you know it is the log to keep)"
+            )
         self.problem = None
         if action is Action.GENESIS:
             # An empty namespace. If this host's record knows a log that was here, Redis lost
