@@ -264,3 +264,38 @@ async def test_log_time_never_goes_backwards(issuer_ctx: IssuerContext, clock: M
     events = await issuer_ctx.log.commit(_revoke("late"))
     state = await issuer_ctx.log.read_state()
     assert events[0].time == state.time >= clock() + 100
+
+
+async def test_the_audit_writes_back_a_checkpoint_that_is_not_ours(issuer_ctx: IssuerContext) -> None:
+    await Rotator(issuer_ctx).tick()
+    await issuer_ctx.log.checkpoint(force=True)
+    ours = await issuer_ctx.redis.get(issuer_ctx.names.snapshot)
+    await issuer_ctx.redis.set(issuer_ctx.names.snapshot, "x" * 60)
+    assert await issuer_ctx.log.audit() == "the checkpoint in Redis is not the one written"
+    observed = await observe(issuer_ctx)
+    assert observed.problem is None and observed.checkpoint_text is not None
+    assert observed.state is not None and observed.state.log == (await issuer_ctx.log.read_state()).log
+    assert await issuer_ctx.log.audit() is None
+    assert len(await issuer_ctx.redis.get(issuer_ctx.names.snapshot)) >= len(ours) - 10
+
+
+async def test_the_audit_starts_a_new_log_when_an_event_was_spliced_out(issuer_ctx: IssuerContext) -> None:
+    """An old log's genuine event put where the real one was: readers refuse it and stall;
+    the writer that appended the real one sees it is gone and starts a new log with it."""
+    await Rotator(issuer_ctx).tick()
+    names = issuer_ctx.names
+    old_log = await read_log(issuer_ctx)
+    # A new log, to have an old one whose events exist.
+    await issuer_ctx.redis.set(names.head, "junk")
+    await Admin(issuer_ctx).revoke_token("first", 1_900_000_000)
+    seq = await Admin(issuer_ctx).revoke_token("spliced-out", 1_900_000_000)
+    entries = await read_log(issuer_ctx)
+    await issuer_ctx.redis.delete(names.events)
+    for entry_id, text in entries[:-1]:
+        await issuer_ctx.redis.xadd(names.events, {EVENT_FIELD: text}, id=entry_id)
+    await issuer_ctx.redis.xadd(names.events, {EVENT_FIELD: old_log[1][1]}, id=f"{seq}-0")
+    before = await issuer_ctx.log.read_state()
+    assert "not the one appended" in (await issuer_ctx.log.audit() or "")
+    after = await issuer_ctx.log.read_state()
+    assert after.log != before.log and "spliced-out" in after.revoked_tokens
+    assert await issuer_ctx.log.audit() is None

@@ -4,85 +4,58 @@ Every writer (each replica, and the ``keyherald`` command) holds the state it ve
 moves it forward only along the chain: its own appends, and events other writers appended,
 read from the stream. An append is a compare-and-set on the head key (one Lua script writes
 the events at stream ids ``<seq>-0``), so seq never skips nor repeats and the log never
-forks while Redis behaves. Appends do not rewrite the checkpoint: :meth:`EventLog.checkpoint`
-does, now and then, so an append costs the same whatever the state holds.
+forks while Redis behaves. Appends do not rewrite the checkpoint (:mod:`.checkpoints`), so
+an append costs the same whatever the state holds.
 
 When Redis does not behave (it went back, was wiped, holds junk or a fork), :mod:`.recovery`
 decides, and a writer holding the state starts a new log from what it knows; the writers'
-local records (:mod:`.highwater`) keep a restarted one from building on an older log.
+local records (:mod:`.memory`) keep a restarted one from building on an older log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from keyherald.shared.chain import digest, new_log_id
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH, ControlKey
-from keyherald.shared.events import REVOCATION_GRACE, Event, EventType, KeyState, LogLink
+from keyherald.shared.envelope import ControlKey
+from keyherald.shared.events import Event, EventType, LogLink
 from keyherald.shared.lineage import freshness_bound
 from keyherald.shared.names import Names, stream_id
 from keyherald.shared.state import State
 
 from . import scripts
-from .errors import AppendContention, CorruptState, LogRefused, NamespaceOwnedElsewhere, SnapshotTooLarge
+from .checkpoints import CHECKPOINT_AGE, CHECKPOINT_EVENTS, Checkpoints, Digests, audit_stream
+from .drafts import Change, Draft, Mutation, RetryAppend
+from .errors import AppendContention, CorruptState, LogRefused, NamespaceOwnedElsewhere
 from .highwater import HighWater, RecordFile
 from .logreader import Observed, format_head, parse_head, raw, read_log, read_tail
+from .memory import MAX_REASSERT, WriterMemory
 from .recovery import Action, decide
 
-__all__ = ["CHECKPOINT_AGE", "CHECKPOINT_EVENTS", "Change", "Draft", "EventLog", "Mutation", "RetryAppend"]
+__all__ = [
+    "CHECKPOINT_AGE",
+    "CHECKPOINT_EVENTS",
+    "Change",
+    "Draft",
+    "EventLog",
+    "Mutation",
+    "RetryAppend",
+]
 
 log = logging.getLogger("keyherald.issuer")
-
-Draft = tuple[str, dict[str, Any]]
-"""An event to be: its type and data. The log gives it seq, time, issuer, log and prev."""
-
-
-@dataclass(frozen=True)
-class Change:
-    """Events to append, and client records to write in the same script (None deletes)."""
-
-    drafts: Sequence[Draft]
-    clients: dict[str, str | None] = field(default_factory=dict)
-
-
-Mutation = Callable[[State, float], Awaitable[Sequence[Draft] | Change]]
-"""Decides, from the current verified state and the time, what to append. It must not
-change the state it is given: the log applies the events once Redis took them."""
-
-
-
-class RetryAppend(Exception):
-    """Raised by a mutation that read something newer than the state it was given: the
-    log catches up and asks it again."""
-
-
-CHECKPOINT_EVENTS = 1024
-"""A checkpoint is due after this many events..."""
-CHECKPOINT_AGE = 300.0
-"""... or this many seconds after the last one, when any event came since."""
-MAX_REASSERT = 512
-"""Revocations appended again per commit (a log that lost many gets them over a few ticks)."""
 
 
 def _raw_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("ascii", "replace")
     return "" if value is None else str(value)
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode("ascii"), usedforsecurity=False).hexdigest()
 
 
 class EventLog:
@@ -106,26 +79,17 @@ class EventLog:
         self._issuer = issuer
         self._retain = retain
         self._clock = clock
-        self._record_file = record
         self._allow_stale = allow_stale
         self._heartbeat = heartbeat_interval
         self._append = redis.register_script(scripts.APPEND)
         self._start = redis.register_script(scripts.START_LOG)
-        self._checkpoint = redis.register_script(scripts.CHECKPOINT)
         self._state: State | None = None
-        self._record: HighWater | None = None
-        self._record_loaded = False
-        self._recorded_at = float("-inf")
-        self._left: list[str] = []
-        self._checkpoint_seq = 0
-        self._checkpoint_time = 0.0
-        self._checkpoint_sum: str | None = None
-        """SHA-1 of the checkpoint text this writer last saw in Redis (the CAS token)."""
+        self.memory = WriterMemory(record, clock)
+        self.checkpoints = Checkpoints(redis, names, control, clock)
+        self._digests = Digests()
         self._genesis_head = ""
         self._genesis_pending = False
         """An empty namespace's first log is decided (``_state``) but not written yet."""
-        self.lost: State | None = None
-        """After adopting a newer log: the state we held, to re-append what the new log lacks."""
         self.problem: str | None = None
         """Why the last sync refused the log, for /healthz; None while all is well."""
         self.recoveries = 0
@@ -141,52 +105,15 @@ class EventLog:
 
     @property
     def record(self) -> HighWater | None:
-        """This host's record of the log (None without one, or with the record turned off)."""
-        return self._load_record()
+        return self.memory.record
+
+    @property
+    def lost(self) -> State | None:
+        return self.memory.lost
 
     @property
     def revoked_kids(self) -> dict[str, int]:
-        """Every kid this writer knows revoked (from the log, its record, a log it left): it
-        never signs with one again, and the leader revokes it again in a log that forgot."""
-        kids = dict(self._record.revoked_kids) if self._record else {}
-        for state in (self.lost, self._state):
-            if state is None:
-                continue
-            for record in state.keys.values():
-                if record.state is KeyState.REVOKED:
-                    kids[record.kid] = max(kids.get(record.kid, 0), record.expires_at or int(state.time) + 86_400)
-        return kids
-
-    def lost_drafts(self) -> list[Draft]:
-        """Revocations of tokens and subjects the log we left held and the current one lacks
-        (keys are revoked again by the leader's plan, from :attr:`revoked_kids`)."""
-        lost, state = self.lost, self._state
-        if lost is None or state is None:
-            return []
-        horizon = state.time - REVOCATION_GRACE
-        drafts: list[Draft] = []
-        for jti, expires_at in sorted(lost.revoked_tokens.items()):
-            if expires_at >= horizon and state.revoked_tokens.get(jti, 0) < expires_at:
-                drafts.append((str(EventType.TOKEN_REVOKED), {"jti": jti, "expires_at": expires_at}))
-        for sub, cut in sorted(lost.revoked_subjects.items()):
-            known = state.revoked_subjects.get(sub)
-            if cut.expires_at >= horizon and (known is None or known.revoked_at < cut.revoked_at):
-                drafts.append((str(EventType.SUBJECT_REVOKED), {
-                    "sub": sub, "revoked_at": cut.revoked_at, "expires_at": cut.expires_at}))
-        return drafts
-
-    async def reassert(self) -> list[Event]:
-        """Append again what a log we left knew and the current one lacks; then forget it."""
-        if self.lost is None:
-            return []
-
-        async def mutation(state: State, now: float) -> Sequence[Draft]:
-            return self.lost_drafts()[:MAX_REASSERT]
-
-        events = await self.commit(mutation)
-        if not self.lost_drafts():
-            self.lost = None
-        return events
+        return self.memory.revoked_kids(self._state)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -205,9 +132,9 @@ class EventLog:
                 return state
             claim = parse_head(head)
             if claim is not None and claim.log == state.log and claim.seq > state.seq:
-                await read_tail(self._redis, self._names, self._anchor, state, self._issuer)
+                await read_tail(self._redis, self._names, self._anchor, state, self._issuer, seen=self._note)
                 if format_head(state) == head:
-                    self._progress()
+                    self.memory.progress(state)
                     return state
         for _ in range(8):
             observed = await read_log(self._redis, self._names, self._anchor, self._issuer)
@@ -216,13 +143,8 @@ class EventLog:
                 return self._state
         raise AppendContention("the log kept changing while this writer read it")
 
-    def _load_record(self) -> HighWater | None:
-        if not self._record_loaded:
-            self._record_loaded = True
-            self._record = self._record_file.read() if self._record_file is not None else None
-            if self._record is not None:
-                self._left = list(self._record.left)
-        return self._record
+    def _note(self, event: Event, text: str) -> None:
+        self._digests.note(event.log, event.seq, digest(text))
 
     async def _settle(self, observed: Observed) -> bool:
         """Act on what Redis holds; False when it changed meanwhile (read again)."""
@@ -232,13 +154,13 @@ class EventLog:
                 f"namespace {self._names.namespace!r} belongs to issuer {seen.issuer!r}, "
                 f"not {self._issuer!r} (set KEYHERALD_ISSUER or KEYHERALD_NAMESPACE)"
             )
-        record = self._load_record()
+        memory = self.memory
+        record = memory.record
         ours = self._state if self._state is not None and not self._genesis_pending else None
-        now = self._clock()
         heartbeat = seen.heartbeat_interval if seen is not None else self._heartbeat
         decision = decide(
-            observed, ours=ours, record=record, now=now, freshness=freshness_bound(heartbeat),
-            allow_stale=self._allow_stale, left=tuple(self._left),
+            observed, ours=ours, record=record, now=self._clock(), freshness=freshness_bound(heartbeat),
+            allow_stale=self._allow_stale, left=tuple(memory.left),
         )
         action = decision.action
         if action is Action.REFUSE:
@@ -256,10 +178,8 @@ class EventLog:
             if record is not None:
                 self._state.previous = LogLink(log=record.log, seq=record.seq, head=record.head, time=record.time)
                 self._state.time = record.time
-                self._leave(record.log)
-            self._checkpoint_seq, self._checkpoint_sum = start, None
-            self._genesis_head = observed.head or ""
-            self._genesis_pending = True
+                memory.leave(record.log)
+            self._genesis_head, self._genesis_pending = observed.head or "", True
             return True
         self._genesis_pending = False  # someone else's log is there now
         if action is Action.RECOVER:
@@ -269,23 +189,42 @@ class EventLog:
         if action is Action.ADOPT:
             assert ours is not None
             log.warning("adopting log %s: %s", seen.log[:8], decision.reason)
-            self.lost = ours
-            self._leave(ours.log)
+            memory.lost = ours
+            memory.leave(ours.log)
         elif ours is not None and ours.position != seen.position:
             # Further on our log, past a checkpoint we could not chain to: what we knew and it
             # lacks (a fork we cannot see) is appended again, never silently dropped.
-            self.lost = ours
+            memory.lost = ours
         self._state = seen
-        self._checkpoint_seq, self._checkpoint_time = observed.checkpoint_seq, observed.checkpoint_time
-        self._checkpoint_sum = None
+        self.checkpoints.known(observed.checkpoint_seq, observed.checkpoint_time, observed.checkpoint_text)
         if observed.problem is not None:  # a memoryless writer followed it: now repair as one that knows
             return await self._recover(seen, observed, observed.problem)
-        self._progress(force=True)
+        memory.progress(seen, force=True)
         return True
 
-    def _leave(self, log_id: str) -> None:
-        if log_id and log_id not in self._left:
-            self._left = [*self._left, log_id][-64:]
+    async def reassert(self) -> list[Event]:
+        """Append again what a log we left knew and the current one lacks; then forget it."""
+        if self.memory.lost is None:
+            return []
+
+        async def mutation(state: State, now: float) -> Sequence[Draft]:
+            return self.memory.lost_drafts(state)[:MAX_REASSERT]
+
+        events = await self.commit(mutation)
+        if not self.memory.lost_drafts(self._state):
+            self.memory.lost = None
+        return events
+
+    async def audit(self) -> str | None:
+        """The leader's look at what Redis holds beside its appends: a checkpoint that is not
+        ours is written again; a stream tail that is not ours starts a new log. Says what it found."""
+        state = await self.sync()
+        problem = await audit_stream(self._redis, self._names, state, self._digests)
+        if problem is not None:
+            observed = await read_log(self._redis, self._names, self._anchor, self._issuer)
+            await self._recover(state, observed, problem)
+            return problem
+        return await self.checkpoints.audit(state)
 
     # -- appending ----------------------------------------------------------------------
 
@@ -311,7 +250,7 @@ class EventLog:
                 return []
             events, texts = self._seal(state, change.drafts, now)
             new_head = f"{state.log}:{events[-1].seq}:{digest(texts[-1])}"
-            minid = max(0, min(self._checkpoint_seq + 1, events[-1].seq + 1 - self._retain))
+            minid = max(0, min(self.checkpoints.seq + 1, events[-1].seq + 1 - self._retain))
             client_args = [x for cid, rec in change.clients.items() for x in (cid, rec or "")]
             try:
                 result = int(await self._append(
@@ -323,7 +262,8 @@ class EventLog:
             if result == 1:
                 for event, text in zip(events, texts, strict=True):
                     state.apply(event, digest(text))
-                self._progress()
+                    self._note(event, text)
+                self.memory.progress(state)
                 return events
             if result == -2:
                 # The stream holds what we did not write: start afresh from what we know.
@@ -345,6 +285,15 @@ class EventLog:
             texts.append(text)
             prev = digest(text)
         return events, texts
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint_due(self, now: float) -> bool:
+        return self._state is not None and self.checkpoints.due(self._state, now)
+
+    async def checkpoint(self, *, force: bool = False) -> bool:
+        """Write the state in memory as the checkpoint, when due (or ``force``); True if written."""
+        return await self.checkpoints.write(await self.sync(), force=force)
 
     # -- new logs -------------------------------------------------------------------------
 
@@ -401,74 +350,16 @@ class EventLog:
         if result != 1:
             return False
         state.apply(events[0], digest(texts[0]))
+        self._note(events[0], texts[0])
         self._genesis_pending = False
         old = self._state
         if old is not None and old.log != log_id:
-            self._leave(old.log)
+            self.memory.leave(old.log)
         self._state = state
-        self._checkpoint_seq, self._checkpoint_time, self._checkpoint_sum = after, now, _sha1(checkpoint)
-        self._progress(force=True)
+        self.checkpoints.known(after, now, checkpoint)
+        self.memory.progress(state, force=True)
         return True
 
-    # -- checkpoints ----------------------------------------------------------------------
-
-    def checkpoint_due(self, now: float) -> bool:
-        state = self._state
-        if state is None or state.seq <= self._checkpoint_seq:
-            return False
-        return state.seq - self._checkpoint_seq >= CHECKPOINT_EVENTS or now - self._checkpoint_time >= CHECKPOINT_AGE
-
-    async def checkpoint(self, *, force: bool = False) -> bool:
-        """Write the state in memory as the checkpoint, when due (or ``force``); True if written."""
-        state = await self.sync()
-        now = self._clock()
-        if not force and not self.checkpoint_due(now):
-            return False
-        if state.seq <= self._checkpoint_seq and self._checkpoint_sum is not None:
-            return False
-        text = self._control.seal_snapshot(state.to_snapshot())
-        if len(text) > MAX_SNAPSHOT_LENGTH:
-            raise SnapshotTooLarge(
-                f"the checkpoint would be {len(text)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"
-                " revocations; revoke subjects rather than single tokens"
-            )
-        for _ in range(3):
-            if self._checkpoint_sum is None:
-                current = await raw(self._redis, "GET", self._names.snapshot)
-                self._checkpoint_sum = _sha1(_raw_text(current)) if current is not None else ""
-            result = int(await self._checkpoint(
-                keys=[self._names.head, self._names.snapshot],
-                args=[state.log, state.seq, self._checkpoint_sum, text],
-            ))
-            if result == 1:
-                self._checkpoint_seq, self._checkpoint_time, self._checkpoint_sum = state.seq, now, _sha1(text)
-                return True
-            if result == 0:
-                return False
-            self._checkpoint_sum = None
-        return False
-
-    # -- the local record -------------------------------------------------------------------
-
-    def _progress(self, *, force: bool = False) -> None:
-        """Write the local record after every move (a small file, renamed into place); flushed
-        to the disk at once for a new log or a newly revoked kid, else at most once a second."""
-        if self._record_file is None or self._state is None or self._genesis_pending:
-            return
-        known = self._record.revoked_kids if self._record else {}
-        durable = force or time.monotonic() - self._recorded_at >= 1.0 or not self.revoked_kids.keys() <= known.keys()
-        self.write_record(durable=durable)
-
-    def write_record(self, *, durable: bool = True) -> None:
-        if self._record_file is None or self._state is None or self._genesis_pending:
-            return
-        state = self._state
-        record = HighWater(log=state.log, seq=state.seq, head=state.head, time=state.time,
-                           revoked_kids=self.revoked_kids, left=tuple(self._left))
-        try:
-            self._record = self._record_file.merge(record, now=self._clock(), durable=durable)
-        except OSError as exc:
-            log.error("cannot write the local record %s (%s)", self._record_file.path, exc.strerror)
-            return
-        if durable:
-            self._recorded_at = time.monotonic()
+    def write_record(self) -> None:
+        if not self._genesis_pending:
+            self.memory.write(self._state)

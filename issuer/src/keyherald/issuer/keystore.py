@@ -81,6 +81,19 @@ class KeyStore:
     async def kids(self) -> set[str]:
         return {k.decode() if isinstance(k, bytes) else k for k in await self._redis.hkeys(self._names.signing_keys)}
 
+    async def restore(self, control: ControlKey) -> list[str]:
+        """Put back what this process holds and Redis lost (a wipe, a failover that lost writes):
+        the control key, and every signing key it loaded. Never overwrites. Returns the kids put back."""
+        await self._redis.set(
+            self._names.control_key, self._seal(control.signing_key, f"{self._names.namespace}/control-key"), nx=True
+        )
+        restored = []
+        for kid, key in self._cache.items():
+            sealed = loads_object(self._seal(key, self._name(kid)))
+            if await self._redis.hsetnx(self._names.signing_keys, kid, dumps({**sealed, "made_at": 0}).decode()):
+                restored.append(kid)
+        return restored
+
     async def control_key(self, *, create: bool = True, alg: ControlAlgorithm = "PS256") -> ControlKey:
         """Load the control key; the first replica to start creates it (SET NX, so only once)."""
         name = f"{self._names.namespace}/control-key"

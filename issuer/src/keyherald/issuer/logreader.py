@@ -8,7 +8,7 @@ anyone who can write Redis can set) only says how far the log claims to go. The 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from keyherald.shared.chain import digest
 from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH, TrustAnchor
 from keyherald.shared.errors import ProtocolError
+from keyherald.shared.events import Event
 from keyherald.shared.names import EVENT_FIELD, Names, stream_id
 from keyherald.shared.state import Outcome, State
 
@@ -66,6 +67,8 @@ class Observed:
     """Why Redis is not a whole, consistent log (junk, forgeries, missing events), or None."""
     empty: bool = False
     """Nothing at all: no head, no checkpoint, no stream."""
+    checkpoint_text: str | None = None
+    """The checkpoint as read (when it verified): what a writer's next checkpoint replaces."""
 
     @property
     def claim(self) -> HeadClaim | None:
@@ -94,7 +97,8 @@ def _event_text(fields: Any) -> str | None:
 
 
 async def read_tail(
-    redis: Redis, names: Names, anchor: TrustAnchor, state: State, issuer: str, *, limit: int | None = None
+    redis: Redis, names: Names, anchor: TrustAnchor, state: State, issuer: str, *, limit: int | None = None,
+    seen: Callable[[Event, str], None] | None = None,
 ) -> tuple[int, str | None]:
     """Fold into ``state`` the events after it that extend its chain; returns how many were
     applied and, when the stream holds an entry for the next seq that does not extend it,
@@ -130,6 +134,8 @@ async def read_tail(
                 return applied, f"event {state.seq + 1} has malformed data"
             if outcome is not Outcome.APPLIED:
                 return applied, f"the entry for seq {state.seq + 1} does not extend the log ({outcome.value})"
+            if seen is not None:
+                seen(event, text)
             applied += 1
         if len(entries) < TAIL_BATCH:
             return applied, None
@@ -173,6 +179,7 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
         return Observed(head=head, state=state, checkpoint_seq=snapshot.seq, checkpoint_time=snapshot.time,
                         problem=f"the log belongs to issuer {snapshot.issuer!r}")
     _, broken = await read_tail(redis, names, anchor, state, issuer)
+    checkpoint_seq, checkpoint_time = snapshot.seq, snapshot.time
     claim = parse_head(head)
     problem = broken
     if claim is None:
@@ -181,8 +188,8 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
         problem = problem or "the head key names another log than the checkpoint"
     elif claim.seq > state.seq:
         problem = problem or f"the head claims seq {claim.seq} but the stream verifies only to {state.seq}"
-    return Observed(head=head, state=state, checkpoint_seq=snapshot.seq, checkpoint_time=snapshot.time,
-                    problem=problem)
+    return Observed(head=head, state=state, checkpoint_seq=checkpoint_seq, checkpoint_time=checkpoint_time,
+                    problem=problem, checkpoint_text=text)
 
 
 async def _probe(redis: Redis, names: Names) -> tuple[Any, int, bool]:

@@ -7,7 +7,7 @@ rotate twice: each commit re-decides on the state it appends to.
 
 from __future__ import annotations
 
-from keyherald.shared.events import Event, EventType
+from keyherald.shared.events import Event, EventType, KeyState
 from keyherald.shared.state import State
 
 from . import lifecycle
@@ -26,12 +26,30 @@ class Rotator:
     def __init__(self, ctx: IssuerContext) -> None:
         self._ctx = ctx
         self._swept_at = float("-inf")
+        self._recoveries = 0
+        self._lost: set[str] = set()
+
+    async def _lost_keys(self) -> set[str]:
+        """After a new log was started (Redis lost data or held junk): put back the keys this
+        process holds, and name the signing keys whose private half is gone, to be replaced
+        (revoked, so that the standby takes over and a new one is published)."""
+        eventlog = self._ctx.log
+        if eventlog.recoveries != self._recoveries:
+            self._recoveries = eventlog.recoveries
+            await self._ctx.keystore.restore(self._ctx.control)
+            state = await eventlog.sync()
+            stored = await self._ctx.keystore.kids()
+            self._lost = {k.kid for k in state.keys_in(KeyState.ACTIVE, KeyState.PUBLISHED) if k.kid not in stored}
+        if self._lost:
+            usable = {k.kid for k in (await eventlog.sync()).keys_in(KeyState.ACTIVE, KeyState.PUBLISHED)}
+            self._lost &= usable
+        return self._lost
 
     async def tick(self) -> list[Event]:
         """Do whatever is due now; returns the events appended (often none)."""
         policy = self._ctx.policy
-
-        revoked = self._ctx.log.revoked_kids
+        # Keys this writer saw revoked, and keys whose private half is lost: never to sign.
+        revoked = {*self._ctx.log.revoked_kids, *await self._lost_keys()}
 
         def decide(state: State, now: float, fresh: FreshKeys) -> list[Draft]:
             return lifecycle.plan(state, now, policy, fresh, revoked=revoked)

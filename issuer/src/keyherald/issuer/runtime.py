@@ -154,6 +154,9 @@ class IssuerRuntime:
         if eventlog.lost is not None:
             await eventlog.reassert()
         if leading:
+            found = await eventlog.audit()
+            if found is not None:
+                log.warning("repaired what Redis held: %s", found)
             await self._rotator.tick()
             await eventlog.checkpoint()
         state = await eventlog.sync()

@@ -79,8 +79,7 @@ local log, seq = string.match(head, '^([^:]+):(%d+):')
 if log ~= ARGV[1] or tonumber(seq) < tonumber(ARGV[2]) then return 0 end
 local current = redis.pcall('GET', KEYS[2])
 local sum = ''
-if type(current) == 'string' then sum = redis.sha1hex(current)
-elseif type(current) == 'table' then sum = 'wrongtype' end
+if type(current) == 'string' then sum = redis.sha1hex(current) end
 if sum ~= ARGV[3] then return -1 end
 redis.call('SET', KEYS[2], ARGV[4])
 return 1
