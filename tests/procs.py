@@ -62,7 +62,9 @@ def skewed(env: dict[str, str], seconds: float) -> dict[str, str]:
             "FAKETIME_NO_CACHE": "1"}
 
 
-def cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cli(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """``keyherald ARGS...`` as an operator runs it."""
     return subprocess.run([*_CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
                           check=False)

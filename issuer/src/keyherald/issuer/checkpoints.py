@@ -83,11 +83,14 @@ class Checkpoints:
         self.sum: str | None = None
         """SHA-1 of the checkpoint this writer last wrote or saw (None: unknown, read it)."""
         self.length: int | None = None
+        self.base = False
+        """The checkpoint is a log's base: replaced as soon as the log has events (a reader
+        then starts with the policy and keys, and the freshness they set)."""
         self._summed_at = float("-inf")
 
-    def known(self, seq: int, at: float, text: str | None) -> None:
+    def known(self, seq: int, at: float, text: str | None, *, base: bool = False) -> None:
         """The checkpoint Redis holds now, as this writer read or wrote it."""
-        self.seq, self.time = seq, at
+        self.seq, self.time, self.base = seq, at, base
         self.sum = sha1(text) if text is not None else None
         self.length = len(text) if text is not None else None
         self._summed_at = time.monotonic()
@@ -95,7 +98,7 @@ class Checkpoints:
     def due(self, state: State, now: float) -> bool:
         if state.seq <= self.seq:
             return False
-        return state.seq - self.seq >= CHECKPOINT_EVENTS or now - self.time >= CHECKPOINT_AGE
+        return self.base or state.seq - self.seq >= CHECKPOINT_EVENTS or now - self.time >= CHECKPOINT_AGE
 
     async def write(self, state: State, *, force: bool = False) -> bool:
         """Write ``state`` as the checkpoint when due (or ``force``); True if written."""

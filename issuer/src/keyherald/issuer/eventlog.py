@@ -93,6 +93,9 @@ class EventLog:
         self.problem: str | None = None
         """Why the last sync refused the log, for /healthz; None while all is well."""
         self.recoveries = 0
+        self.unread: list[tuple[str, int]] = []
+        """Events Redis said were appended (the head named them) but that were gone before
+        this writer could read them: if one was a revocation, it is lost. Kept for /healthz."""
 
     @property
     def names(self) -> Names:
@@ -106,6 +109,11 @@ class EventLog:
     @property
     def record(self) -> HighWater | None:
         return self.memory.record
+
+    @property
+    def empty(self) -> bool:
+        """The namespace holds no log yet (its first is decided, not written)."""
+        return self._genesis_pending
 
     @property
     def lost(self) -> State | None:
@@ -157,6 +165,7 @@ class EventLog:
         memory = self.memory
         record = memory.record
         ours = self._state if self._state is not None and not self._genesis_pending else None
+        self._note_unread(observed, ours)
         heartbeat = seen.heartbeat_interval if seen is not None else self._heartbeat
         decision = decide(
             observed, ours=ours, record=record, now=self._clock(), freshness=freshness_bound(heartbeat),
@@ -196,11 +205,30 @@ class EventLog:
             # lacks (a fork we cannot see) is appended again, never silently dropped.
             memory.lost = ours
         self._state = seen
-        self.checkpoints.known(observed.checkpoint_seq, observed.checkpoint_time, observed.checkpoint_text)
+        self.checkpoints.known(observed.checkpoint_seq, observed.checkpoint_time, observed.checkpoint_text,
+                               base=observed.checkpoint_base)
         if observed.problem is not None:  # a memoryless writer followed it: now repair as one that knows
             return await self._recover(seen, observed, observed.problem)
         memory.progress(seen, force=True)
         return True
+
+    def _note_unread(self, observed: Observed, ours: State | None) -> None:
+        """The head names an event of the log Redis holds that the stream no longer has, and
+        this writer never read: someone removed it (or Redis lost it) before anyone held it."""
+        claim, seen = observed.claim, observed.state
+        if claim is None or seen is None or claim.log != seen.log or claim.seq <= seen.seq:
+            return
+        if ours is not None and ours.log == claim.log and ours.seq >= claim.seq:
+            return  # we hold it: the new log we start carries it
+        point = (claim.log, claim.seq)
+        if point in self.unread:
+            return
+        self.unread = [*self.unread, point][-16:]
+        log.error(
+            "events up to seq %d of log %s were appended but removed from Redis before this writer read"
+            " them: a revocation among them is lost; run it again (and look at who writes Redis)",
+            claim.seq, claim.log[:8],
+        )
 
     async def reassert(self) -> list[Event]:
         """Append again what a log we left knew and the current one lacks; then forget it."""
@@ -356,7 +384,7 @@ class EventLog:
         if old is not None and old.log != log_id:
             self.memory.leave(old.log)
         self._state = state
-        self.checkpoints.known(after, now, checkpoint)
+        self.checkpoints.known(after, now, checkpoint, base=True)
         self.memory.progress(state, force=True)
         return True
 

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
-from keyherald.shared.chain import digest
+from keyherald.shared.chain import digest, genesis_head
 from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH, TrustAnchor
 from keyherald.shared.errors import ProtocolError
 from keyherald.shared.events import Event
@@ -69,6 +69,8 @@ class Observed:
     """Nothing at all: no head, no checkpoint, no stream."""
     checkpoint_text: str | None = None
     """The checkpoint as read (when it verified): what a writer's next checkpoint replaces."""
+    checkpoint_base: bool = False
+    """The checkpoint is a log's base (before its first event): the leader replaces it soon."""
 
     @property
     def claim(self) -> HeadClaim | None:
@@ -189,7 +191,7 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     elif claim.seq > state.seq:
         problem = problem or f"the head claims seq {claim.seq} but the stream verifies only to {state.seq}"
     return Observed(head=head, state=state, checkpoint_seq=checkpoint_seq, checkpoint_time=checkpoint_time,
-                    problem=problem, checkpoint_text=text)
+                    problem=problem, checkpoint_text=text, checkpoint_base=snapshot.head == genesis_head(snapshot.log))
 
 
 async def _probe(redis: Redis, names: Names) -> tuple[Any, int, bool]:

@@ -43,8 +43,9 @@ class IssuerRuntime:
 
     def __init__(self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True) -> None:
         self.settings = settings
-        self.clock = clock
         self.ctx = IssuerContext(settings, clock=clock)
+        self.clock = self.ctx.clock
+        """The host clock corrected to the Redis server's (iat, cut-offs: see clocksync)."""
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.signer = TokenSigner(self.ctx)
         self.admin = Admin(self.ctx, on_commit=self.signer.refresh)

@@ -36,8 +36,10 @@ async def _init(args: argparse.Namespace) -> int:
     from ..rotation import Rotator
 
     async with IssuerContext(settings_from(args), create=True) as ctx:
-        fresh = (await ctx.log.read_state()).seq == 0
+        fresh = ctx.log.empty
         events = await Rotator(ctx).tick() if fresh else []
+        if events:
+            await ctx.log.checkpoint()  # agents start from the first keys, not the log's empty base
         anchor = ctx.control.anchor
     print(f"KEYHERALD_TRUST_ANCHOR={anchor.thumbprint}")
     print(f"namespace ready; {len(events)} events appended" if events else "namespace was ready already")

@@ -263,6 +263,9 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
             body["problem"] = runtime.problem or (
                 "Redis is unreachable" if not runtime.redis_ok else "the duty cycle keeps failing"
             )
+        unread = runtime.ctx.log.unread if runtime.ctx.log_ready else []
+        if unread:
+            body["lost_unread"] = [{"log": log_id, "seq": seq} for log_id, seq in unread]
         return JSONResponse(body, status_code=200 if runtime.healthy else 503)
 
     app.include_router(admin_router(service))
