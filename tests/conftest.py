@@ -14,6 +14,7 @@ from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
 from keyherald.shared.jwk import ControlAlgorithm
 
+from .procs import Fleet
 from .servers import cleanup_namespace, fresh_namespace, server_url
 
 # Writers keep a record of the log on disk (KEYHERALD_STATE_DIR); the tests' go to a
@@ -73,3 +74,13 @@ def issuer_settings(redis_url: str, namespace: str, kek: str, control_key_alg: C
 async def issuer_ctx(issuer_settings: IssuerSettings, clock: ManualClock) -> AsyncIterator[IssuerContext]:
     async with IssuerContext(issuer_settings, clock=clock) as ctx:
         yield ctx
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    """Processes a test starts (issuer replicas, agents): all stopped when it ends."""
+    found = Fleet()
+    try:
+        yield found
+    finally:
+        found.close()

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -26,7 +26,6 @@ __all__ = [
     "Fleet",
     "IssuerProcess",
     "cli",
-    "fleet",
     "free_port",
     "wait_for",
 ]
@@ -195,11 +194,3 @@ class Fleet:
         for process in reversed(self.processes):
             process.stop()
 
-
-@pytest.fixture
-def fleet() -> Iterator[Fleet]:
-    found = Fleet()
-    try:
-        yield found
-    finally:
-        found.close()

@@ -48,7 +48,8 @@ class Deployment:
     def init(self) -> str:
         code, out, err = self.operator("issuer", "init", host="issuer-1")
         assert code == 0, err
-        self.anchor = next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("KEYHERALD_TRUST_ANCHOR="))
+        found = [line.split("=", 1)[1] for line in out.splitlines() if line.startswith("KEYHERALD_TRUST_ANCHOR=")]
+        self.anchor = found[0]
         return self.anchor
 
     def client(self, name: str, audience: str = "inventory") -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.procs import Fleet, fleet, skewed, wait_for  # noqa: F401 - fleet is a fixture
+from tests.procs import Fleet, skewed, wait_for
 
 from .deployment import Deployment, token_of
 
