@@ -63,7 +63,7 @@ def test_a_rollback_never_brings_back_a_revoked_token_subject_or_key(
     by_jti = wait_for(lambda: (t := token_of(issuer.token("orders", orders))) and _kid(t) != leaked_kid and t,
                       5, "a token from the key that replaced the leaked one")
     by_subject = token_of(issuer.token("billing", billing))
-    code, out, err = d.operator("revoke", "token", "--token", "-", stdin=by_jti)
+    code, _out, err = d.operator("revoke", "token", "--token", "-", stdin=by_jti)
     assert code == 0, err
     assert d.operator("revoke", "subject", "billing")[0] == 0
     wait_for(lambda: cached.refuses(by_jti) and cached.refuses(by_subject) and cached.refuses(by_key), 5,
@@ -102,7 +102,7 @@ def test_a_rollback_never_brings_back_a_revoked_token_subject_or_key(
 
     # The operator decides: accept the older log on purpose. The revoked key stays revoked,
     # the restarted replica goes on, and agents that ran keep every revocation.
-    code, out, err = d.operator("log", "accept", "--confirm", d.namespace, host="issuer-1")
+    code, _out, err = d.operator("log", "accept", "--confirm", d.namespace, host="issuer-1")
     assert code == 0, err
     restarted.wait_healthy()
     payments = d.client("payments")  # clients registered after that point went with it
@@ -182,7 +182,7 @@ def test_suppressed_events_leave_agents_visibly_stale_then_refusing(
     suppressor.start()
     try:
         time.sleep(0.3)
-        code, out, err = d.operator("revoke", "subject", "orders", "--force")
+        code, _out, err = d.operator("revoke", "subject", "orders", "--force")
         assert code == 0, err  # acknowledged: it reached Redis, then was undone
         acknowledged = time.monotonic()
         deadline = acknowledged + 5 + 1.5
@@ -269,7 +269,7 @@ def test_a_client_record_put_back_brings_no_leaked_secret_back(
     assert issuer.token("orders", leaked).status_code == 200
     saved = attacker.hget(d.names.clients, "orders")
     # The README's leaked-secret procedure.
-    code, out, err = d.operator("clients", "rotate-secret", "orders", "--json")
+    code, _out, err = d.operator("clients", "rotate-secret", "orders", "--json")
     assert code == 0, err
     assert d.operator("clients", "disable", "orders")[0] == 0
     assert d.operator("revoke", "subject", "orders")[0] == 0
