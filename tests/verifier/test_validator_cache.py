@@ -64,6 +64,17 @@ def test_a_cached_token_still_expires(es: Kit) -> None:
     assert refusal(validator, token) == "expired"
 
 
+def test_a_cached_token_is_refused_once_the_issuer_lowers_the_maximum_lifetime(es: Kit) -> None:
+    validator = es.validator()
+    token = es.token()  # lives TTL seconds, the maximum so far
+    validator.verify(token)
+    assert validator.verify(token) and validator.counters["cache_hits"] == 1
+    es.event(EventType.POLICY, {"max_token_ttl": TTL // 2, "heartbeat_interval": 5.0})
+    assert refusal(validator, token) == "lifetime_exceeded"
+    es.event(EventType.POLICY, {"max_token_ttl": TTL, "heartbeat_interval": 5.0})
+    assert validator.verify(token)  # raising the maximum back needs no cache flush
+
+
 def test_a_cached_token_of_an_expired_key_is_refused(es: Kit) -> None:
     validator = es.validator()
     token = es.token()

@@ -15,6 +15,7 @@ first).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +56,10 @@ class KeyCache:
         self.stale_after = -math.inf
         """What ``verify`` compares ``now - state.time`` with: -inf until current, then the
         staleness limit (inf when there is none). One float on the hot path."""
+        self.on_lower_ttl: list[Callable[[], None]] = []
+        """Called when the issuer's maximum token lifetime goes down (validators drop cached
+        tokens that may now claim too much)."""
+        self._ttl = 0
 
     def configure(self, staleness: Staleness, leeway: float) -> None:
         self.staleness, self.leeway = staleness, leeway
@@ -65,6 +70,11 @@ class KeyCache:
         self._limit()
 
     def _limit(self) -> None:
+        ttl = self.state.max_token_ttl
+        if ttl < self._ttl:
+            for listener in self.on_lower_ttl:
+                listener()
+        self._ttl = ttl
         staleness = self.staleness
         if not self.current or not self.bootstrapped:
             self.stale_after = -math.inf

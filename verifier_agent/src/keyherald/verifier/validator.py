@@ -34,7 +34,8 @@ signs verify everywhere a moment later).
 
 Verified tokens go to a bounded LRU keyed by the token text. A hit re-checks staleness,
 expiry, the token's and its subject's revocation and its key's state against the CURRENT
-state, so a revocation applies to cached tokens at once. Callers get a copy of the claims.
+state, so a revocation applies to cached tokens at once; a lower maximum lifetime empties
+the cache. Callers get a copy of the claims.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ class Validator:
         self._leeway = float(leeway)
         if max_staleness is not None:
             keys.configure(float(max_staleness), float(leeway))
+        # A lower maximum lifetime may refuse tokens the cache holds: it is emptied then (a
+        # policy change is rare; a check of every hit would cost every hit).
+        keys.on_lower_ttl.append(self.clear_cache)
         self._cache_size = cache_size
         self._clock = clock
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
@@ -170,13 +174,11 @@ class Validator:
                 return self._verify_uncached(token)
             # Cache hit: the token's own checks hold; re-check what time and events change.
             claims, exp, iat, kid, jti, sub, nested = entry
-            state = self._keys.state
+            keys = self._keys
+            state = keys.state
             now = self._clock()
-            if now - state.time > self._keys.stale_after:
+            if now - state.time > keys.stale_after:
                 raise StaleState("no fresh word from the issuer")
-            if exp - iat > state.max_token_ttl:  # the issuer lowered the maximum since
-                self._evict(token)
-                raise LifetimeExceeded("token lifetime exceeds the issuer's maximum")
             if exp <= now - self._leeway:
                 self._evict(token)
                 raise TokenExpired("token has expired")
