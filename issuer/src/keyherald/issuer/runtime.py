@@ -206,7 +206,7 @@ class IssuerRuntime:
         settings = VerifierSettings(
             redis_url=s.redis_url, namespace=s.namespace, issuer=s.issuer, audience=s.issuer,
             trust_anchor=json.dumps(anchor.key.jwk), startup_timeout=5.0, leeway=5.0,
-            max_staleness=None, cache_path=None,
+            max_staleness=None, cache_path=None, presence=False,
         )
         while self.agent is None:
             agent = VerifierAgent(settings, clock=self.clock)

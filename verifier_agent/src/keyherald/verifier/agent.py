@@ -26,12 +26,14 @@ from redis.exceptions import RedisError
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.events import Event, KeyState
 from keyherald.shared.lineage import freshness_bound
+from keyherald.shared.presence import PresenceRecord
 
 from .bootstrap import Boot, is_fresh
 from .cachefile import CacheWriter
 from .catchup import MaterialError, from_material
 from .errors import BootstrapError
 from .follower import Follower
+from .presence import PresenceWriter, default_agent_id
 from .keycache import KeyCache
 from .settings import VerifierSettings
 from .signedstate import Material, SignedState
@@ -83,6 +85,8 @@ class VerifierAgent:
         self._source = "none"
         self._background: BackgroundLoop | None = None
         self._boot: Boot | None = None
+        self.agent_id = self.settings.agent_id or default_agent_id()
+        self.presence: PresenceWriter | None = None
 
     # -- the request path ---------------------------------------------------------------
 
@@ -172,7 +176,12 @@ class VerifierAgent:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_CAP)
-        follower = self._follower = Follower(source, self.settings.names, self._signed)
+        presence = None
+        if self.settings.presence:
+            presence = self.presence = PresenceWriter(
+                source, self.settings.names, self.agent_id, self.settings.presence_interval, self._presence_record
+            )
+        follower = self._follower = Follower(source, self.settings.names, self._signed, presence=presence)
         follower.start_from_state()
         follower.connected = self._boot.origin == "redis"
         self._follow_task = asyncio.create_task(follower.run(), name="keyherald-follower")
@@ -193,7 +202,11 @@ class VerifierAgent:
             self._stop_requested = True
             booting.cancel()
             await asyncio.wait([booting])
+        running = bool(self._tasks)
         await self._stop_tasks()
+        if running and self.presence is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.wait_for(self.presence.remove(), 2)
         if self._writer is not None:
             await self._writer.flush()
         await self._close_redis()
@@ -257,6 +270,16 @@ class VerifierAgent:
         self.stop_background()
 
     # -- observation ------------------------------------------------------------------------
+
+    def _presence_record(self) -> PresenceRecord:
+        status = self.status()
+        return PresenceRecord(
+            agent_id=self.agent_id, audience=list(self.settings.audience),
+            version=self.presence.version if self.presence else "", log=status.log, seq=status.seq,
+            event_time=self.keys.state.time, connected=status.connected, stale=status.stale,
+            refusing=status.refusing, refused_events=status.refused_events,
+            interval=self.settings.presence_interval, written_at=self._clock(),
+        )
 
     def status(self) -> AgentStatus:
         state, signed, follower, keys = self.keys.state, self._signed, self._follower, self.keys

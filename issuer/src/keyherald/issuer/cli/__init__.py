@@ -32,14 +32,14 @@ from typing import Any, NoReturn
 
 from keyherald.shared.errors import KeyheraldError, SettingsError
 
-from . import clients, dev, issuer, keys, log, revoke, secrets, token
+from . import clients, dev, fleet, issuer, keys, log, revoke, secrets, token
 from ._common import OperationFailed
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "exit_code", "main", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-_MODULES = (dev, issuer, secrets, keys, clients, revoke, token, log)
+_MODULES = (dev, issuer, secrets, keys, clients, revoke, token, fleet, log)
 
 
 class _Version(argparse.Action):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._common import add_parser, add_settings_flags, emit_json, opened_context
+from .confirm import add_wait_flags, confirm
 
 __all__ = ["register"]
 
@@ -23,6 +24,8 @@ def register(sub: Any) -> None:
         "--emergency", action="store_true",
         help="also revoke the key being replaced (it is compromised): its tokens stop verifying",
     )
+    rotate.add_argument("--json", action="store_true", help="print {seq} as JSON")
+    add_wait_flags(rotate)
     add_settings_flags(rotate)
     rotate.set_defaults(handler=_rotate)
 
@@ -54,5 +57,6 @@ async def _rotate(args: argparse.Namespace) -> int:
 
     async with opened_context(args) as ctx:
         seq = await Admin(ctx).rotate(emergency=args.emergency)
-    print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}")
-    return 0
+        if not args.json:
+            print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}", flush=True)
+        return await confirm(ctx, args, seq, {"seq": seq})
