@@ -33,8 +33,8 @@ from .cachefile import CacheWriter
 from .catchup import MaterialError, from_material
 from .errors import BootstrapError
 from .follower import Follower
-from .presence import PresenceWriter, default_agent_id
 from .keycache import KeyCache
+from .presence import PresenceWriter, default_agent_id
 from .settings import VerifierSettings
 from .signedstate import Material, SignedState
 from .source import LogSource, connect
