@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -93,6 +94,9 @@ class EventLog:
         self.problem: str | None = None
         """Why the last sync refused the log, for /healthz; None while all is well."""
         self.recoveries = 0
+        self.on_append: list[Callable[[Sequence[Event], float], None]] = []
+        """Called after each append this writer made, with its events and how long it took
+        (the replica's metrics); must be quick and not raise."""
         self.unread: list[tuple[str, int]] = []
         """Events Redis said were appended (the head named them) but that were gone before
         this writer could read them: if one was a revocation, it is lost. Kept for /healthz."""
@@ -280,6 +284,7 @@ class EventLog:
             new_head = f"{state.log}:{events[-1].seq}:{digest(texts[-1])}"
             minid = max(0, min(self.checkpoints.seq + 1, events[-1].seq + 1 - self._retain))
             client_args = [x for cid, rec in change.clients.items() for x in (cid, rec or "")]
+            started = time.perf_counter()
             try:
                 result = int(await self._append(
                     keys=[self._names.events, self._names.head, self._names.clients],
@@ -292,6 +297,9 @@ class EventLog:
                     state.apply(event, digest(text))
                     self._note(event, text)
                 self.memory.progress(state)
+                took = time.perf_counter() - started
+                for listener in self.on_append:
+                    listener(events, took)
                 return events
             if result == -2:
                 # The stream holds what we did not write: start afresh from what we know.

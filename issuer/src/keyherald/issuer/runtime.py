@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import TYPE_CHECKING, Literal
 
@@ -27,7 +28,10 @@ from .settings import IssuerSettings, is_loopback_url
 from .tokens import TokenSigner
 
 if TYPE_CHECKING:
+    from keyherald.shared.state import State
     from keyherald.verifier.agent import VerifierAgent
+
+    from .fleet import FleetView
 
 __all__ = ["IssuerRuntime"]
 
@@ -36,6 +40,7 @@ log = logging.getLogger("keyherald.issuer")
 
 UNHEALTHY_AFTER = 3
 """Consecutive failed duty ticks after which /healthz says 503."""
+FLEET_EVERY = 5.0
 
 
 class IssuerRuntime:
@@ -55,6 +60,11 @@ class IssuerRuntime:
         self.problem: str | None = None
         """Why this replica cannot append (a refused log, a failing duty loop), for /healthz."""
         self.duty_failures = 0
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_again = False
+        self.fleet: FleetView | None = None
+        """The fleet as agents last reported it (refreshed every FLEET_EVERY s), for /metrics."""
+        self._fleet_at = float("-inf")
         self._serve_http = serve_http
         self._tasks: list[asyncio.Task[None]] = []
         self._lease: LeaderLease | None = None
@@ -80,6 +90,9 @@ class IssuerRuntime:
             await self.ctx.open(sync=False)
             self.redis_ok = True
             self._lease = LeaderLease(self.ctx.redis, self.ctx.names, self.replica_id, self.settings.lease_ttl)
+            from .logmetrics import record_append
+
+            self.ctx.log.on_append.append(record_append)
             self._rotator = Rotator(self.ctx)
             try:
                 await self._duty_once()
@@ -163,6 +176,17 @@ class IssuerRuntime:
         state = await eventlog.sync()
         self.seq = state.seq
         self.problem = None
+        await self._look_at_fleet(state)
+
+    async def _look_at_fleet(self, state: State) -> None:
+        """Refresh the fleet view for /metrics now and then (it reads every presence record)."""
+        now = time.monotonic()
+        if now - self._fleet_at < FLEET_EVERY:
+            return
+        self._fleet_at = now
+        from .fleet import read_fleet
+
+        self.fleet = await read_fleet(self.ctx.redis, self.ctx.names, state.position)
 
     async def _duty_loop(self) -> None:
         while True:
@@ -216,7 +240,25 @@ class IssuerRuntime:
                 log.warning("admin API waits for the verifier agent: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            agent._signed.listeners.append(self._event_applied)
             self.agent = agent
+
+    def _event_applied(self, event: object) -> None:
+        """The admin agent applied an event of the log: pick up the active key at once (an
+        emergency rotation reaches this replica's signer in milliseconds, not at the next
+        duty tick). Coalesced: one refresh in flight at a time."""
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refresh_again = True
+            return
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        while True:
+            self._refresh_again = False
+            with contextlib.suppress(RedisError, OSError, IssuerError, ProtocolError):
+                await self.on_event()
+            if not self._refresh_again:
+                return
 
     async def _http(self, listener: socket.socket) -> None:
         # Imported here: FastAPI and uvicorn load only in a process that serves HTTP.

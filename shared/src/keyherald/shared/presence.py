@@ -18,10 +18,12 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AGENT_COMMANDS",
     "AGENT_ID",
     "EXPIRE_INTERVALS",
     "LIVE_INTERVALS",
     "PresenceRecord",
+    "agent_acl_rules",
     "validate_agent_id",
 ]
 
@@ -56,3 +58,24 @@ class PresenceRecord(BaseModel):
     """The agent's presence interval: what live and lost are measured in."""
     written_at: float = 0.0
     """The agent's clock when written (for humans; ages come from the key's TTL)."""
+
+
+AGENT_COMMANDS = (
+    "+xread", "+xrange", "+xrevrange", "+get", "+strlen",  # following the log
+    "+set", "+zadd", "+del", "+zrem", "+zremrangebyscore",  # presence
+    "+ping", "+client|setname", "+client|setinfo", "+hello",  # connection set-up (redis-py)
+)
+"""What an agent runs: nothing else is needed, so nothing else is granted."""
+
+
+def agent_acl_rules(namespace: str) -> list[str]:
+    """Redis ACL rules for an agents' user: read the log, write only the presence keys.
+
+    ``ACL SETUSER <name> on ><password> <rules...>``; the hash tag keeps the patterns to the
+    namespace's keys. With presence off, drop the presence commands and keys.
+    """
+    tag = "{" + namespace + "}"
+    return [
+        "resetkeys", "resetchannels", "-@all", *AGENT_COMMANDS,
+        f"%R~{tag}:events", f"%R~{tag}:snapshot", f"~{tag}:presence", f"~{tag}:presence:*",
+    ]

@@ -156,6 +156,9 @@ class VerifierAgent:
             await self._abandon()
             raise BootstrapError("the agent was stopped while it was starting")
         self._source = self._boot.origin
+        state = self.keys.state
+        log.info("agent %s follows log %s from seq %d (started from %s)", self.agent_id, state.log[:8], state.seq,
+                 self._source)
         if self._writer is not None:
             self._tasks.append(asyncio.create_task(self._writer.run(), name="keyherald-cache-writer"))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -185,7 +186,15 @@ async def _dev(args: argparse.Namespace) -> int:
             anchor = runtime.ctx.control.anchor
             jwk = anchor.key.jwk if anchor.key else {}
             _announce(settings, jwk, anchor.thumbprint, folder, runtime.http_port or settings.http_port)
-            await stop.wait()
+            from .devwatch import watch
+
+            watcher = asyncio.create_task(watch(runtime), name="keyherald-dev-watch")
+            try:
+                await stop.wait()
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
     finally:
         await asyncio.to_thread(server.stop)
     return 0

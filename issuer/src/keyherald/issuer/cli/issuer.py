@@ -27,7 +27,10 @@ def register(sub: Any) -> None:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """One event per line: text (coloured on a terminal only) or JSON (KEYHERALD_LOG_FORMAT=json)."""
+    from keyherald.shared.logs import configure_logging as configure
+
+    configure(logging.INFO)
 
 
 async def _init(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_plus
 
+from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -40,6 +41,11 @@ __all__ = [
 log = logging.getLogger("keyherald.issuer.auth")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+AUTH_FAILURES = Counter(
+    "keyherald_client_auth_failures", "Failed client authentications, by reason (unknown_client, wrong_secret,"
+    " malformed)", ["reason"],
+)
+RATE_LIMITED = Counter("keyherald_rate_limited", "Requests refused with 429, by what was limited", ["kind"])
 MAX_BODY = 16 * 1024
 """The most a request may carry, here and on every other route (:mod:`.gate`)."""
 _TOO_LARGE = {"Connection": "close"}  # the rest is not read: do not wait for it either
@@ -57,12 +63,15 @@ class OAuthError(Exception):
         *,
         status: int = 400,
         headers: dict[str, str] | None = None,
+        client: str = "",
     ) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
         self.headers = headers or {}
+        self.client = client
+        """The client that authenticated, when one did (a metric label: the registry bounds it)."""
 
     @classmethod
     def invalid_client(cls, description: str = "client authentication failed") -> OAuthError:
@@ -162,6 +171,7 @@ def _credentials(request: Request, form: Form) -> ClientAuth:
 
 def _refuse_if_limited(verdict: Verdict) -> None:
     if verdict.limited:
+        RATE_LIMITED.labels("auth").inc()
         log.warning("refused a client authentication: too many failures (retry after %ss)", verdict.retry_after)
         raise OAuthError(
             "temporarily_unavailable", "too many failed authentications; retry later",
@@ -193,6 +203,7 @@ async def authenticate_client(service: Service, request: Request, form: Form, *,
         if exc.error == "invalid_client":
             _refuse_if_limited(await limiter.check(None, address))
             await limiter.record_failure(None, address)
+            AUTH_FAILURES.labels("malformed").inc()
         raise
     client_key, address_key = limiter.keys(auth.client_id, address)
     unused = service.names.ratelimit("none", "-")
@@ -205,9 +216,10 @@ async def authenticate_client(service: Service, request: Request, form: Form, *,
         await limiter.record_failure(auth.client_id, address)
         # For the security team: who failed, from where; never the secret. repr() keeps a
         # hostile client_id from forging log lines.
-        log.info("client authentication failed: client_id %.80r from %s (%s)",
-                 auth.client_id, address, "unknown client" if client is None else "wrong secret")
+        reason = "unknown_client" if client is None else "wrong_secret"
+        AUTH_FAILURES.labels(reason).inc()
+        log.info("client authentication failed: client_id %.80r from %s (%s)", auth.client_id, address, reason)
         raise OAuthError.invalid_client()
     if client.disabled and not disabled_ok:
-        raise OAuthError("unauthorized_client", "this client is disabled")
+        raise OAuthError("unauthorized_client", "this client is disabled", client=client.client_id)
     return client

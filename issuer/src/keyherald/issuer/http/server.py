@@ -88,6 +88,7 @@ def server_config(app: Any, settings: IssuerSettings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the process's format (keyherald.shared.logs)
         lifespan="off",
         access_log=False,
         http=_protocol(settings.http_header_timeout),

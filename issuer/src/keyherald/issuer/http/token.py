@@ -17,8 +17,10 @@ Policy, in the order it is checked:
 from __future__ import annotations
 
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,6 +34,16 @@ if TYPE_CHECKING:
 __all__ = ["GRANT_TYPE", "audiences_for", "claims_for", "scopes_for", "token_endpoint"]
 
 GRANT_TYPE = "client_credentials"
+
+ISSUED = Counter("keyherald_tokens_issued", "Access tokens issued, by client", ["client"])
+REFUSED = Counter(
+    "keyherald_token_requests_refused", "Token requests refused, by OAuth error (and client, once authenticated)",
+    ["error", "client"],
+)
+LATENCY = Histogram(
+    "keyherald_token_request_duration_seconds", "POST /token, from the request to the answer, seconds",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 
 def audiences_for(client: Client, form: Form) -> list[str]:
@@ -83,6 +95,7 @@ def claims_for(client: Client, audiences: list[str], scopes: list[str], *, issue
 
 
 async def token_endpoint(service: Service, request: Request) -> Response:
+    started = time.perf_counter()
     try:
         form = await read_form(request)
         grant = form.get("grant_type")
@@ -91,17 +104,24 @@ async def token_endpoint(service: Service, request: Request) -> Response:
         if grant != GRANT_TYPE:
             raise OAuthError("unsupported_grant_type", "only the client_credentials grant is supported")
     except OAuthError as exc:
+        REFUSED.labels(exc.error, "").inc()
         return error_response(exc)
-    async with service.redis_slots:
-        return await _issue(service, request, form)
+    try:
+        async with service.redis_slots:
+            return await _issue(service, request, form)
+    finally:
+        LATENCY.observe(time.perf_counter() - started)
 
 
 async def _issue(service: Service, request: Request, form: Form) -> Response:
+    client_id = ""  # a label only once authenticated: the registry bounds it, a request's claim does not
     try:
         client = await authenticate_client(service, request, form)
+        client_id = client.client_id
         audiences = audiences_for(client, form)
         scopes = scopes_for(client, form)
     except OAuthError as exc:
+        REFUSED.labels(exc.error, exc.client or client_id).inc()
         return error_response(exc)
     settings = service.settings
     claims = claims_for(
@@ -110,10 +130,12 @@ async def _issue(service: Service, request: Request, form: Form) -> Response:
     try:
         token = await service.runtime.signer.sign(claims)
     except KeyNotFound:
+        REFUSED.labels("temporarily_unavailable", client_id).inc()
         return error_response(OAuthError(
             "temporarily_unavailable", "the issuer has no active signing key yet", status=503,
             headers={"Retry-After": "1"},
         ))
+    ISSUED.labels(client_id).inc()
     body = {
         "access_token": token,
         "token_type": "Bearer",
