@@ -100,3 +100,21 @@ def test_fleet_exits_1_when_an_agent_is_stale_or_behind(deployment: Deployment, 
     _code, out, _ = wait_for(lambda: (r := d.operator("fleet")) and r[0] == 1 and r, 15, "a stale agent")
     assert "STALE" in out
 
+
+
+def test_an_agent_with_presence_off_is_not_listed_but_counted_where_redis_tells(
+    deployment: Deployment, fleet: Fleet
+) -> None:
+    d = deployment
+    d.init()
+    issuer = fleet.issuer(d.host("issuer-1"))
+    issuer.wait_healthy()
+    seen = fleet.agent(d.agent_env("a", KEYHERALD_AGENT_ID="seen", KEYHERALD_PRESENCE_INTERVAL=f"{INTERVAL}s"))
+    hidden = fleet.agent(d.agent_env("b", KEYHERALD_PRESENCE="off"))
+    assert seen.started and hidden.started
+    view = wait_for(lambda: (v := _fleet(d)) and v["live"] and v, 5, "the visible agent")
+    assert _ids(view["live"]) == ["seen"] and view["unseen"] == 1
+    code, out, err = d.operator("revoke", "subject", "orders", "--force", "--wait")
+    assert code == 0 and "applied by 1 of 1" in out, err  # --wait cannot count what it cannot see
+    code, out, _ = d.operator("fleet")
+    assert "1 connected without presence" in out

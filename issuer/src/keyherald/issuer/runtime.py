@@ -233,7 +233,7 @@ class IssuerRuntime:
             max_staleness=None, cache_path=None, presence=False,
         )
         while self.agent is None:
-            agent = VerifierAgent(settings, clock=self.clock)
+            agent = VerifierAgent(settings, clock=self.clock, client_name=f"keyherald-issuer:{s.namespace}")
             try:
                 await agent.start()
             except (BootstrapError, RedisError, OSError) as exc:

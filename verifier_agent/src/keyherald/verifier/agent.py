@@ -59,8 +59,12 @@ class VerifierAgent:
         *,
         clock: Clock = system_clock,
         redis: Redis | None = None,
+        client_name: str | None = None,
     ) -> None:
+        """``client_name``: what the agent's Redis connection is called (CLIENT LIST); by
+        default ``keyherald-agent:<namespace>``, which the fleet view counts."""
         self.settings = settings if settings is not None else VerifierSettings()
+        self._client_name = client_name
         self._clock = clock
         self._own_redis = redis is None
         self._redis = redis
@@ -120,6 +124,8 @@ class VerifierAgent:
         if self._redis is None:
             self._redis = connect(self.settings.redis_url)
         source = LogSource(self._redis, self.settings.names, own_connection=self._own_redis)
+        if self._client_name is not None:
+            source.client_name = self._client_name
         self._boot = Boot(self.settings, self._signed, source, self._clock)
         self._stop_requested = False
         boot = self._booting = asyncio.ensure_future(
