@@ -40,8 +40,14 @@ __all__ = ["main"]
 
 @contextlib.asynccontextmanager
 async def issuer(url: str) -> AsyncIterator[IssuerContext]:
-    settings = IssuerSettings(redis_url=url, namespace=f"bench-{uuid.uuid4().hex[:8]}", issuer="https://issuer.bench",
-                              kek=generate_kek_text(), state_dir="off", control_key_alg="EdDSA")
+    settings = IssuerSettings(
+        redis_url=url,
+        namespace=f"bench-{uuid.uuid4().hex[:8]}",
+        issuer="https://issuer.bench",
+        kek=generate_kek_text(),
+        state_dir="off",
+        control_key_alg="EdDSA",
+    )
     async with IssuerContext(settings) as ctx:
         await Rotator(ctx).tick()
         yield ctx
@@ -63,12 +69,17 @@ async def stats(redis: Redis) -> dict[str, Any]:
 async def block(ctx: IssuerContext, n: int, seconds: float, presence: bool) -> dict[str, Any]:
     s = ctx.settings
     settings = VerifierSettings(
-        redis_url=s.redis_url, namespace=s.namespace, issuer=s.issuer, audience="bench",
-        trust_anchor=ctx.control.anchor.thumbprint, startup_timeout="120s", presence=presence,
+        redis_url=s.redis_url,
+        namespace=s.namespace,
+        issuer=s.issuer,
+        audience="bench",
+        trust_anchor=ctx.control.anchor.thumbprint,
+        startup_timeout="120s",
+        presence=presence,
     )
     fleet = [VerifierAgent(settings) for _ in range(n)]
     for chunk in range(0, n, 100):
-        await asyncio.gather(*(a.start() for a in fleet[chunk:chunk + 100]))
+        await asyncio.gather(*(a.start() for a in fleet[chunk : chunk + 100]))
     await asyncio.sleep(2)  # every agent wrote its first record
     admin: Redis = ctx.redis
     before, started = await stats(admin), time.monotonic()
@@ -76,7 +87,11 @@ async def block(ctx: IssuerContext, n: int, seconds: float, presence: bool) -> d
     after, elapsed = await stats(admin), time.monotonic() - started
     await asyncio.gather(*(a.stop() for a in fleet))
     calls = {k: (after["commands"].get(k, 0) - before["commands"].get(k, 0)) / elapsed for k in after["commands"]}
-    return {"calls": calls, "in": (after["in"] - before["in"]) / elapsed, "out": (after["out"] - before["out"]) / elapsed}
+    return {
+        "calls": calls,
+        "in": (after["in"] - before["in"]) / elapsed,
+        "out": (after["out"] - before["out"]) / elapsed,
+    }
 
 
 async def run(url: str, n: int, seconds: float) -> None:
@@ -111,8 +126,10 @@ async def run(url: str, n: int, seconds: float) -> None:
         off, on = mean(False, key), mean(True, key)
         print(f"| {label} | {off:,.0f} | {on:,.0f} | {on - off:+,.0f} |")
     print()
-    print(f"per agent: {(total_on - total_off) / n:.3f} presence commands/s, "
-          f"{(mean(True, 'in') - mean(False, 'in')) / n:.0f} bytes/s into Redis")
+    print(
+        f"per agent: {(total_on - total_off) / n:.3f} presence commands/s, "
+        f"{(mean(True, 'in') - mean(False, 'in')) / n:.0f} bytes/s into Redis"
+    )
 
 
 def main() -> None:

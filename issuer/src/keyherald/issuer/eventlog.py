@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
@@ -94,6 +95,8 @@ class EventLog:
         self.problem: str | None = None
         """Why the last sync refused the log, for /healthz; None while all is well."""
         self.recoveries = 0
+        self._mine: OrderedDict[tuple[str, int], None] = OrderedDict()
+        """Events this writer appended lately: the leader witnesses everyone else's."""
         self.on_append: list[Callable[[Sequence[Event], float], None]] = []
         """Called after each append this writer made, with its events and how long it took
         (the replica's metrics); must be quick and not raise."""
@@ -139,7 +142,10 @@ class EventLog:
         Returns the live state: do not change it; it moves on as the log does."""
         state = self._state
         if state is not None:
-            head = _raw_text(await raw(self._redis, "GET", self._names.head))
+            try:
+                head = _raw_text(await raw(self._redis, "GET", self._names.head))
+            except ResponseError:  # the head made another type of key: junk, replaced below
+                head = scripts.WRONG_TYPE
             if head == format_head(state):
                 return state
             claim = parse_head(head)
@@ -155,8 +161,25 @@ class EventLog:
                 return self._state
         raise AppendContention("the log kept changing while this writer read it")
 
+    async def _lease_held(self) -> bool:
+        """Does a replica lead (a lease with a TTL)? Asked only when a stale log is judged."""
+        try:
+            return int(await self._redis.pttl(self._names.leader)) > 0
+        except ResponseError:
+            return True  # not a lease we can read: assume someone may be running
+
     def _note(self, event: Event, text: str) -> None:
         self._digests.note(event.log, event.seq, digest(text))
+
+    def _noted_mine(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._mine[(event.log, event.seq)] = None
+        while len(self._mine) > 1024:
+            self._mine.popitem(last=False)
+
+    def appended_here(self, event: Event) -> bool:
+        """Did this writer append ``event`` (rather than another replica, or the command)?"""
+        return (event.log, event.seq) in self._mine
 
     async def _settle(self, observed: Observed) -> bool:
         """Act on what Redis holds; False when it changed meanwhile (read again)."""
@@ -171,9 +194,10 @@ class EventLog:
         ours = self._state if self._state is not None and not self._genesis_pending else None
         self._note_unread(observed, ours)
         heartbeat = seen.heartbeat_interval if seen is not None else self._heartbeat
+        lease_held = True if ours is not None else await self._lease_held()
         decision = decide(
             observed, ours=ours, record=record, now=self._clock(), freshness=freshness_bound(heartbeat),
-            allow_stale=self._allow_stale, left=tuple(memory.left),
+            allow_stale=self._allow_stale, left=tuple(memory.left), lease_held=lease_held,
         )
         action = decision.action
         if action is Action.REFUSE:
@@ -293,6 +317,7 @@ class EventLog:
             except ResponseError as exc:
                 raise CorruptState(f"Redis refused an append: {exc}") from None
             if result == 1:
+                self._noted_mine(events)
                 for event, text in zip(events, texts, strict=True):
                     state.apply(event, digest(text))
                     self._note(event, text)
@@ -385,6 +410,7 @@ class EventLog:
         ))
         if result != 1:
             return False
+        self._noted_mine(events)
         state.apply(events[0], digest(texts[0]))
         self._note(events[0], texts[0])
         self._genesis_pending = False

@@ -23,6 +23,8 @@ from keyherald.shared.events import Event
 from keyherald.shared.names import EVENT_FIELD, Names, stream_id
 from keyherald.shared.state import Outcome, State
 
+from .scripts import WRONG_TYPE
+
 __all__ = ["TAIL_BATCH", "HeadClaim", "Observed", "format_head", "parse_head", "raw", "read_log", "read_tail"]
 
 TAIL_BATCH = 1000
@@ -201,7 +203,7 @@ async def _probe(redis: Redis, names: Names) -> tuple[Any, int, bool]:
         pipe.exists(names.events)
         raw_head, size, exists = await pipe.execute(raise_on_error=False)
     if isinstance(raw_head, Exception):
-        raw_head = b"?"
+        raw_head = WRONG_TYPE.encode()  # what the scripts read it as: a head to replace
     if isinstance(size, Exception):
         size = 0
     if isinstance(exists, Exception):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from redis.asyncio import Redis
 
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.events import EventType
+from keyherald.shared.events import Event, EventType
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
@@ -73,6 +73,8 @@ class ClientRegistry:
         self._seal = seal
         self._log = log
         self._clock = clock
+        self.last_events: list[Event] = []
+        """The events the last change appended (the command waits for a replica to witness them)."""
 
     async def create(
         self,
@@ -104,7 +106,7 @@ class ClientRegistry:
                 raise ClientExists(f"a client named {client_id!r} exists already (rotate its secret instead)")
             return Change([_updated(client_id, record)], {client_id: record})
 
-        await self._log.commit(mutation)
+        self.last_events = await self._log.commit(mutation)
         return Credentials(client, secret)
 
     async def get(self, client_id: str) -> Client | None:
@@ -142,7 +144,7 @@ class ClientRegistry:
                 raise ClientNotFound(f"no client {client_id!r}")
             return Change([_updated(client_id, None)], {client_id: None})
 
-        await self._log.commit(mutation)
+        self.last_events = await self._log.commit(mutation)
 
     async def _edit(self, client_id: str, edit: _Edit) -> Client:
         """Read the bound record, change it, append the change (retried if the log moved)."""
@@ -164,5 +166,5 @@ class ClientRegistry:
             drafts: Sequence[Draft] = [_updated(client_id, record)]
             return Change(drafts, {client_id: record})
 
-        await self._log.commit(mutation)
+        self.last_events = await self._log.commit(mutation)
         return result[0]

@@ -18,6 +18,8 @@ from redis.exceptions import RedisError
 
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.errors import ProtocolError, SettingsError
+from keyherald.shared.events import Event, EventType
+from keyherald.shared.state import State
 
 from .admin import Admin
 from .context import IssuerContext
@@ -28,7 +30,6 @@ from .settings import IssuerSettings, is_loopback_url
 from .tokens import TokenSigner
 
 if TYPE_CHECKING:
-    from keyherald.shared.state import State
     from keyherald.verifier.agent import VerifierAgent
 
     from .fleet import FleetView
@@ -46,9 +47,15 @@ FLEET_EVERY = 5.0
 class IssuerRuntime:
     """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz."""
 
-    def __init__(self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True) -> None:
+    def __init__(
+        self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True,
+        accept_stale_log: bool = False,
+    ) -> None:
+        """``accept_stale_log``: build on the log Redis holds even if its newest event is old and
+        this host cannot tell it from a rolled-back copy (the operator's word, after an outage
+        of every replica; see recovery.py)."""
         self.settings = settings
-        self.ctx = IssuerContext(settings, clock=clock)
+        self.ctx = IssuerContext(settings, clock=clock, allow_stale=accept_stale_log)
         self.clock = self.ctx.clock
         """The host clock corrected to the Redis server's (iat, cut-offs: see clocksync)."""
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -62,6 +69,7 @@ class IssuerRuntime:
         self.duty_failures = 0
         self._refreshing: asyncio.Task[None] | None = None
         self._refresh_again = False
+        self._witness_due = False
         self.fleet: FleetView | None = None
         """The fleet as agents last reported it (refreshed every FLEET_EVERY s), for /metrics."""
         self._fleet_at = float("-inf")
@@ -230,7 +238,7 @@ class IssuerRuntime:
         settings = VerifierSettings(
             redis_url=s.redis_url, namespace=s.namespace, issuer=s.issuer, audience=s.issuer,
             trust_anchor=json.dumps(anchor.key.jwk), startup_timeout=5.0, leeway=5.0,
-            max_staleness=None, cache_path=None, presence=False,
+            max_staleness="auto", cache_path=None, presence=False,
         )
         while self.agent is None:
             agent = VerifierAgent(settings, clock=self.clock, client_name=f"keyherald-issuer:{s.namespace}")
@@ -243,10 +251,13 @@ class IssuerRuntime:
             agent._signed.listeners.append(self._event_applied)
             self.agent = agent
 
-    def _event_applied(self, event: object) -> None:
+    def _event_applied(self, event: Event) -> None:
         """The admin agent applied an event of the log: pick up the active key at once (an
         emergency rotation reaches this replica's signer in milliseconds, not at the next
-        duty tick). Coalesced: one refresh in flight at a time."""
+        duty tick), and, leading, witness an event another writer appended (see witness.py).
+        Coalesced: one refresh in flight at a time."""
+        if self.role == "leader" and event.type != EventType.HEARTBEAT and not self.ctx.log.appended_here(event):
+            self._witness_due = True
         if self._refreshing is not None and not self._refreshing.done():
             self._refresh_again = True
             return
@@ -257,8 +268,21 @@ class IssuerRuntime:
             self._refresh_again = False
             with contextlib.suppress(RedisError, OSError, IssuerError, ProtocolError):
                 await self.on_event()
+                if self._witness_due:
+                    self._witness_due = False
+                    await self._witness()
             if not self._refresh_again:
                 return
+
+    async def _witness(self) -> None:
+        """A heartbeat right after someone else's event: the command that appended it waits
+        for a later event built on it before it calls its change done."""
+
+        async def heartbeat(state: State, now: float) -> list[tuple[str, dict[str, object]]]:
+            active = state.active_key
+            return [(str(EventType.HEARTBEAT), {"active_kid": active.kid if active else None})]
+
+        await self.ctx.log.commit(heartbeat)
 
     async def _http(self, listener: socket.socket) -> None:
         # Imported here: FastAPI and uvicorn load only in a process that serves HTTP.

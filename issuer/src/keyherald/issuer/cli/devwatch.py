@@ -83,8 +83,11 @@ async def watch(runtime: IssuerRuntime, *, every: float = 0.2) -> None:
     last = (await ctx.log.sync()).seq
     agents: int | None = None
     ticks = 0
+    me = asyncio.current_task()
     while True:
         await asyncio.sleep(every)
+        if me is not None and me.cancelling():  # redis-py may turn a cancel mid-read into an error
+            raise asyncio.CancelledError
         with contextlib.suppress(RedisError, OSError, UnicodeDecodeError):
             entries = await ctx.redis.xrange(names.events, min=f"({last}-0", max="+") or []
             for raw_id, fields in entries:
@@ -94,10 +97,12 @@ async def watch(runtime: IssuerRuntime, *, every: float = 0.2) -> None:
                         out.event(event)
                 last = max(last, int(str(raw_id).split("-", 1)[0]))
             ticks += 1
-            if ticks % 10 == 0:
-                fleet = runtime.fleet
-                live = len(fleet.live) if fleet is not None else 0
-                if live != agents:
-                    if agents is not None or live:
-                        out.note(f"live agents: {live}")
-                    agents = live
+        if me is not None and me.cancelling():
+            raise asyncio.CancelledError
+        if ticks % 10 == 0:
+            fleet = runtime.fleet
+            live = len(fleet.live) if fleet is not None else 0
+            if live != agents:
+                if agents is not None or live:
+                    out.note(f"live agents: {live}")
+                agents = live

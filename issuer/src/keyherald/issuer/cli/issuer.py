@@ -18,6 +18,11 @@ def register(sub: Any) -> None:
     add_settings_flags(run)
     run.add_argument("--http-host", help="KEYHERALD_HTTP_HOST")
     run.add_argument("--http-port", type=int, help="KEYHERALD_HTTP_PORT")
+    run.add_argument(
+        "--accept-stale-log", action="store_true",
+        help="build on the log in Redis even if no event came for a while and this host cannot tell it from"
+             " a rolled-back copy (after every replica was down; see keyherald log status)",
+    )
     run.set_defaults(handler=_run, long_running=True)
     init = add_parser(
         issuer_sub, "init", "prepare a namespace before the first replica runs: control key, first keys, trust anchor"
@@ -54,6 +59,6 @@ async def _run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args, http_host=args.http_host, http_port=args.http_port)
     configure_logging()
-    app, _ = create_worker(settings)
+    app, _ = create_worker(settings, accept_stale_log=args.accept_stale_log)
     await app.run()
     return 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._common import add_parser, add_settings_flags, emit_json, opened_context
+from ._common import acted, add_parser, add_settings_flags, emit_json, opened_context
 from .confirm import add_wait_flags, confirm
+
+if TYPE_CHECKING:
+    from keyherald.shared.events import Event
 
 __all__ = ["register"]
 
@@ -56,7 +59,12 @@ async def _rotate(args: argparse.Namespace) -> int:
     from ..admin import Admin
 
     async with opened_context(args) as ctx:
-        seq = await Admin(ctx).rotate(emergency=args.emergency)
+        admin = Admin(ctx)
+
+        async def rotate() -> tuple[int, list[Event]]:
+            return await admin.rotate(emergency=args.emergency), admin.last_events
+
+        seq = await acted(ctx, rotate)
         if not args.json:
             print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}", flush=True)
         return await confirm(ctx, args, seq, {"seq": seq})

@@ -12,10 +12,12 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ._common import OperationFailed, add_parser, add_settings_flags, opened_context
+from ._common import OperationFailed, acted, add_parser, add_settings_flags, opened_context
 from .confirm import add_wait_flags, confirm
 
 if TYPE_CHECKING:
+    from keyherald.shared.events import Event
+
     from ..context import IssuerContext
 
 __all__ = ["parse_time", "register"]
@@ -95,7 +97,12 @@ async def _token(args: argparse.Namespace) -> int:
             if expires_at < ctx.clock():
                 print("the token has expired already; nothing to revoke", file=sys.stderr)
                 return 0
-        seq = await Admin(ctx).revoke_token(jti, int(expires_at))
+        admin = Admin(ctx)
+
+        async def revoke() -> tuple[int, list[Event]]:
+            return await admin.revoke_token(jti, int(expires_at)), admin.last_events
+
+        seq = await acted(ctx, revoke)
         return await _done(ctx, args, f"token {jti}", seq)
 
 
@@ -112,7 +119,12 @@ async def _subject(args: argparse.Namespace) -> int:
                 )
             print(f"note: no registered client is named {args.sub!r}; revoking the subject anyway (--force)",
                   file=sys.stderr)
-        seq = await Admin(ctx).revoke_subject(args.sub)
+        admin = Admin(ctx)
+
+        async def revoke() -> tuple[int, list[Event]]:
+            return await admin.revoke_subject(args.sub), admin.last_events
+
+        seq = await acted(ctx, revoke)
         return await _done(ctx, args, f"every token of {args.sub} issued so far", seq)
 
 
@@ -120,5 +132,10 @@ async def _key(args: argparse.Namespace) -> int:
     from ..admin import Admin
 
     async with opened_context(args) as ctx:
-        seq = await Admin(ctx).revoke_key(args.kid)
+        admin = Admin(ctx)
+
+        async def revoke() -> tuple[int, list[Event]]:
+            return await admin.revoke_key(args.kid), admin.last_events
+
+        seq = await acted(ctx, revoke)
         return await _done(ctx, args, f"key {args.kid}", seq)
