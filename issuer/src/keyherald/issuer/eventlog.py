@@ -364,8 +364,7 @@ class EventLog:
         seen = observed.state
         if seen is not None and seen.issuer == self._issuer:
             base.absorb(seen)
-            for client_id, record in seen.clients.items():
-                base.clients.setdefault(client_id, record)
+            base.merge_clients(seen)
         at = max(self._clock(), ours.time + 0.001, (seen.time + 0.001) if seen is not None else 0.0)
         previous = LogLink(log=ours.log, seq=ours.seq, head=ours.head, time=ours.time) if ours.seq else None
         log.warning("starting a new log: %s (the previous one, %s, is kept by every reader)", reason, ours.position)

@@ -49,7 +49,7 @@ def bound_client(raw: str | bytes | None, seal: RecordSeal, client_id: str, stat
     """The client a stored record holds if it is the one the log binds, else None."""
     if raw is None:
         return None
-    expected = state.clients.get(client_id)
+    expected = state.client_record(client_id)
     if not expected or record_digest(raw) != expected:
         if expected is None:
             return None
@@ -102,7 +102,7 @@ class ClientRegistry:
         record = self._seal.seal(client)
 
         async def mutation(state: State, at: float) -> Change:
-            if state.clients.get(client_id):
+            if state.client_record(client_id):
                 raise ClientExists(f"a client named {client_id!r} exists already (rotate its secret instead)")
             return Change([_updated(client_id, record)], {client_id: record})
 
@@ -140,7 +140,7 @@ class ClientRegistry:
 
     async def delete(self, client_id: str) -> None:
         async def mutation(state: State, at: float) -> Change:
-            if not state.clients.get(client_id):
+            if not state.client_record(client_id):
                 raise ClientNotFound(f"no client {client_id!r}")
             return Change([_updated(client_id, None)], {client_id: None})
 

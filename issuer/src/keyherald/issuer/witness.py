@@ -88,7 +88,7 @@ def holds(state: State, events: Sequence[Event]) -> bool:
                 return False  # gone before it could expire: not the log we appended to
         elif event.type == EventType.CLIENT_UPDATED:
             client = ClientUpdatedData.model_validate(data)
-            if state.clients.get(client.client_id) != (client.record or ""):
+            if state.client_record(client.client_id) != (client.record or ""):
                 return False
     return True
 

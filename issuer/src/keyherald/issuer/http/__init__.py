@@ -95,9 +95,9 @@ class Service:
             return None
         eventlog = self.runtime.ctx.log
         state = eventlog.state
-        if state is None or state.clients.get(client_id) != digest:
+        if state is None or state.client_record(client_id) != digest:
             state = await eventlog.sync()
-            if state.clients.get(client_id) != digest:
+            if state.client_record(client_id) != digest:
                 log.warning("client record %r is not the one the log holds: ignored", client_id)
                 return None
         return client
