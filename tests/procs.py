@@ -133,6 +133,17 @@ class AgentProcess:
     def started(self) -> bool:
         return bool(self.ready and self.ready.get("ready"))
 
+    def wait_ready(self, timeout: float) -> bool:
+        """For an agent started with ``wait=False``: its start-up answer, within ``timeout``."""
+        if self.ready is None:
+            self.ready = self._read(timeout)
+        return self.started
+
+    def starting(self) -> bool:
+        """Still starting: it has said nothing yet (ready or not)."""
+        assert self.proc.stdout is not None
+        return self.ready is None and not select.select([self.proc.stdout], [], [], 0)[0]
+
     def _read(self, timeout: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
         readable, _, _ = select.select([self.proc.stdout], [], [], timeout)

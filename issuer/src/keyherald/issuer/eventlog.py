@@ -85,6 +85,7 @@ class EventLog:
         self._heartbeat = heartbeat_interval
         self._append = redis.register_script(scripts.APPEND)
         self._start = redis.register_script(scripts.START_LOG)
+        self._repair = redis.register_script(scripts.REPAIR_HEAD)
         self._state: State | None = None
         self.memory = WriterMemory(record, clock)
         self.checkpoints = Checkpoints(redis, names, control, clock)
@@ -235,9 +236,21 @@ class EventLog:
         self._state = seen
         self.checkpoints.known(observed.checkpoint_seq, observed.checkpoint_time, observed.checkpoint_text,
                                base=observed.checkpoint_base)
+        if observed.problem is not None and observed.head_only:
+            return await self._repair_head(seen, observed, observed.problem)
         if observed.problem is not None:  # a memoryless writer followed it: now repair as one that knows
             return await self._recover(seen, observed, observed.problem)
         memory.progress(seen, force=True)
+        return True
+
+    async def _repair_head(self, state: State, observed: Observed, reason: str) -> bool:
+        """Only the head key is wrong: write it again (no new log, nothing for readers to fetch)."""
+        result = int(await self._repair(keys=[self._names.events, self._names.head],
+                                        args=[observed.head or "", format_head(state)]))
+        if result != 1:
+            return False
+        log.warning("wrote the head key again: %s", reason)
+        self.memory.progress(state, force=True)
         return True
 
     def _note_unread(self, observed: Observed, ours: State | None) -> None:

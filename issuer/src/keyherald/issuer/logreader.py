@@ -73,6 +73,9 @@ class Observed:
     """The checkpoint as read (when it verified): what a writer's next checkpoint replaces."""
     checkpoint_base: bool = False
     """The checkpoint is a log's base (before its first event): the leader replaces it soon."""
+    head_only: bool = False
+    """The checkpoint and the stream form a whole log and only the head key is wrong (junk, or
+    another log's): writing the head again repairs it, with no new log for readers to fetch."""
 
     @property
     def claim(self) -> HeadClaim | None:
@@ -186,6 +189,7 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     checkpoint_seq, checkpoint_time = snapshot.seq, snapshot.time
     claim = parse_head(head)
     problem = broken
+    head_only = broken is None and (claim is None or claim.log != state.log)
     if claim is None:
         problem = problem or "the head key is not a head"
     elif claim.log != state.log:
@@ -193,7 +197,8 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     elif claim.seq > state.seq:
         problem = problem or f"the head claims seq {claim.seq} but the stream verifies only to {state.seq}"
     return Observed(head=head, state=state, checkpoint_seq=checkpoint_seq, checkpoint_time=checkpoint_time,
-                    problem=problem, checkpoint_text=text, checkpoint_base=snapshot.head == genesis_head(snapshot.log))
+                    problem=problem, checkpoint_text=text, checkpoint_base=snapshot.head == genesis_head(snapshot.log),
+                    head_only=head_only)
 
 
 async def _probe(redis: Redis, names: Names) -> tuple[Any, int, bool]:

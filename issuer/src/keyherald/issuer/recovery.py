@@ -75,9 +75,9 @@ def decide(
         if relation is Relation.NEWER_LOG:
             return Decision(Action.ADOPT, f"a newer log {seen.log[:8]} replaced ours")
         if relation in (Relation.SAME, Relation.AHEAD):
-            if observed.problem is not None:
+            if observed.problem is not None and not observed.head_only:
                 return Decision(Action.RECOVER, observed.problem)
-            return Decision(Action.FOLLOW)
+            return Decision(Action.FOLLOW, observed.problem or "")  # a wrong head alone is written again
         what = {
             Relation.BEHIND: f"the log in Redis went back from seq {ours.seq} to {seen.seq}",
             Relation.FORK: f"the log in Redis forked at seq {seen.seq}",

@@ -229,6 +229,24 @@ class State:
             if before is not None and KEY_RANK[before.state] > KEY_RANK[record.state]:
                 self.keys[kid] = before
 
+    def beyond(self, other: State) -> State | None:
+        """What ``self`` would add to ``other`` through :meth:`absorb` (its revocations and key
+        states ``other`` lacks), as a state of its own, or None: what a reader keeps, outside
+        the signed log, after adopting a log that lacks it."""
+        extra = State(issuer=self.issuer, time=self.time)
+        for jti, expires_at in self.revoked_tokens.items():
+            if other.revoked_tokens.get(jti, 0) < expires_at:
+                extra.revoked_tokens[jti] = expires_at
+        for sub, revocation in self.revoked_subjects.items():
+            known = other.revoked_subjects.get(sub)
+            if known is None or known.revoked_at < revocation.revoked_at:
+                extra.revoked_subjects[sub] = revocation
+        for kid, record in self.keys.items():
+            held = other.keys.get(kid)
+            if held is not None and KEY_RANK[record.state] > KEY_RANK[held.state]:
+                extra.keys[kid] = record
+        return extra if (extra.revoked_tokens or extra.revoked_subjects or extra.keys) else None
+
     def merge_clients(self, other: State) -> None:
         """Take ``other``'s word on a client where it is later than ours (a writer repairing a
         log merges what it held with what Redis held: the last change to each client wins)."""

@@ -102,6 +102,7 @@ class Follower:
         self._looked_at = time.monotonic()
         self._refused_until = 0.0
         self._refused_wait = REFUSED_CHECKPOINT_WAIT[0]
+        self._foreign_seen: object = None
         self._compact_at = BATCH
         self.connected = False
         self.disconnects = 0
@@ -280,6 +281,13 @@ class Follower:
             if event.seq > state.seq:
                 await self._catch_up()
             return
+        if event is not None and not gap and (event.log in signed.left or event.time < state.log_started):
+            # A genuine event of a log we left, or older than ours, put at the end of the
+            # stream: nothing there can be adopted, so no checkpoint is fetched for it.
+            if self._foreign_seen != (newest[0] if newest else None):
+                self._foreign_seen = newest[0] if newest else None
+                signed.refused["other_log"] += 1
+            return
         if event is not None or gap:
             await self._from_checkpoint()
 
@@ -312,6 +320,11 @@ class Follower:
             return
         adoption = signed.adopt(checkpoint, snapshot)
         if adoption is Adoption.REFUSED:
+            self._refuse_checkpoint(None)
+            return
+        if adoption in (Adoption.SAME, Adoption.BEHIND):
+            # Fetched for nothing (a newest entry or a gap that promised more):
+            # the next fetch waits, doubling, so such junk costs a bounded bandwidth.
             self._refuse_checkpoint(None)
             return
         self._refused_wait = REFUSED_CHECKPOINT_WAIT[0]
