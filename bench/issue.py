@@ -85,7 +85,7 @@ def bare_signing(seconds: float = 1.0) -> float:
 
 
 async def setup_client(settings: IssuerSettings) -> str:
-    async with IssuerContext(settings) as ctx:
+    async with IssuerContext(settings, create=True) as ctx:
         registry = ctx.clients()
         return (await registry.create("bench", audiences=["inventory"], scopes=["inventory:read"])).secret
 

@@ -48,7 +48,7 @@ async def issuer(url: str) -> AsyncIterator[IssuerContext]:
         state_dir="off",
         control_key_alg="EdDSA",
     )
-    async with IssuerContext(settings) as ctx:
+    async with IssuerContext(settings, create=True) as ctx:
         await Rotator(ctx).tick()
         yield ctx
 

@@ -100,10 +100,14 @@ class ClientRegistry:
             **secret_fields(secret, now),
         })
         record = self._seal.seal(client)
+        stored = await self._redis.hget(self._key, client_id)
 
         async def mutation(state: State, at: float) -> Change:
-            if state.client_record(client_id):
+            bound = state.client_record(client_id)
+            if bound and stored is not None and record_digest(stored) == bound:
                 raise ClientExists(f"a client named {client_id!r} exists already (rotate its secret instead)")
+            if bound:  # the log names it but Redis lost (or someone destroyed) its record
+                log.warning("client %r is in the log but its record is gone from Redis: created again", client_id)
             return Change([_updated(client_id, record)], {client_id: record})
 
         self.last_events = await self._log.commit(mutation)

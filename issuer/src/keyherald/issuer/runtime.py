@@ -24,9 +24,11 @@ from keyherald.shared.state import State
 from .admin import Admin
 from .context import IssuerContext
 from .errors import IssuerError, LogRefused
+from .eviction import check_eviction_policy
 from .leader import LeaderLease
 from .rotation import Rotator
 from .settings import IssuerSettings, is_loopback_url
+from .storeaudit import StoreAudit
 from .tokens import TokenSigner
 
 if TYPE_CHECKING:
@@ -77,6 +79,7 @@ class IssuerRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._lease: LeaderLease | None = None
         self._rotator: Rotator | None = None
+        self._store_audit: StoreAudit | None = None
         self.http_port: int | None = None
         self.agent: VerifierAgent | None = None
         """The issuer's own verifier agent (audience: the issuer): it checks admin API tokens."""
@@ -96,12 +99,14 @@ class IssuerRuntime:
         listener = self._bind() if self._serve_http else None
         try:
             await self.ctx.open(sync=False)
+            await check_eviction_policy(self.ctx.redis)  # every replica: a policy changed since init
             self.redis_ok = True
             self._lease = LeaderLease(self.ctx.redis, self.ctx.names, self.replica_id, self.settings.lease_ttl)
             from .logmetrics import record_append
 
             self.ctx.log.on_append.append(record_append)
             self._rotator = Rotator(self.ctx)
+            self._store_audit = StoreAudit(self.ctx)
             try:
                 await self._duty_once()
                 await self.signer.refresh()
@@ -179,11 +184,16 @@ class IssuerRuntime:
             found = await eventlog.audit()
             if found is not None:
                 log.warning("repaired what Redis held: %s", found)
+            assert self._store_audit is not None
+            await self._store_audit.run()
+            if self._store_audit.keys_destroyed:
+                self._rotator.recheck = True
             await self._rotator.tick()
             await eventlog.checkpoint()
         state = await eventlog.sync()
         self.seq = state.seq
-        self.problem = None
+        problems = self._store_audit.problems if leading and self._store_audit is not None else []
+        self.problem = "; ".join(problems) or None
         await self._look_at_fleet(state)
 
     async def _look_at_fleet(self, state: State) -> None:

@@ -66,6 +66,8 @@ class DevFolder:
         self.kek_file = directory / "kek"
         self.issuer_file = directory / "issuer"
         self.env_file = directory / "env"
+        self.control_key_file = directory / "control-key"
+        self.state_dir = directory / "state"
 
     def prepare(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,9 @@ def _settings(args: argparse.Namespace, folder: DevFolder) -> IssuerSettings:
         IssuerSettings,
         namespace=args.namespace,
         kek_file=str(folder.kek_file),
+        auto_init=True,  # dev prepares its namespace; the control key is kept beside its Valkey too
+        control_key_file=str(folder.control_key_file),
+        **({} if "KEYHERALD_STATE_DIR" in os.environ else {"state_dir": str(folder.state_dir)}),
         http_port=http_port,
         issuer=_choose_issuer(folder, asked, http_port),
         redis_url="redis://127.0.0.1:1/0",  # replaced once the embedded Valkey runs
