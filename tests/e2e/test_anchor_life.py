@@ -182,3 +182,47 @@ def test_junk_over_the_keys_beside_the_log_is_repaired_by_the_leader(
     code, _out, err = d.operator("clients", "create", "orders", "--audience", "inventory")
     assert code == 0, err
     issuer.wait_healthy(10)  # the operator acted: healthy again
+
+
+def test_anchor_rotation_with_replicas_and_running_agents(deployment: Deployment, fleet: Fleet) -> None:
+    """keyherald anchor rotate against two live replicas: running agents move their pin (the
+    fleet view shows it), both replicas sign with the new key, an agent deployed with the old
+    anchor still starts, and a replica restarted with its (rotated) key file goes on."""
+    d = deployment
+    key_file = d.root / "issuer-1-control-key"
+    old = d.init()
+    one = fleet.issuer(d.host("issuer-1", KEYHERALD_CONTROL_KEY_FILE=str(key_file)))
+    two = fleet.issuer(d.host("issuer-2"))
+    one.wait_healthy()
+    two.wait_healthy()
+    secret = d.client("orders")
+    cached = fleet.agent(d.agent_env("agent-1", KEYHERALD_CACHE_PATH=str(d.root / "agent.cache")))
+    token = token_of(one.token("orders", secret))
+    before_file = key_file.read_text()
+
+    code, out, err = d.operator("anchor", "rotate")
+    assert code == 0, err
+    new = out.split("KEYHERALD_TRUST_ANCHOR=", 1)[1].split()[0]
+    assert new != old and "running agents follow it" in err
+    wait_for(lambda: cached.status()["anchor"] == new, 10, "the running agent's pin moved")
+    wait_for(lambda: {a["anchor"] for a in json.loads(d.operator("fleet", "--json")[1])["live"]} == {new}, 15,
+             "the fleet view showing the new anchor")
+    # Both replicas append with the new key: the agent stays fresh on their heartbeats, and a
+    # revocation made through the other replica's API lands.
+    assert d.operator("revoke", "token", "--token", "-", stdin=token)[0] == 0
+    wait_for(lambda: cached.refuses(token) == "revoked", 5, "a revocation after the rotation")
+    assert not cached.status()["stale"] and cached.status()["refused_events"] == 0
+    assert d.operator("anchor")[1].startswith(f"KEYHERALD_TRUST_ANCHOR={new}")
+    wait_for(lambda: key_file.read_text() != before_file, 10, "the replica's control key file following")
+    # Deployed with the old anchor: starts through the chain, and refuses what was revoked.
+    late = fleet.agent(d.agent_env("agent-2"))
+    assert late.started and late.status()["anchor"] == new and late.refuses(token) == "revoked"
+    # The agent restarted from its cache file (its pin is still the old one in its settings).
+    cached.stop()
+    again = fleet.agent(d.agent_env("agent-1", KEYHERALD_CACHE_PATH=str(d.root / "agent.cache")))
+    assert again.started and again.status()["anchor"] == new
+    # A replica restarted with its key file (now the new key) goes on.
+    one.stop()
+    restarted = fleet.issuer(d.host("issuer-1", KEYHERALD_CONTROL_KEY_FILE=str(key_file)))
+    restarted.wait_healthy()
+    assert token_of(restarted.token("orders", secret))

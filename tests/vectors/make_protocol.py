@@ -7,11 +7,13 @@ an agent written in another language can check itself against this file. PS256 (
 default control key, RSA-3072) signs with a random salt: its section holds a key made for
 the file and envelopes to verify, not to reproduce.
 
-Protocol 2.0: every event names its log and carries ``prev``, the digest (SHA-256,
+Protocol 2.1: every event names its log and carries ``prev``, the digest (SHA-256,
 base64url) of the previous event's compact JWS; the first event's ``prev`` is the log's
 genesis digest. The file holds the chain of digests, the base checkpoint (seq 0) and the
 checkpoint the events fold into, an event spliced from another log, and an envelope of a
-future major version (3.0), which a reader must refuse with "unsupported protocol version".
+future major version (3.0), which a reader must refuse with "unsupported protocol version",
+and an anchor rotation (2.1): the link, the events on both sides of it, and the checkpoint
+signed by the new key that an agent pinned to the old one opens through the chain.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from keyherald.shared.anchorchain import make_link
 from keyherald.shared.chain import digest, genesis_head
 from keyherald.shared.encoding import dumps
 from keyherald.shared.envelope import EVENT_TYP, ControlKey
@@ -31,6 +34,7 @@ from keyherald.shared.state import State
 
 SEED = bytes(range(32))  # a test key, public on purpose
 SIGNING_SEED = bytes(range(32, 64))
+NEXT_SEED = bytes(range(64, 96))  # the control key an anchor rotation introduces
 ISSUER = "https://issuer.example"
 LOG = "AAECAwQFBgcICQoLDA0ODw"  # 16 bytes 00..0f, base64url: fixed for the vectors
 OTHER_LOG = "EBESExQVFhcYGRobHB0eHw"
@@ -74,6 +78,34 @@ def _log(control: ControlKey, token_key: SigningKey) -> dict[str, Any]:
     }
 
 
+def _rotation(control: ControlKey, token_key: SigningKey, chain: dict[str, Any]) -> dict[str, Any]:
+    """The log above, then an anchor rotation (signed by the old key), a heartbeat signed by the
+    new one, and the checkpoint after it (signed by the new key, carrying the chain)."""
+    nxt = ControlKey(SigningKey("EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(NEXT_SEED)))
+    state = State.empty(ISSUER, LOG)
+    for item in chain["events"]:
+        state.apply(Event.model_validate(item["event"]), item["digest"])
+    link = make_link(control, nxt, at=1800000020.0)
+    events = []
+    for kind, signer, data in (("anchor.rotated", control, link.model_dump(mode="json")),
+                               ("heartbeat", nxt, {"active_kid": token_key.kid})):
+        event = Event(log=LOG, seq=state.seq + 1, prev=state.head, type=kind, time=1800000020.0, issuer=ISSUER,
+                      data=data)
+        jws = signer.seal_event(event)
+        state.apply(event, digest(jws))
+        events.append({"event": event.model_dump(mode="json"), "jws": jws, "digest": digest(jws)})
+    snapshot = state.to_snapshot()
+    assert nxt.anchor.key is not None
+    return {
+        "next_seed_hex": NEXT_SEED.hex(), "next_anchor_jwk": nxt.anchor.key.jwk,
+        "next_anchor_thumbprint": nxt.anchor.thumbprint, "link": link.model_dump(mode="json"), "events": events,
+        "snapshot": {"snapshot": snapshot.model_dump(mode="json"), "jws": nxt.seal_snapshot(snapshot)},
+        "why": "the link is endorsed by the old anchor and cross-signed by the new one; from the event after"
+               " anchor.rotated on, the log is signed by the new key; an agent pinned to the old anchor opens"
+               " the checkpoint through its anchors chain",
+    }
+
+
 def main() -> None:
     control = ControlKey(SigningKey("EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(SEED)))
     token_key = SigningKey("EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(SIGNING_SEED))
@@ -87,8 +119,8 @@ def main() -> None:
         {"typ": EVENT_TYP, "khv": "3.0"}, dumps(future.model_dump(mode="json")), control.signing_key
     )
     doc = {
-        "comment": "keyherald protocol 2.0 vectors; the control key seed is public: never use it",
-        "protocol": "2.0",
+        "comment": "keyherald protocol 2.1 vectors; the control key seeds are public: never use them",
+        "protocol": "2.1",
         "issuer": ISSUER,
         "log": LOG,
         "control_seed_hex": SEED.hex(),
@@ -99,6 +131,7 @@ def main() -> None:
                     "why": "a genuine event of another log at the next seq: refused (not this log)"},
         "future_version": {"jws": future_jws, "why": "khv 3.0: refused as an unsupported protocol version"},
         "ps256": _ps256(token_key),
+        "rotation": _rotation(control, token_key, chain),
     }
     print(json.dumps(doc, indent=2, sort_keys=True))
 

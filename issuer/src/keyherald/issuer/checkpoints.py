@@ -74,7 +74,7 @@ class Checkpoints:
     def __init__(self, redis: Redis, names: Names, control: ControlKey, clock: Clock) -> None:
         self._redis = redis
         self._names = names
-        self._control = control
+        self.control = control
         self._clock = clock
         self._write = redis.register_script(scripts.CHECKPOINT)
         self._sum_script = redis.register_script(_SUM)
@@ -105,7 +105,7 @@ class Checkpoints:
         now = self._clock()
         if not force and not self.due(state, now):
             return False
-        text = self._control.seal_snapshot(state.to_snapshot())
+        text = self.control.seal_snapshot(state.to_snapshot())
         if len(text) > MAX_SNAPSHOT_LENGTH:
             raise SnapshotTooLarge(
                 f"the checkpoint would be {len(text)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"

@@ -4,7 +4,9 @@ the ``keyherald`` command (which acts with the issuer's settings, no running iss
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +31,7 @@ from .controlfile import ControlKeyFile
 from .errors import NamespaceEmpty
 from .eventlog import Draft, EventLog
 from .eviction import check_eviction_policy
-from .highwater import RecordFile
+from .highwater import RecordFile, RecordRefused
 from .kek import KeyEncryptionKey
 from .keystore import KeyStore
 from .lifecycle import Policy
@@ -133,7 +135,7 @@ class IssuerContext:
             self._keystore = KeyStore(self._redis, self.names, kek)
             self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
             may_create = self._create if create is None else create
-            before = self._ran_here_before() if may_create else None
+            before = self._ran_here_before(kek) if may_create else None
             try:
                 self._control = await self._keystore.control_key(
                     create=may_create and before is None, alg=self.settings.control_key_alg,
@@ -149,9 +151,10 @@ class IssuerContext:
             self._log = EventLog(
                 self._redis, self.names, self._control, self.settings.issuer,
                 retain=self.settings.stream_retain, clock=self.clock,
-                record=self._record_file(kek), allow_stale=self._allow_stale,
-                heartbeat_interval=self.settings.heartbeat_interval,
+                record=self._record_file(kek, self._control), allow_stale=self._allow_stale,
+                heartbeat_interval=self.settings.heartbeat_interval, load_control=self._keystore.find_control,
             )
+            self._log.on_anchor.append(lambda key: self._rotated(kek, key))
             if sync:
                 await self._log.sync()
         except BaseException:
@@ -159,16 +162,29 @@ class IssuerContext:
             raise
         return self
 
-    def _ran_here_before(self) -> Path | None:
-        """A record this host kept of the namespace under some control key: Redis lost a
-        namespace that was in use, and a new control key (a new trust anchor every agent
-        would refuse) is not the way back."""
+    def _ran_here_before(self, kek: KeyEncryptionKey) -> Path | None:
+        """A record this host kept of the namespace under some control key (and this KEK):
+        Redis lost a namespace that was in use, and a new control key (a new trust anchor
+        every agent would refuse) is not the way back."""
+        found = self._records_here(kek)
+        return found[-1] if found else None
+
+    def _records_here(self, kek: KeyEncryptionKey) -> list[Path]:
+        """This namespace's records on this host that verify under this KEK, oldest first."""
         directory = self.settings.state_dir
         if directory is None:
-            return None
-        return next(iter(sorted(directory.glob(f"{glob.escape(self.names.namespace)}-*.json"))), None)
+            return []
+        key = kek.derive(f"keyherald/{self.names.namespace}/writer-record")
+        found = []
+        for path in directory.glob(f"{glob.escape(self.names.namespace)}-*.json"):
+            with contextlib.suppress(RecordRefused, OSError):
+                if RecordFile(path, key).read() is not None:
+                    found.append((path.stat().st_mtime, path))
+        return [path for _, path in sorted(found)]
 
-    def _record_file(self, kek: KeyEncryptionKey) -> RecordFile | None:
+    def _record_file(self, kek: KeyEncryptionKey, control: ControlKey) -> RecordFile | None:
+        """One record per namespace and control key. A host that was down while the anchor was
+        rotated starts from the record it kept under the previous key (read, so checked)."""
         directory = self.settings.state_dir
         if directory is None:
             return None
@@ -176,9 +192,23 @@ class IssuerContext:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SettingsError("KEYHERALD_STATE_DIR", f"cannot create {directory} ({exc.strerror})") from None
-        assert self._control is not None
-        name = f"{self.names.namespace}-{self._control.anchor.thumbprint[:16]}.json"
-        return RecordFile(directory / name, kek.derive(f"keyherald/{self.names.namespace}/writer-record"))
+        path = directory / f"{self.names.namespace}-{control.anchor.thumbprint[:16]}.json"
+        if not path.exists():
+            earlier = self._records_here(kek)
+            if earlier:  # the anchor was rotated while this host was away: go on from its record
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(earlier[-1], path)
+        return RecordFile(path, kek.derive(f"keyherald/{self.names.namespace}/writer-record"))
+
+    def _rotated(self, kek: KeyEncryptionKey, key: ControlKey) -> None:
+        """The log moved to a rotated control key: keep the record, and the key file, with it."""
+        assert self._log is not None and self._keystore is not None
+        record = self._record_file(kek, key)
+        if record is not None:
+            self._log.memory.rekey(record, self._log.state)
+        if self.settings.control_key_file is not None:
+            ControlKeyFile(self.settings.control_key_file).replace(self._keystore.sealed_control(key))
+        self._control = key
 
     async def _check_clock(self, clock: RedisClock) -> None:
         await clock.measure(self.redis)
@@ -234,6 +264,9 @@ class IssuerContext:
 
     @property
     def control(self) -> ControlKey:
+        """The control key: the log's (it moves with an anchor rotation) once open."""
+        if self._log is not None:
+            return self._log.control
         assert self._control is not None, "IssuerContext is not open"
         return self._control
 

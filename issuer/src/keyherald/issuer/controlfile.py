@@ -68,6 +68,19 @@ class ControlKeyFile:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
+    def replace(self, blob: str) -> None:
+        """After an anchor rotation: the new key replaces the old one, atomically."""
+        directory = self.path.parent
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(blob + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise SettingsError(SETTING, f"cannot write {self.path} ({exc.strerror})") from None
+
     def _write_exclusive(self, blob: str) -> None:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -35,7 +35,7 @@ from keyherald.shared.state import State
 from . import scripts
 from .checkpoints import CHECKPOINT_AGE, CHECKPOINT_EVENTS, Checkpoints, Digests, audit_stream
 from .drafts import Change, Draft, Mutation, RetryAppend
-from .errors import AppendContention, CorruptState, LogRefused, NamespaceOwnedElsewhere
+from .errors import AppendContention, CorruptState, IssuerError, LogRefused, NamespaceOwnedElsewhere
 from .highwater import HighWater, RecordFile
 from .logreader import Observed, format_head, parse_head, raw, read_log, read_tail
 from .memory import MAX_REASSERT, WriterMemory
@@ -73,11 +73,17 @@ class EventLog:
         record: RecordFile | None = None,
         allow_stale: bool = False,
         heartbeat_interval: float = 5.0,
+        load_control: Callable[[str], Awaitable[ControlKey | None]] | None = None,
     ) -> None:
+        """``load_control(thumbprint)`` finds the control key an anchor rotation moved the log
+        to (another writer rotated it); without it, such a log is one this writer cannot sign."""
         self._redis = redis
         self._names = names
         self._control = control
         self._anchor = control.anchor
+        self._load_control = load_control
+        self.on_anchor: list[Callable[[ControlKey], None]] = []
+        """Called when this writer moved to a rotated control key (record file, key file)."""
         self._issuer = issuer
         self._retain = retain
         self._clock = clock
@@ -108,6 +114,11 @@ class EventLog:
     @property
     def names(self) -> Names:
         return self._names
+
+    @property
+    def control(self) -> ControlKey:
+        """The control key this writer signs with (the log's, after any anchor rotation)."""
+        return self._control
 
     @property
     def state(self) -> State | None:
@@ -141,6 +152,27 @@ class EventLog:
     async def sync(self) -> State:
         """Catch up with Redis: follow the chain, or judge what Redis holds (and repair it).
         Returns the live state: do not change it; it moves on as the log does."""
+        state = await self._sync()
+        await self._follow_anchor(state)
+        return state
+
+    async def _follow_anchor(self, state: State) -> None:
+        """The log's anchor was rotated (by this writer, or another): sign with the new key."""
+        if not state.anchor or state.anchor == self._control.anchor.thumbprint:
+            return
+        key = await self._load_control(state.anchor) if self._load_control is not None else None
+        if key is None:
+            raise IssuerError(
+                f"the trust anchor was rotated to {state.anchor} and this writer cannot load that control key"
+                " (a rotation that did not finish, or another KEK): it appends nothing"
+            )
+        self._control, self._anchor = key, key.anchor
+        self.checkpoints.control = key
+        log.warning("the trust anchor was rotated: this writer now signs with %s", state.anchor)
+        for listener in self.on_anchor:
+            listener(key)
+
+    async def _sync(self) -> State:
         state = self._state
         if state is not None:
             try:
@@ -338,6 +370,7 @@ class EventLog:
                 took = time.perf_counter() - started
                 for listener in self.on_append:
                     listener(events, took)
+                await self._follow_anchor(state)
                 return events
             if result == -2:
                 # The stream holds what we did not write: start afresh from what we know.

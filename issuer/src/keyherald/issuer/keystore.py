@@ -7,9 +7,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from keyherald.shared.anchorchain import open_snapshot as open_chained
 from keyherald.shared.encoding import dumps, loads_object
 from keyherald.shared.envelope import ControlKey
-from keyherald.shared.errors import SettingsError
+from keyherald.shared.errors import ProtocolError, SettingsError
 from keyherald.shared.jwk import ControlAlgorithm, SigningKey
 from keyherald.shared.names import Names
 
@@ -84,6 +85,19 @@ class KeyStore:
     async def kids(self) -> set[str]:
         return {k.decode() if isinstance(k, bytes) else k for k in await self._redis.hkeys(self._names.signing_keys)}
 
+    async def find_control(self, thumbprint: str) -> ControlKey | None:
+        """The control key an anchor rotation introduced: in its slot, or still in the slot
+        a rotation writes before it appends (a rotation interrupted between the two)."""
+        for slot in (self._names.control_key, self._names.control_key_next):
+            try:
+                blob = await self._redis.get(slot)
+                key = self.open_control(str(blob)) if blob is not None else None
+            except (ResponseError, DamagedBlob, SettingsError):
+                key = None
+            if key is not None and key.anchor.thumbprint == thumbprint:
+                return key
+        return None
+
     def sealed_control(self, control: ControlKey) -> str:
         return self._seal(control.signing_key, self.control_name)
 
@@ -125,10 +139,14 @@ class KeyStore:
             if stored is None or damaged:
                 await self._redis.set(self._names.control_key, kept, nx=not damaged)
             elif (held := self._open_stored(stored, name)).anchor.thumbprint != key.anchor.thumbprint:
-                raise ControlKeyMismatch(
-                    f"Redis holds another control key (anchor {held.anchor.thumbprint}) than {file.path}"
-                    f" (anchor {key.anchor.thumbprint}): another deployment's namespace, or a stale file"
-                )
+                if not await self._rotated_from(key, held):
+                    raise ControlKeyMismatch(
+                        f"Redis holds another control key (anchor {held.anchor.thumbprint}) than {file.path}"
+                        f" (anchor {key.anchor.thumbprint}), and no anchor rotation leads from the file's to it:"
+                        " another deployment's namespace, or a wrong file"
+                    )
+                file.replace(stored)  # rotated while this host was away: the file follows
+                return held
             return key
         if stored is None:
             if not create:
@@ -150,6 +168,17 @@ class KeyStore:
         if file is not None:
             file.write(stored)
         return key
+
+    async def _rotated_from(self, old: ControlKey, new: ControlKey) -> bool:
+        """Does the log's checkpoint, signed by ``new``, carry a rotation chain from ``old``?"""
+        try:
+            text = await self._redis.get(self._names.snapshot)
+            if text is None:
+                return False
+            _, signer = open_chained(old.anchor, str(text))
+        except (ProtocolError, ResponseError):
+            return False
+        return signer.thumbprint == new.anchor.thumbprint
 
     @property
     def control_name(self) -> str:

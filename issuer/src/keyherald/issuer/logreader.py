@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
+from keyherald.shared.anchorchain import follow
+from keyherald.shared.anchorchain import open_snapshot as open_chained
 from keyherald.shared.chain import digest, genesis_head
 from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH, TrustAnchor
 from keyherald.shared.errors import ProtocolError
@@ -25,7 +27,10 @@ from keyherald.shared.state import Outcome, State
 
 from .scripts import WRONG_TYPE
 
-__all__ = ["TAIL_BATCH", "HeadClaim", "Observed", "format_head", "parse_head", "raw", "read_log", "read_tail"]
+__all__ = [
+    "TAIL_BATCH", "HeadClaim", "Observed", "current_anchor", "format_head", "parse_head", "raw", "read_log",
+    "read_tail",
+]
 
 TAIL_BATCH = 1000
 _RAW: dict[str, Any] = {NEVER_DECODE: True}
@@ -103,6 +108,14 @@ def _event_text(fields: Any) -> str | None:
     return None
 
 
+def current_anchor(anchor: TrustAnchor, state: State) -> TrustAnchor:
+    """The anchor that opens what follows ``state``: the one it names once an anchor rotation
+    moved it from ``anchor`` (reached along the state's rotation chain)."""
+    if state.anchor and state.anchor != anchor.thumbprint:
+        return follow(anchor, state.anchors, state.anchor)
+    return anchor
+
+
 async def read_tail(
     redis: Redis, names: Names, anchor: TrustAnchor, state: State, issuer: str, *, limit: int | None = None,
     seen: Callable[[Event, str], None] | None = None,
@@ -132,6 +145,7 @@ async def read_tail(
             if text is None:
                 return applied, "an entry in the stream is not an event"
             try:
+                anchor = current_anchor(anchor, state)
                 event = anchor.open_event(text, issuer=issuer)
             except ProtocolError as exc:
                 return applied, f"the entry for seq {state.seq + 1} was refused ({exc.code})"
@@ -139,6 +153,8 @@ async def read_tail(
                 outcome = state.apply(event, digest(text))
             except ValueError:
                 return applied, f"event {state.seq + 1} has malformed data"
+            except ProtocolError as exc:
+                return applied, f"event {state.seq + 1} was refused ({exc.code})"
             if outcome is not Outcome.APPLIED:
                 return applied, f"the entry for seq {state.seq + 1} does not extend the log ({outcome.value})"
             if seen is not None:
@@ -177,7 +193,7 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
         return Observed(head=head, state=None, checkpoint_seq=0, checkpoint_time=0.0,
                         problem="the checkpoint is not text")
     try:
-        snapshot = anchor.open_snapshot(text, issuer=None)
+        snapshot, anchor = open_chained(anchor, text, issuer=None)
     except ProtocolError as exc:
         return Observed(head=head, state=None, checkpoint_seq=0, checkpoint_time=0.0,
                         problem=f"the checkpoint does not verify ({exc.code})")

@@ -48,6 +48,13 @@ class WriterMemory:
                 self.left = list(self._record.left)
         return self._record
 
+    def rekey(self, record_file: RecordFile, state: State | None) -> None:
+        """The anchor was rotated: the record goes on under the new key's file name."""
+        record = self.record
+        self._file = record_file
+        if record is not None or state is not None:
+            self.write(state, durable=True)
+
     def leave(self, log_id: str) -> None:
         if log_id and log_id not in self.left:
             self.left = [*self.left, log_id][-MAX_LEFT:]

@@ -39,7 +39,7 @@ __all__ = [
     "control_verifying_key",
 ]
 
-PROTOCOL_VERSION = "2.0"
+PROTOCOL_VERSION = "2.1"
 """Carried in every envelope's header as ``khv``. A reader refuses a major version it does not
 know (a minor one adds only what older readers may ignore)."""
 PROTOCOL_MAJOR = 2

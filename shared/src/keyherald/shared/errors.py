@@ -7,6 +7,7 @@
         ├── UntrustedSigner      signed by a key other than the pinned control key
         ├── BadSignature         the signature does not verify
         ├── WrongIssuer          a valid message from another issuer than expected
+        ├── BrokenAnchorChain    an anchor rotation that does not verify, or no chain to a signer
         └── UnsupportedVersion   a protocol major version this code does not speak
 
 Every error carries a short machine ``code``; messages never contain key material
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadSignature",
+    "BrokenAnchorChain",
     "KeyheraldError",
     "MalformedMessage",
     "ProtocolError",
@@ -64,6 +66,12 @@ class BadSignature(ProtocolError):
 
 class WrongIssuer(ProtocolError):
     code = "wrong_issuer"
+
+
+class BrokenAnchorChain(ProtocolError):
+    """An anchor rotation that does not verify, or no rotation chain from the pin to a signer."""
+
+    code = "anchor_chain"
 
 
 class UnsupportedVersion(ProtocolError):

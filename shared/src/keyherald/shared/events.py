@@ -18,6 +18,8 @@ from .chain import validate_log_id
 from .jwk import Algorithm
 
 __all__ = [
+    "AnchorLink",
+    "ClientMark",
     "ClientUpdatedData",
     "Event",
     "EventType",
@@ -56,6 +58,7 @@ class EventType(StrEnum):
     HEARTBEAT = "heartbeat"
     LOG_STARTED = "log.started"
     CLIENT_UPDATED = "client.updated"
+    ANCHOR_ROTATED = "anchor.rotated"
 
 
 class KeyState(StrEnum):
@@ -127,6 +130,25 @@ class LogLink(_Model):
     time: float
 
 
+class AnchorLink(_Model):
+    """One rotation of the trust anchor (the data of ``anchor.rotated``): the key it replaces
+    endorses the new one, and the new one signs the same words (keyherald.shared.anchorchain)."""
+
+    previous: str
+    """Thumbprint of the control key replaced."""
+    previous_jwk: dict[str, Any]
+    """Its public JWK, for readers pinned by thumbprint only."""
+    jwk: dict[str, Any]
+    """The new control key's public JWK."""
+    at: float
+    revoke_previous: bool = False
+    """The replaced key is cut out: no chain leads through it (agents pinned to it must be re-pinned)."""
+    endorsement: str
+    """Compact JWS by the replaced key over the link's words."""
+    cross: str
+    """Compact JWS by the new key over the same words."""
+
+
 class LogStartedData(_Model):
     previous: LogLink | None = None
     """The furthest point of the log this one replaces that its writer knew (None: genesis)."""
@@ -194,6 +216,11 @@ class Snapshot(_Model):
     clients: dict[str, ClientMark] = Field(default_factory=dict)
     """client_id -> its current record's digest ('' once deleted) and the time of that change.
     The issuer's: agents carry it but never read it."""
+    anchor: str = ""
+    """Thumbprint of the control key since the last anchor rotation ('' before any)."""
+    anchors: list[AnchorLink] = Field(default_factory=list)
+    """The rotations that lead to it, oldest first (bounded): how an agent pinned to an earlier
+    anchor reaches the key that signed this checkpoint."""
 
     @field_validator("log")
     @classmethod

@@ -62,6 +62,11 @@ class Names:
         return self._key("control-key")
 
     @property
+    def control_key_next(self) -> str:
+        """A string: the encrypted control key an anchor rotation is introducing (issuer only)."""
+        return self._key("control-key:next")
+
+    @property
     def leader(self) -> str:
         """A string with a TTL: the id of the replica holding the leader lease."""
         return self._key("leader")

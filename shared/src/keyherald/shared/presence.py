@@ -47,6 +47,8 @@ class PresenceRecord(BaseModel):
     audience: list[str] = Field(default_factory=list)
     version: str = ""
     log: str = ""
+    anchor: str = ""
+    """Thumbprint of the control key the agent trusts now (after any anchor rotation)."""
     seq: int = 0
     event_time: float = 0.0
     """Issuer time of the newest event the agent verified."""

@@ -15,10 +15,13 @@ from enum import Enum
 
 from pydantic import ValidationError
 
+from .anchorchain import MAX_CHAIN, open_link
 from .chain import Position, genesis_head
+from .envelope import control_verifying_key
 from .events import (
     DEFAULT_HEARTBEAT,
     REVOCATION_GRACE,
+    AnchorLink,
     ClientMark,
     ClientUpdatedData,
     Event,
@@ -70,6 +73,10 @@ class State:
     revoked_tokens: dict[str, int] = field(default_factory=dict)
     revoked_subjects: dict[str, SubjectRevocation] = field(default_factory=dict)
     clients: dict[str, ClientMark] = field(default_factory=dict)
+    anchor: str = ""
+    """Thumbprint of the control key since the last anchor rotation ('' before any)."""
+    anchors: list[AnchorLink] = field(default_factory=list)
+    """The rotation links that lead to it, oldest first, at most MAX_CHAIN."""
 
     @classmethod
     def empty(cls, issuer: str, log: str, *, seq: int = 0) -> State:
@@ -141,6 +148,17 @@ class State:
             started = LogStartedData.model_validate(data)
             self.log_started = event.time
             self.previous = started.previous
+        elif kind == EventType.ANCHOR_ROTATED:
+            link = AnchorLink.model_validate(data)
+            if self.anchor and link.previous != self.anchor:
+                raise ValueError("anchor.rotated does not start at the current anchor")
+            try:
+                previous = control_verifying_key(link.previous_jwk)
+            except ValueError:
+                raise ValueError("anchor.rotated names no usable previous key") from None
+            new = open_link(link, previous)  # ProtocolError: a link that does not verify
+            self.anchor = new.kid
+            self.anchors = [] if link.revoke_previous else [*self.anchors, link][-MAX_CHAIN:]
         elif kind == EventType.CLIENT_UPDATED:
             client = ClientUpdatedData.model_validate(data)
             # A deleted client keeps an empty digest: no record matches it, and a log that
@@ -189,6 +207,8 @@ class State:
             revoked_tokens=dict(sorted(self.revoked_tokens.items())),
             revoked_subjects=dict(sorted(self.revoked_subjects.items())),
             clients=dict(sorted(self.clients.items())),
+            anchor=self.anchor,
+            anchors=list(self.anchors),
         )
 
     @classmethod
@@ -207,6 +227,8 @@ class State:
             revoked_tokens=dict(snapshot.revoked_tokens),
             revoked_subjects=dict(snapshot.revoked_subjects),
             clients=dict(snapshot.clients),
+            anchor=snapshot.anchor,
+            anchors=list(snapshot.anchors),
         )
 
     def absorb(self, other: State) -> None:
@@ -262,7 +284,7 @@ class State:
             log_started=self.log_started, previous=self.previous, max_token_ttl=self.max_token_ttl,
             heartbeat_interval=self.heartbeat_interval, keys=dict(self.keys),
             revoked_tokens=dict(self.revoked_tokens), revoked_subjects=dict(self.revoked_subjects),
-            clients=dict(self.clients),
+            clients=dict(self.clients), anchor=self.anchor, anchors=list(self.anchors),
         )
 
 

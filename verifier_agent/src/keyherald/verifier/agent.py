@@ -284,7 +284,8 @@ class VerifierAgent:
         status = self.status()
         return PresenceRecord(
             agent_id=self.agent_id, audience=list(self.settings.audience),
-            version=self.presence.version if self.presence else "", log=status.log, seq=status.seq,
+            version=self.presence.version if self.presence else "", log=status.log, anchor=status.anchor,
+            seq=status.seq,
             event_time=self.keys.state.time, connected=status.connected, stale=status.stale,
             refusing=status.refusing, refused_events=status.refused_events,
             interval=self.settings.presence_interval, written_at=self._clock(),
@@ -312,6 +313,7 @@ class VerifierAgent:
             max_staleness=keys.stale_after if keys.current else None,
             freshness=fresh_for,
             log=state.log,
+            anchor=signed.anchor.thumbprint,
             keys=tuple(KeyStatus(k.kid, k.alg, str(k.state)) for k in state.keys_in(*KeyState)),
             revoked_tokens=len(state.revoked_tokens),
             revoked_subjects=len(state.revoked_subjects),

@@ -90,6 +90,9 @@ class Boot:
         except ProtocolError as exc:
             if exc.code == "unsupported_version":
                 raise BootstrapError(f"{exc}") from None
+            if exc.code == "anchor_chain":  # signed after an anchor rotation the pin cannot reach
+                self.why = f"the checkpoint in Redis was refused (anchor_chain): {exc}"
+                return self._from_floor(floor, unreachable=False)
             self.why = (
                 f"the checkpoint in Redis was refused ({exc.code}): it does not verify with the "
                 "trust anchor; check KEYHERALD_TRUST_ANCHOR, or whether someone else writes Redis"

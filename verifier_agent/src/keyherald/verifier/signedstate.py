@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from keyherald.shared.anchorchain import after_event, follow
+from keyherald.shared.anchorchain import open_snapshot as open_chained
 from keyherald.shared.chain import Position, digest
 from keyherald.shared.envelope import TrustAnchor
-from keyherald.shared.errors import ProtocolError
-from keyherald.shared.events import Event, Snapshot
+from keyherald.shared.errors import BrokenAnchorChain, ProtocolError
+from keyherald.shared.events import Event, EventType, Snapshot
 from keyherald.shared.lineage import Relation, relate
 from keyherald.shared.state import Outcome, State
 
@@ -132,17 +134,28 @@ class SignedState:
         return len(self._events)
 
     def open_snapshot(self, text: str) -> Snapshot:
-        """Verify a checkpoint; raises ProtocolError (WrongIssuer included) and counts nothing."""
-        return self.anchor.open_snapshot(text, issuer=self.issuer)
+        """Verify a checkpoint, signed by our anchor or by a key its rotation chain leads to;
+        raises ProtocolError (WrongIssuer included) and counts nothing."""
+        return open_chained(self.anchor, text, issuer=self.issuer)[0]
+
+    def _follow_anchor(self) -> None:
+        """After loading a state: the anchor it names (an anchor rotated since ours) opens
+        what follows. The chain was checked when the checkpoint was opened; checked again."""
+        state = self.keys.state
+        if state.anchor and state.anchor != self.anchor.thumbprint:
+            self.anchor = follow(self.anchor, state.anchors, state.anchor)
+            log.warning("the trust anchor was rotated: now %s", self.anchor.thumbprint)
 
     def load(self, text: str, snapshot: Snapshot, *, current: bool = True) -> None:
         """Start from a verified checkpoint (bootstrap, the cache file); following uses adopt."""
         self.keys.load_snapshot(snapshot, current=current)
+        self._follow_anchor()
         self._remember(text, snapshot.seq)
 
     def load_state(self, state: State, material: Material, *, current: bool) -> None:
         """Take a state built and verified elsewhere (a scratch SignedState), with its texts."""
         self.keys.load_state(state, current=current)
+        self._follow_anchor()
         self._snapshot = material.snapshot
         self._base_seq = state.seq - len(material.events)
         self._events = [(self._base_seq + i, text) for i, text in enumerate(material.events, start=1)]
@@ -203,6 +216,7 @@ class SignedState:
         self._kept = self.keys.state.beyond(new)
         new.absorb(self.keys.state)
         self.keys.load_state(new, current=False)
+        self._follow_anchor()
         self._remember(text, snapshot.seq)
 
     def offer(self, text: object) -> Outcome | None:
@@ -217,6 +231,8 @@ class SignedState:
             if not isinstance(text, str):
                 raise TypeError("stream entry without an event text")
             event = _open_event(self.anchor, text, self.issuer)
+            if event.type == EventType.ANCHOR_ROTATED and event.data.get("previous") != self.anchor.thumbprint:
+                raise BrokenAnchorChain("anchor.rotated does not start at the current anchor")
             outcome = self.keys.apply(event, digest(text))
         except ProtocolError as exc:
             self._refuse(exc.code)
@@ -229,6 +245,9 @@ class SignedState:
             self._refuse("unprocessable")
             return None, None
         if outcome is Outcome.APPLIED:
+            if event.type == EventType.ANCHOR_ROTATED:
+                self.anchor = after_event(self.anchor, event)
+                log.warning("the trust anchor was rotated at seq %d: now %s", event.seq, self.anchor.thumbprint)
             self._events.append((event.seq, text))
             self.version += 1
             for listener in self.listeners:

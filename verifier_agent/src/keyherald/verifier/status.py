@@ -53,6 +53,9 @@ class AgentStatus:
     """Seconds without a verified event after which the agent reports ``stale``."""
     log: str = ""
     """Id of the log followed."""
+    anchor: str = ""
+    """Thumbprint of the control key the agent trusts now (its pin, or the key an anchor
+    rotation moved it to)."""
     refused_by_reason: Mapping[str, int] = field(default_factory=dict)
     resyncs: int = 0
     resets: int = 0

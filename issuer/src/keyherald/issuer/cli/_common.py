@@ -25,6 +25,7 @@ __all__ = [
     "acted",
     "Subparsers",
     "add_parser",
+    "confirmed",
     "add_settings_flags",
     "emit_json",
     "opened_context",
@@ -103,6 +104,18 @@ async def acted(ctx: IssuerContext, action: Callable[[], Awaitable[tuple[T, Sequ
         print(f"note: no issuer replica is running to witness it; it is in Redis at seq {outcome.seq}",
               file=sys.stderr)
     return result
+
+
+def confirmed(given: str | None, namespace: str) -> bool:
+    """A destructive action confirmed: ``--confirm NAMESPACE`` (scripts), or the namespace typed
+    at a prompt; anything else refuses."""
+    if given is not None:
+        return given == namespace
+    if not sys.stdin.isatty():
+        print("keyherald: not a terminal: pass --confirm NAMESPACE to confirm", file=sys.stderr)
+        return False
+    print(f"Type the namespace ({namespace}) to confirm: ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip() == namespace
 
 
 def emit_json(value: Any) -> None:

@@ -225,6 +225,7 @@ def _announce(settings: IssuerSettings, jwk: dict[str, Any], thumbprint: str, fo
         "KEYHERALD_ISSUER": settings.issuer,
         "KEYHERALD_TRUST_ANCHOR": thumbprint,
         "KEYHERALD_KEK_FILE": str(settings.kek_file),
+        **({"KEYHERALD_STATE_DIR": str(settings.state_dir)} if settings.state_dir else {}),
         "KEYHERALD_HTTP_PORT": str(port),
         "KEYHERALD_TOKEN_URL": f"{base}/token",
     }

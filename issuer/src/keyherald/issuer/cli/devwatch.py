@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from keyherald.shared.anchorchain import open_event_by_any
 from keyherald.shared.errors import ProtocolError
 from keyherald.shared.events import Event, EventType
 
@@ -79,7 +80,7 @@ async def watch(runtime: IssuerRuntime, *, every: float = 0.2) -> None:
     """Until cancelled: print new events, and the live agent count when it changes."""
     out = _Out()
     ctx = runtime.ctx
-    anchor, issuer, names = ctx.control.anchor, ctx.settings.issuer, ctx.names
+    issuer, names = ctx.settings.issuer, ctx.names
     last = (await ctx.log.sync()).seq
     agents: int | None = None
     ticks = 0
@@ -92,7 +93,9 @@ async def watch(runtime: IssuerRuntime, *, every: float = 0.2) -> None:
             entries = await ctx.redis.xrange(names.events, min=f"({last}-0", max="+") or []
             for raw_id, fields in entries:
                 with contextlib.suppress(ProtocolError, ValueError):
-                    event = anchor.open_event(str((fields or {}).get("event")), issuer=issuer)
+                    chain = ctx.log.state.anchors if ctx.log.state is not None else []
+                    text = str((fields or {}).get("event"))
+                    event = open_event_by_any(ctx.control.anchor, chain, text, issuer=issuer)
                     if event.type != EventType.HEARTBEAT:
                         out.event(event)
                 last = max(last, int(str(raw_id).split("-", 1)[0]))

@@ -34,12 +34,12 @@ def _row(agent: AgentView) -> list[str]:
     return [
         record.agent_id, ",".join(record.audience), str(record.seq), lag, f"{agent.lag_seconds:.1f}s",
         "yes" if record.connected else "no", "STALE" if record.stale else "no", str(record.refused_events),
-        _ago(agent.age),
+        record.anchor[:8] or "-", _ago(agent.age),
     ]
 
 
 def render(view: FleetView) -> str:
-    head = ["AGENT", "AUDIENCE", "SEQ", "LAG", "BEHIND", "CONNECTED", "STALE", "REFUSED", "SEEN"]
+    head = ["AGENT", "AUDIENCE", "SEQ", "LAG", "BEHIND", "CONNECTED", "STALE", "REFUSED", "ANCHOR", "SEEN"]
     lines = [f"log {view.head.log} at seq {view.head.seq}: {len(view.live)} live agent(s)"
              + (f", {len(view.lost)} lost" if view.lost else "")
              + (f", {view.unseen} connected without presence" if view.unseen else "")]

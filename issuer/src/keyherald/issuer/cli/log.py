@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import OperationFailed, add_parser, add_settings_flags, emit_json, settings_from
+from ._common import OperationFailed, add_parser, add_settings_flags, confirmed, emit_json, settings_from
 
 if TYPE_CHECKING:
     from ..context import IssuerContext
@@ -157,7 +157,7 @@ async def _accept(args: argparse.Namespace) -> int:
             " made after that point (revoke them again). Keys the record saw revoked are revoked again.",
             file=sys.stderr,
         )
-        if not _confirmed(args, namespace):
+        if not confirmed(args.confirm, namespace):
             raise OperationFailed("not confirmed: nothing changed")
         previous = LogLink(log=record.log, seq=record.seq, head=record.head, time=record.time) if record else None
         base = seen.copy()
@@ -173,12 +173,3 @@ async def _accept(args: argparse.Namespace) -> int:
     print(f"accepted: new log {state.log}, seq {state.seq}")
     return 0
 
-
-def _confirmed(args: argparse.Namespace, namespace: str) -> bool:
-    if args.confirm is not None:
-        return bool(args.confirm == namespace)
-    if not sys.stdin.isatty():
-        print("keyherald: not a terminal: pass --confirm NAMESPACE to confirm", file=sys.stderr)
-        return False
-    print(f"Type the namespace ({namespace}) to confirm: ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip() == namespace

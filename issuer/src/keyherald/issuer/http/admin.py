@@ -111,12 +111,15 @@ def check_admin(service: Service, request: Request) -> dict[str, Any]:
 async def _event_time(service: Service, seq: int) -> float:
     """The issuer time of event ``seq`` while the stream still holds it (else 0: any later log
     counts as holding it)."""
+    from keyherald.shared.anchorchain import open_event_by_any
     from keyherald.shared.errors import ProtocolError
 
     entries = await service.redis.xrange(service.names.events, min=f"{seq}-0", max=f"{seq}-0") or []
     for _, fields in entries:
         try:
-            event = service.runtime.ctx.control.anchor.open_event(str((fields or {}).get("event")))
+            ctx = service.runtime.ctx
+            chain = ctx.log.state.anchors if ctx.log.state is not None else []
+            event = open_event_by_any(ctx.control.anchor, chain, str((fields or {}).get("event")))
         except (ProtocolError, ValueError):
             continue
         return event.time
