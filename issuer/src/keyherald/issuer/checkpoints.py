@@ -52,19 +52,28 @@ def sha1(text: str) -> str:
 
 
 class Digests:
-    """seq -> digest of the events this writer appended or read lately, on its current log."""
+    """seq -> digest of the events this writer appended or read lately, on its current log,
+    and which of them it appended itself (the leader witnesses everyone else's)."""
 
     def __init__(self, size: int = 2048) -> None:
         self._size = size
         self._log = ""
         self._by_seq: OrderedDict[int, str] = OrderedDict()
+        self._mine: OrderedDict[tuple[str, int], None] = OrderedDict()
 
-    def note(self, log_id: str, seq: int, value: str) -> None:
+    def note(self, log_id: str, seq: int, value: str, *, mine: bool = False) -> None:
         if log_id != self._log:
             self._log, self._by_seq = log_id, OrderedDict()
         self._by_seq[seq] = value
         if len(self._by_seq) > self._size:
             self._by_seq.popitem(last=False)
+        if mine:
+            self._mine[(log_id, seq)] = None
+            if len(self._mine) > self._size:
+                self._mine.popitem(last=False)
+
+    def mine(self, log_id: str, seq: int) -> bool:
+        return (log_id, seq) in self._mine
 
     def get(self, log_id: str, seq: int) -> str | None:
         return self._by_seq.get(seq) if log_id == self._log else None

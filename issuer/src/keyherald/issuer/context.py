@@ -154,7 +154,7 @@ class IssuerContext:
                 record=self._record_file(kek, self._control), allow_stale=self._allow_stale,
                 heartbeat_interval=self.settings.heartbeat_interval, load_control=self._keystore.find_control,
             )
-            self._log.on_anchor.append(lambda key: self._rotated(kek, key))
+            self._log.signer.on_change.append(lambda key: self._rotated(kek, key))
             if sync:
                 await self._log.sync()
         except BaseException:

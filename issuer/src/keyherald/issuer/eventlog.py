@@ -18,7 +18,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
@@ -26,38 +25,25 @@ from redis.exceptions import ResponseError
 
 from keyherald.shared.chain import digest, new_log_id
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.envelope import ControlKey
-from keyherald.shared.events import Event, EventType, LogLink
+from keyherald.shared.envelope import ControlKey, TrustAnchor
+from keyherald.shared.events import Event, LogLink
 from keyherald.shared.lineage import freshness_bound
-from keyherald.shared.names import Names, stream_id
+from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
 from . import scripts
 from .checkpoints import CHECKPOINT_AGE, CHECKPOINT_EVENTS, Checkpoints, Digests, audit_stream
 from .drafts import Change, Draft, Mutation, RetryAppend
-from .errors import AppendContention, CorruptState, IssuerError, LogRefused, NamespaceOwnedElsewhere
+from .errors import AppendContention, CorruptState, LogRefused, NamespaceOwnedElsewhere
 from .highwater import HighWater, RecordFile
-from .logreader import Observed, format_head, parse_head, raw, read_log, read_tail
+from .logreader import Observed, format_head, parse_head, raw, read_log, read_tail, text_of
 from .memory import MAX_REASSERT, WriterMemory
-from .recovery import Action, decide
+from .recovery import Action, decide, genesis_state, recovery_plan, unread_point
+from .sealing import LogSigner
 
-__all__ = [
-    "CHECKPOINT_AGE",
-    "CHECKPOINT_EVENTS",
-    "Change",
-    "Draft",
-    "EventLog",
-    "Mutation",
-    "RetryAppend",
-]
+__all__ = ["CHECKPOINT_AGE", "CHECKPOINT_EVENTS", "Change", "Draft", "EventLog", "Mutation", "RetryAppend"]
 
 log = logging.getLogger("keyherald.issuer")
-
-
-def _raw_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace")
-    return "" if value is None else str(value)
 
 
 class EventLog:
@@ -75,23 +61,15 @@ class EventLog:
         heartbeat_interval: float = 5.0,
         load_control: Callable[[str], Awaitable[ControlKey | None]] | None = None,
     ) -> None:
-        """``load_control(thumbprint)`` finds the control key an anchor rotation moved the log
-        to (another writer rotated it); without it, such a log is one this writer cannot sign."""
         self._redis = redis
         self._names = names
-        self._control = control
-        self._anchor = control.anchor
-        self._load_control = load_control
-        self.on_anchor: list[Callable[[ControlKey], None]] = []
-        """Called when this writer moved to a rotated control key (record file, key file)."""
+        self.signer = LogSigner(control, issuer, load_control)
         self._issuer = issuer
         self._retain = retain
         self._clock = clock
         self._allow_stale = allow_stale
         self._heartbeat = heartbeat_interval
-        self._append = redis.register_script(scripts.APPEND)
-        self._start = redis.register_script(scripts.START_LOG)
-        self._repair = redis.register_script(scripts.REPAIR_HEAD)
+        self._scripts = scripts.LogScripts(redis, names)
         self._state: State | None = None
         self.memory = WriterMemory(record, clock)
         self.checkpoints = Checkpoints(redis, names, control, clock)
@@ -102,8 +80,6 @@ class EventLog:
         self.problem: str | None = None
         """Why the last sync refused the log, for /healthz; None while all is well."""
         self.recoveries = 0
-        self._mine: OrderedDict[tuple[str, int], None] = OrderedDict()
-        """Events this writer appended lately: the leader witnesses everyone else's."""
         self.on_append: list[Callable[[Sequence[Event], float], None]] = []
         """Called after each append this writer made, with its events and how long it took
         (the replica's metrics); must be quick and not raise."""
@@ -118,7 +94,11 @@ class EventLog:
     @property
     def control(self) -> ControlKey:
         """The control key this writer signs with (the log's, after any anchor rotation)."""
-        return self._control
+        return self.signer.control
+
+    @property
+    def _anchor(self) -> TrustAnchor:
+        return self.signer.anchor
 
     @property
     def state(self) -> State | None:
@@ -157,26 +137,14 @@ class EventLog:
         return state
 
     async def _follow_anchor(self, state: State) -> None:
-        """The log's anchor was rotated (by this writer, or another): sign with the new key."""
-        if not state.anchor or state.anchor == self._control.anchor.thumbprint:
-            return
-        key = await self._load_control(state.anchor) if self._load_control is not None else None
-        if key is None:
-            raise IssuerError(
-                f"the trust anchor was rotated to {state.anchor} and this writer cannot load that control key"
-                " (a rotation that did not finish, or another KEK): it appends nothing"
-            )
-        self._control, self._anchor = key, key.anchor
-        self.checkpoints.control = key
-        log.warning("the trust anchor was rotated: this writer now signs with %s", state.anchor)
-        for listener in self.on_anchor:
-            listener(key)
+        if await self.signer.follow(state):
+            self.checkpoints.control = self.signer.control
 
     async def _sync(self) -> State:
         state = self._state
         if state is not None:
             try:
-                head = _raw_text(await raw(self._redis, "GET", self._names.head))
+                head = text_of(await raw(self._redis, "GET", self._names.head))
             except ResponseError:  # the head made another type of key: junk, replaced below
                 head = scripts.WRONG_TYPE
             if head == format_head(state):
@@ -201,18 +169,12 @@ class EventLog:
         except ResponseError:
             return True  # not a lease we can read: assume someone may be running
 
-    def _note(self, event: Event, text: str) -> None:
-        self._digests.note(event.log, event.seq, digest(text))
-
-    def _noted_mine(self, events: Sequence[Event]) -> None:
-        for event in events:
-            self._mine[(event.log, event.seq)] = None
-        while len(self._mine) > 1024:
-            self._mine.popitem(last=False)
+    def _note(self, event: Event, text: str, *, mine: bool = False) -> None:
+        self._digests.note(event.log, event.seq, digest(text), mine=mine)
 
     def appended_here(self, event: Event) -> bool:
         """Did this writer append ``event`` (rather than another replica, or the command)?"""
-        return (event.log, event.seq) in self._mine
+        return self._digests.mine(event.log, event.seq)
 
     async def _settle(self, observed: Observed) -> bool:
         """Act on what Redis holds; False when it changed meanwhile (read again)."""
@@ -243,11 +205,8 @@ class EventLog:
         if action is Action.GENESIS:
             # An empty namespace. If this host's record knows a log that was here, Redis lost
             # its data: the new log names that point and is numbered on from it.
-            start = record.seq if record is not None else 0
-            self._state = State.empty(self._issuer, new_log_id(), seq=start)
+            self._state = genesis_state(self._issuer, new_log_id(), record)
             if record is not None:
-                self._state.previous = LogLink(log=record.log, seq=record.seq, head=record.head, time=record.time)
-                self._state.time = record.time
                 memory.leave(record.log)
             self._genesis_head, self._genesis_pending = observed.head or "", True
             return True
@@ -277,30 +236,21 @@ class EventLog:
 
     async def _repair_head(self, state: State, observed: Observed, reason: str) -> bool:
         """Only the head key is wrong: write it again (no new log, nothing for readers to fetch)."""
-        result = int(await self._repair(keys=[self._names.events, self._names.head],
-                                        args=[observed.head or "", format_head(state)]))
-        if result != 1:
+        if await self._scripts.repair_head(observed.head or "", format_head(state)) != 1:
             return False
         log.warning("wrote the head key again: %s", reason)
         self.memory.progress(state, force=True)
         return True
 
     def _note_unread(self, observed: Observed, ours: State | None) -> None:
-        """The head names an event of the log Redis holds that the stream no longer has, and
-        this writer never read: someone removed it (or Redis lost it) before anyone held it."""
-        claim, seen = observed.claim, observed.state
-        if claim is None or seen is None or claim.log != seen.log or claim.seq <= seen.seq:
-            return
-        if ours is not None and ours.log == claim.log and ours.seq >= claim.seq:
-            return  # we hold it: the new log we start carries it
-        point = (claim.log, claim.seq)
-        if point in self.unread:
+        point = unread_point(observed, ours)
+        if point is None or point in self.unread:
             return
         self.unread = [*self.unread, point][-16:]
         log.error(
             "events up to seq %d of log %s were appended but removed from Redis before this writer read"
             " them: a revocation among them is lost; run it again (and look at who writes Redis)",
-            claim.seq, claim.log[:8],
+            point[1], point[0][:8],
         )
 
     async def reassert(self) -> list[Event]:
@@ -349,23 +299,18 @@ class EventLog:
                 continue  # the state moved while the mutation decided
             if not change.drafts:
                 return []
-            events, texts = self._seal(state, change.drafts, now)
+            events, texts = self.signer.events(state, change.drafts, now)
             new_head = f"{state.log}:{events[-1].seq}:{digest(texts[-1])}"
             minid = max(0, min(self.checkpoints.seq + 1, events[-1].seq + 1 - self._retain))
-            client_args = [x for cid, rec in change.clients.items() for x in (cid, rec or "")]
             started = time.perf_counter()
             try:
-                result = int(await self._append(
-                    keys=[self._names.events, self._names.head, self._names.clients],
-                    args=[base_head, new_head, f"{minid}-0", base_seq + 1, len(texts), *texts, *client_args],
-                ))
+                result = await self._scripts.append(base_head, new_head, minid, base_seq + 1, texts, change.clients)
             except ResponseError as exc:
                 raise CorruptState(f"Redis refused an append: {exc}") from None
             if result == 1:
-                self._noted_mine(events)
                 for event, text in zip(events, texts, strict=True):
                     state.apply(event, digest(text))
-                    self._note(event, text)
+                    self._note(event, text, mine=True)
                 self.memory.progress(state)
                 took = time.perf_counter() - started
                 for listener in self.on_append:
@@ -380,19 +325,6 @@ class EventLog:
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
         raise AppendContention(f"gave up appending after {attempts} contended attempts")
 
-    def _seal(self, state: State, drafts: Sequence[Draft], now: float) -> tuple[list[Event], list[str]]:
-        events: list[Event] = []
-        texts: list[str] = []
-        prev = state.head
-        for i, (kind, data) in enumerate(drafts, start=1):
-            event = Event(log=state.log, seq=state.seq + i, prev=prev, type=kind, time=now,
-                          issuer=self._issuer, data=data)
-            text = self._control.seal_event(event)
-            events.append(event)
-            texts.append(text)
-            prev = digest(text)
-        return events, texts
-
     # -- checkpoints ----------------------------------------------------------------------
 
     def checkpoint_due(self, now: float) -> bool:
@@ -406,17 +338,10 @@ class EventLog:
 
     async def _recover(self, ours: State, observed: Observed, reason: str) -> bool:
         """Start a new log from ``ours`` plus whatever verified in Redis."""
-        base = ours.copy()
-        seen = observed.state
-        if seen is not None and seen.issuer == self._issuer:
-            base.absorb(seen)
-            base.merge_clients(seen)
-        at = max(self._clock(), ours.time + 0.001, (seen.time + 0.001) if seen is not None else 0.0)
-        previous = LogLink(log=ours.log, seq=ours.seq, head=ours.head, time=ours.time) if ours.seq else None
+        plan = recovery_plan(ours, observed.state, self._issuer, self._clock())
         log.warning("starting a new log: %s (the previous one, %s, is kept by every reader)", reason, ours.position)
-        after = max(ours.seq, seen.seq if seen is not None else 0)
-        started = await self._start_log(base, previous=previous, reason="recovery", expected=observed.head or "",
-                                        at=at, after=after)
+        started = await self._start_log(plan.base, previous=plan.previous, reason="recovery",
+                                        expected=observed.head or "", at=plan.at, after=plan.after)
         if started:
             self.recoveries += 1
         return started
@@ -441,29 +366,18 @@ class EventLog:
         blocked on the stream wake up at it)."""
         log_id = base.log if self._genesis_pending and base is self._state else new_log_id()
         now = max(self._clock(), base.time) if at is None else at
-        state = base.copy()
-        state.log, state.seq, state.time = log_id, after, now
-        state.head = State.empty(self._issuer, log_id).head
-        state.log_started, state.previous = now, previous
-        checkpoint = self._control.seal_snapshot(state.to_snapshot())
-        data = {"previous": previous.model_dump(mode="json") if previous else None, "reason": reason}
-        events, texts = self._seal(state, [(str(EventType.LOG_STARTED), data)], now)
-        new_head = f"{log_id}:{after + 1}:{digest(texts[0])}"
-        result = int(await self._start(
-            keys=[self._names.events, self._names.head, self._names.snapshot],
-            args=[expected, new_head, checkpoint, stream_id(after + 1), texts[0]],
-        ))
-        if result != 1:
+        new = self.signer.new_log(base, log_id=log_id, previous=previous, reason=reason, at=now, after=after)
+        if await self._scripts.start(expected, new.head, new.checkpoint, after + 1, new.text) != 1:
             return False
-        self._noted_mine(events)
-        state.apply(events[0], digest(texts[0]))
-        self._note(events[0], texts[0])
+        state = new.state
+        state.apply(new.event, digest(new.text))
+        self._note(new.event, new.text, mine=True)
         self._genesis_pending = False
         old = self._state
         if old is not None and old.log != log_id:
             self.memory.leave(old.log)
         self._state = state
-        self.checkpoints.known(after, now, checkpoint, base=True)
+        self.checkpoints.known(after, now, new.checkpoint, base=True)
         self.memory.progress(state, force=True)
         return True
 

@@ -29,7 +29,7 @@ from .scripts import WRONG_TYPE
 
 __all__ = [
     "TAIL_BATCH", "HeadClaim", "Observed", "current_anchor", "format_head", "parse_head", "raw", "read_log",
-    "read_tail",
+    "read_tail", "text_of",
 ]
 
 TAIL_BATCH = 1000
@@ -90,6 +90,13 @@ class Observed:
 async def raw(redis: Redis, *args: Any) -> Any:
     """A command whose reply stays bytes, whatever the client decodes."""
     return await redis.execute_command(*args, **_RAW)  # type: ignore[no-untyped-call]
+
+
+def text_of(value: object) -> str:
+    """A reply as text ('' for none; undecodable bytes replaced): for comparing, not parsing."""
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return "" if value is None else str(value)
 
 
 def _text(value: object) -> str | None:

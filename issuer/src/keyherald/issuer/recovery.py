@@ -24,13 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from keyherald.shared.events import LogLink
 from keyherald.shared.lineage import Relation, relate
 from keyherald.shared.state import State
 
 from .highwater import HighWater
 from .logreader import Observed
 
-__all__ = ["Action", "Decision", "decide"]
+__all__ = ["Action", "Decision", "RecoveryPlan", "decide", "genesis_state", "recovery_plan", "unread_point"]
 
 
 class Action(Enum):
@@ -107,3 +108,46 @@ def decide(
     # What verified is current as far as this writer can tell: follow it; a problem left
     # (junk head, events deleted) is then repaired as by any writer holding the state.
     return Decision(Action.FOLLOW, observed.problem or "")
+
+
+def unread_point(observed: Observed, ours: State | None) -> tuple[str, int] | None:
+    """The head names an event of the log Redis holds that the stream no longer has, and this
+    writer never read: someone removed it (or Redis lost it) before anyone held it. Returns
+    that point (log, seq), or None."""
+    claim, seen = observed.claim, observed.state
+    if claim is None or seen is None or claim.log != seen.log or claim.seq <= seen.seq:
+        return None
+    if ours is not None and ours.log == claim.log and ours.seq >= claim.seq:
+        return None  # we hold it: the new log we start carries it
+    return claim.log, claim.seq
+
+
+def genesis_state(issuer: str, log_id: str, record: HighWater | None) -> State:
+    """The first state of an empty namespace. If this host's record knows a log that was
+    here, Redis lost its data: the new log names that point and is numbered on from it."""
+    state = State.empty(issuer, log_id, seq=record.seq if record is not None else 0)
+    if record is not None:
+        state.previous = LogLink(log=record.log, seq=record.seq, head=record.head, time=record.time)
+        state.time = record.time
+    return state
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    base: State
+    """What the new log starts from: ours, plus what Redis holds that verified (revocations,
+    keys' furthest states, the later word on each client)."""
+    previous: LogLink | None
+    at: float
+    after: int
+    """The new log's base seq: past every seq a reader may hold."""
+
+
+def recovery_plan(ours: State, seen: State | None, issuer: str, now: float) -> RecoveryPlan:
+    base = ours.copy()
+    if seen is not None and seen.issuer == issuer:
+        base.absorb(seen)
+        base.merge_clients(seen)
+    at = max(now, ours.time + 0.001, (seen.time + 0.001) if seen is not None else 0.0)
+    previous = LogLink(log=ours.log, seq=ours.seq, head=ours.head, time=ours.time) if ours.seq else None
+    return RecoveryPlan(base, previous, at, max(ours.seq, seen.seq if seen is not None else 0))

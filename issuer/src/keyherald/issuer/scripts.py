@@ -9,7 +9,13 @@ and replaced, like any other value.
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "CHECKPOINT", "REPAIR_HEAD", "START_LOG", "WRONG_TYPE"]
+from collections.abc import Mapping, Sequence
+
+from redis.asyncio import Redis
+
+from keyherald.shared.names import Names, stream_id
+
+__all__ = ["APPEND", "CHECKPOINT", "REPAIR_HEAD", "START_LOG", "WRONG_TYPE", "LogScripts"]
 
 WRONG_TYPE = "\0"
 
@@ -100,3 +106,30 @@ return 1
 """
 )
 """Write the head of a log whose checkpoint and stream are whole (SET replaces any type)."""
+
+
+class LogScripts:
+    """The log's writes, each one script: what :mod:`.eventlog` decided, compare-and-set."""
+
+    def __init__(self, redis: Redis, names: Names) -> None:
+        self._names = names
+        self._append = redis.register_script(APPEND)
+        self._start = redis.register_script(START_LOG)
+        self._repair = redis.register_script(REPAIR_HEAD)
+
+    async def append(self, expected: str, new_head: str, minid: int, first_seq: int, texts: Sequence[str],
+                     clients: Mapping[str, str | None]) -> int:
+        names = self._names
+        client_args = [x for cid, rec in clients.items() for x in (cid, rec or "")]
+        return int(await self._append(
+            keys=[names.events, names.head, names.clients],
+            args=[expected, new_head, f"{minid}-0", first_seq, len(texts), *texts, *client_args],
+        ))
+
+    async def start(self, expected: str, new_head: str, checkpoint: str, first_seq: int, text: str) -> int:
+        names = self._names
+        return int(await self._start(keys=[names.events, names.head, names.snapshot],
+                                     args=[expected, new_head, checkpoint, stream_id(first_seq), text]))
+
+    async def repair_head(self, expected: str, new_head: str) -> int:
+        return int(await self._repair(keys=[self._names.events, self._names.head], args=[expected, new_head]))
