@@ -68,11 +68,6 @@ def test_issuer_run_prepares_no_namespace_unless_told(deployment: Deployment, fl
     allowed.wait_healthy()
 
 
-@pytest.fixture
-def deployment(redis_url: str, namespace: str, kek: str, tmp_path: Path) -> Deployment:
-    return Deployment(redis_url, namespace, kek, tmp_path)
-
-
 def test_redis_restarted_empty_with_the_control_key_file(
     own: Deployment, server: EmbeddedValkey, fleet: Fleet
 ) -> None:

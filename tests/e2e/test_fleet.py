@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,11 +13,6 @@ from .deployment import Deployment, token_of
 pytestmark = pytest.mark.redis
 
 INTERVAL = 0.5  # presence: live within 1.5 s, expired after 3 s
-
-
-@pytest.fixture
-def deployment(redis_url: str, namespace: str, kek: str, tmp_path: Path) -> Deployment:
-    return Deployment(redis_url, namespace, kek, tmp_path)
 
 
 def _fleet(d: Deployment) -> dict[str, object]:
@@ -101,7 +95,6 @@ def test_fleet_exits_1_when_an_agent_is_stale_or_behind(deployment: Deployment, 
     issuer.stop()  # no more heartbeats: within the freshness bound the agent reports stale
     _code, out, _ = wait_for(lambda: (r := d.operator("fleet")) and r[0] == 1 and r, 15, "a stale agent")
     assert "STALE" in out
-
 
 
 def test_an_agent_with_presence_off_is_not_listed_but_counted_where_redis_tells(

@@ -9,8 +9,6 @@ the control key. Each asserts the property a platform team relies on, not how it
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -20,20 +18,6 @@ from tests.procs import Fleet, skewed, wait_for
 from .deployment import Deployment, token_of
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def deployment(redis_url: str, namespace: str, kek: str, tmp_path: Path) -> Deployment:
-    return Deployment(redis_url, namespace, kek, tmp_path)
-
-
-@pytest.fixture
-def attacker(redis_url: str) -> Iterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _revoked_everything(agent_refuses: dict[str, str | None]) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,11 +14,6 @@ from tests.procs import Fleet, wait_for
 from .deployment import Deployment, token_of
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def deployment(redis_url: str, namespace: str, kek: str, tmp_path: Path) -> Deployment:
-    return Deployment(redis_url, namespace, kek, tmp_path)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

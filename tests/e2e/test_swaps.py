@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -24,17 +22,6 @@ from .deployment import Deployment, token_of
 from .monitor import Command, Monitor
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def deployment(redis_url: str, namespace: str, kek: str, tmp_path: Path) -> Deployment:
-    return Deployment(redis_url, namespace, kek, tmp_path)
-
-
-@pytest.fixture
-def attacker(redis_url: str) -> Iterator[Redis]:
-    with Redis.from_url(redis_url) as client:
-        yield client
 
 
 class Recording:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from keyherald.shared.errors import SettingsError
+from keyherald.shared.files import replace_file
 
 __all__ = ["ControlKeyFile"]
 
@@ -70,14 +71,8 @@ class ControlKeyFile:
 
     def replace(self, blob: str) -> None:
         """After an anchor rotation: the new key replaces the old one, atomically."""
-        directory = self.path.parent
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(blob + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            replace_file(self.path, (blob + "\n").encode())
         except OSError as exc:
             raise SettingsError(SETTING, f"cannot write {self.path} ({exc.strerror})") from None
 

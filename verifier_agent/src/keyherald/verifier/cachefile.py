@@ -17,17 +17,15 @@ previous file intact. Nothing here runs on the ``verify`` path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from keyherald.shared.encoding import loads_object
 from keyherald.shared.events import KeyRecord, SubjectRevocation
+from keyherald.shared.files import replace_file
 from keyherald.shared.state import State
 
 from .signedstate import Material, SignedState
@@ -50,20 +48,7 @@ def write_material(path: Path, material: Material) -> None:
         "format": FORMAT, "snapshot": material.snapshot, "events": list(material.events), "left": list(material.left),
         "kept": _kept_document(material.kept),
     }
-    data = json.dumps(document, separators=(",", ":")).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
+    replace_file(path, json.dumps(document, separators=(",", ":")).encode())
 
 def read_material(path: Path) -> Material:
     try:

@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +65,9 @@ async def _restore(args: argparse.Namespace) -> int:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Owner-only, atomically: a crash leaves the previous backup whole."""
-    directory = path.parent if str(path.parent) else Path(".")
+    from keyherald.shared.files import replace_file
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        replace_file(path, data)
     except OSError as exc:
-        raise OperationFailed(f"cannot write {path} ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise OperationFailed(f"cannot write {path} ({exc.strerror})") from None
