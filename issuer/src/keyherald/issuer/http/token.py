@@ -16,20 +16,45 @@ Policy, in the order it is checked:
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..clients import Client
-from ..errors import KeyNotFound
-from .oauth import NO_STORE, Form, OAuthError, authenticate_client, error_response, read_form
+from ..errors import IssuerError, KeyNotFound
+from .oauth import (
+    NO_STORE,
+    Answer,
+    Form,
+    OAuthError,
+    authenticate_client,
+    error_answer,
+    error_response,
+    parse_form,
+    peer_address,
+    read_form,
+)
 
 if TYPE_CHECKING:
     from . import Service
 
-__all__ = ["GRANT_TYPE", "audiences_for", "claims_for", "scopes_for", "token_endpoint"]
+__all__ = [
+    "GRANT_TYPE",
+    "Presented",
+    "answer_form",
+    "answer_token",
+    "audiences_for",
+    "claims_for",
+    "scopes_for",
+    "token_endpoint",
+]
+
+log = logging.getLogger("keyherald.issuer")
 
 GRANT_TYPE = "client_credentials"
 
@@ -82,27 +107,66 @@ def claims_for(client: Client, audiences: list[str], scopes: list[str], *, issue
     return claims
 
 
+class Presented(NamedTuple):
+    """A token request as it arrived, whichever way it came (the ASGI app or the direct path)."""
+
+    authorization: str | None
+    content_type: str | None
+    body: bytes
+    address: str | None
+
+
 async def token_endpoint(service: Service, request: Request) -> Response:
+    """POST /token through the ASGI app (tests, pipelined requests): the same answer as the
+    direct path gives."""
     try:
         form = await read_form(request)
+    except OAuthError as exc:
+        return error_response(exc)
+    presented = Presented(request.headers.get("authorization"), None, b"", peer_address(request))
+    return (await answer_form(service, presented, form)).response()
+
+
+async def answer_token(service: Service, presented: Presented) -> Answer:
+    """The answer to a token request; never raises (Redis down and a log this replica
+    refuses are 503s, anything unexpected a bare 500)."""
+    try:
+        form = parse_form(presented.content_type, presented.body)
+    except OAuthError as exc:
+        return error_answer(exc)
+    return await answer_form(service, presented, form)
+
+
+async def answer_form(service: Service, presented: Presented, form: Form) -> Answer:
+    try:
         grant = form.get("grant_type")
         if grant is None:
             raise OAuthError("invalid_request", "grant_type is required")
         if grant != GRANT_TYPE:
             raise OAuthError("unsupported_grant_type", "only the client_credentials grant is supported")
+        async with service.redis_slots:
+            return await _issue(service, presented, form)
     except OAuthError as exc:
-        return error_response(exc)
-    async with service.redis_slots:
-        return await _issue(service, request, form)
+        return error_answer(exc)
+    except RedisError as exc:
+        log.warning("request failed: Redis unreachable (%s)", type(exc).__name__)
+        return _unavailable("the issuer cannot reach its store")
+    except IssuerError as exc:
+        log.warning("request failed: %s", exc)
+        return _unavailable("the issuer cannot use its log right now")
+    except Exception:
+        log.exception("unexpected error on POST /token")
+        return Answer(500, b'{"error":"server_error"}', {})
 
 
-async def _issue(service: Service, request: Request, form: Form) -> Response:
-    try:
-        client = await authenticate_client(service, request, form)
-        audiences = audiences_for(client, form)
-        scopes = scopes_for(client, form)
-    except OAuthError as exc:
-        return error_response(exc)
+def _unavailable(description: str) -> Answer:
+    return error_answer(OAuthError("temporarily_unavailable", description, status=503, headers={"Retry-After": "1"}))
+
+
+async def _issue(service: Service, presented: Presented, form: Form) -> Answer:
+    client = await authenticate_client(service, presented.authorization, presented.address, form)
+    audiences = audiences_for(client, form)
+    scopes = scopes_for(client, form)
     settings = service.settings
     claims = claims_for(
         client, audiences, scopes, issuer=settings.issuer, now=service.clock(), max_ttl=int(settings.token_ttl)
@@ -110,14 +174,12 @@ async def _issue(service: Service, request: Request, form: Form) -> Response:
     try:
         token = await service.runtime.signer.sign(claims)
     except KeyNotFound:
-        return error_response(OAuthError(
+        raise OAuthError(
             "temporarily_unavailable", "the issuer has no active signing key yet", status=503,
             headers={"Retry-After": "1"},
-        ))
-    body = {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": claims["exp"] - claims["iat"],
-        "scope": " ".join(scopes),
-    }
-    return service.json(body, headers=NO_STORE)
+        ) from None
+    body = (
+        f'{{"access_token":"{token}","token_type":"Bearer","expires_in":{claims["exp"] - claims["iat"]},'
+        f'"scope":{json.dumps(" ".join(scopes))}}}'
+    )
+    return Answer(200, body.encode("ascii"), NO_STORE)
