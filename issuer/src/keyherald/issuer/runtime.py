@@ -39,10 +39,22 @@ UNHEALTHY_AFTER = 3
 
 
 class IssuerRuntime:
-    """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz."""
+    """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz.
 
-    def __init__(self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True) -> None:
+    ``duties=False`` (the extra workers of ``issuer run --workers N``, see :mod:`.workers`)
+    serves without taking part in leader election: no lease, rotation, heartbeats, audit or
+    checkpoints; it only follows the log, as the replica proper on its host does.
+    ``worker`` is its number there (None when it serves alone); ``reuse_port`` shares the
+    port with its siblings."""
+
+    def __init__(
+        self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True,
+        duties: bool = True, worker: int | None = None, reuse_port: bool = False,
+    ) -> None:
         self.settings = settings
+        self.duties = duties
+        self.worker = worker
+        self._reuse_port = reuse_port
         self.ctx = IssuerContext(settings, clock=clock)
         self.clock = self.ctx.clock
         """The host clock corrected to the Redis server's (iat, cut-offs: see clocksync)."""
@@ -105,6 +117,8 @@ class IssuerRuntime:
             family, kind, proto, _, address = infos[0]
             listener = socket.socket(family, kind, proto)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             listener.bind(address)
             listener.listen(2048)
         except OSError as exc:
@@ -148,6 +162,10 @@ class IssuerRuntime:
             await clock.measure(self.ctx.redis)
         eventlog = self.ctx.log
         state = await eventlog.sync()  # follows, or repairs what Redis lost or holds wrongly
+        if not self.duties:
+            self.seq = state.seq
+            self.problem = None
+            return
         leading = await self._lease.hold()
         if leading != (self.role == "leader"):
             log.info("replica %s is now %s", self.replica_id, "leader" if leading else "follower")

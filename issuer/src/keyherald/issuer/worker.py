@@ -26,9 +26,12 @@ log = logging.getLogger("keyherald.issuer")
 
 
 def create_worker(
-    settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True
+    settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True, duties: bool = True,
+    worker: int | None = None, reuse_port: bool = False,
 ) -> tuple[FastStream, IssuerRuntime]:
-    runtime = IssuerRuntime(settings, clock=clock, serve_http=serve_http)
+    """The app of one replica; ``duties``, ``worker`` and ``reuse_port``: see IssuerRuntime."""
+    runtime = IssuerRuntime(settings, clock=clock, serve_http=serve_http, duties=duties, worker=worker,
+                            reuse_port=reuse_port)
     broker = RedisBroker(settings.redis_url, log_level=logging.DEBUG)
 
     @broker.subscriber(stream=StreamSub(settings.names.events, last_id="$", polling_interval=50))

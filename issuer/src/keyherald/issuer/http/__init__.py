@@ -221,6 +221,8 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
             "role": runtime.role, "redis": runtime.redis_ok, "seq": runtime.seq,
             "log": state.log if state is not None else None, "ok": runtime.healthy,
         }
+        if runtime.worker is not None:
+            body["worker"] = runtime.worker
         if not runtime.healthy:
             body["problem"] = runtime.problem or (
                 "Redis is unreachable" if not runtime.redis_ok else "the duty cycle keeps failing"
