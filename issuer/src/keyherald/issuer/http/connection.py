@@ -28,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from .oauth import MAX_BODY, Answer, body_too_large, error_answer
 from .token import Presented
 
-__all__ = ["AnswerToken", "RequestDeadlineProtocol", "TokenExchange", "protocol_class"]
+__all__ = ["AnswerToken", "DirectTokenProtocol", "RequestDeadlineProtocol", "TokenExchange", "protocol_class"]
 
 AnswerToken = Callable[[Presented], Awaitable[Answer]]
 
