@@ -11,13 +11,14 @@ import httpx
 import jwt
 import pytest
 
-from keyherald.issuer.clients import hash_secret, record_digest
+from keyherald.issuer.clients import Client, hash_secret, record_digest
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.eventlog import Change
+from keyherald.issuer.http.token import ClaimsTemplate, claims_for
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
-from keyherald.shared.encoding import b64url_decode, loads_object
+from keyherald.shared.encoding import b64url_decode, dumps, loads_object
 from keyherald.shared.events import EventType, KeyState
 from keyherald.shared.state import State
 from tests.tokenservice import add_client, basic, http, issuer
@@ -284,3 +285,26 @@ async def test_a_record_the_log_binds_is_still_refused_without_its_seal(
     refused = await http.post("/token", data=form, headers=basic("evil", "khs_chosen"))
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
     assert (await http.post("/token", data=form, headers=basic("orders", secret))).status_code == 200
+
+
+@pytest.mark.parametrize(("audiences", "scopes", "ttl"), [
+    (["inventory"], ["inventory:read"], None),
+    (["a%b", "ünïcode", "https://x.test/p?q"], ["x:read", "100%"], 60),
+    (["inventory"], [], 86400),
+])
+def test_a_claims_template_writes_what_the_signer_would(audiences: list[str], scopes: list[str],
+                                                        ttl: int | None) -> None:
+    """Each token's claims come from a template made once per client and request shape: the
+    JSON must be byte for byte what the canonical encoder writes for the same claims."""
+    client = Client(client_id="orders", audiences=tuple(audiences), scopes=tuple(scopes), ttl=ttl, created_at=0,
+                    secret_salt="00", secret_hash="00", secret_rotated_at=0)
+    template = ClaimsTemplate(client, audiences, scopes, issuer="https://issuer.test", max_ttl=300)
+    payload = template.payload(1_800_000_000.9)
+    claims = loads_object(payload)
+    assert dumps(claims).decode() == payload
+    assert claims["iat"] == claims["nbf"] == 1_800_000_000 and claims["exp"] - claims["iat"] == min(ttl or 300, 300)
+    expected = claims_for(client, audiences, scopes, issuer="https://issuer.test", now=1_800_000_000, max_ttl=300)
+    assert {**claims, "jti": None} == {**expected, "jti": None}
+    answer = json.loads(template.answer % "a.b.c")
+    assert answer == {"access_token": "a.b.c", "token_type": "Bearer", "expires_in": claims["exp"] - claims["iat"],
+                      "scope": " ".join(scopes)}

@@ -60,15 +60,17 @@ class TokenSigner:
         self._key = key
         self._seq = marker
 
-    async def sign(self, claims: dict[str, Any]) -> str:
-        """What :func:`sign_token` gives, with the header and the JSON encoder prepared."""
+    async def sign(self, claims: dict[str, Any] | str) -> str:
+        """What :func:`sign_token` gives, with the header and the JSON encoder prepared;
+        ``claims`` may come as their JSON already (as :func:`dumps` writes it)."""
         key = self._key
         if key is None:
             await self.refresh()
             key = self._key
         if key is None:
             raise KeyNotFound("no active signing key yet: is an issuer leader running?")
-        signing_input = f"{self._head}.{b64url_encode(_CLAIMS.encode(claims).encode())}"
+        payload = claims if isinstance(claims, str) else _CLAIMS.encode(claims)
+        signing_input = f"{self._head}.{b64url_encode(payload.encode())}"
         return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
 
 

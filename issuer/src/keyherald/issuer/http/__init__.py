@@ -30,6 +30,7 @@ from keyherald.shared.clock import Clock
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
+from ..clients import Client
 from ..errors import IssuerError
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
@@ -40,7 +41,7 @@ from .gate import admin_gate, declared_length, too_large
 from .oauth import MAX_BODY
 from .openapi import FORM_BODY, REVOKE_BODY, errors, prune_validation_errors
 from .revoke import revocation_endpoint
-from .token import token_endpoint
+from .token import ClaimsTemplate, token_endpoint
 from .wellknown import jwks_endpoint, metadata_endpoint
 
 if TYPE_CHECKING:
@@ -65,10 +66,25 @@ class Service:
         self._limiter: AuthFailureLimiter | None = None
         self.lookup = LookupBatcher(lambda: self.redis)
         """The reads of each token request (the log's head, both failure counters), batched."""
+        runtime.closing.append(self.lookup.close)
         self.clients = ClientView(runtime)
+        self._templates: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], ClaimsTemplate] = {}
         self.last_state: State | None = None
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
+
+    def template(self, client: Client, audiences: list[str], scopes: list[str]) -> ClaimsTemplate:
+        """The claims of this client's tokens for this shape, made once (by its record's tag:
+        a changed record makes new ones)."""
+        key = (client.client_id, client.mac, tuple(audiences), tuple(scopes))
+        found = self._templates.get(key)
+        if found is None:
+            if len(self._templates) >= 4096:
+                self._templates.clear()
+            found = self._templates[key] = ClaimsTemplate(
+                client, audiences, scopes, issuer=self.settings.issuer, max_ttl=int(self.settings.token_ttl)
+            )
+        return found
 
     @property
     def redis(self) -> Redis:
