@@ -34,27 +34,27 @@ def _dead_url() -> str:
 
 
 class CountingRedis:
-    """Counts the batches sent through a real client (each asks for the client once)."""
+    """Counts the connections asked of a real client."""
 
     def __init__(self, client: Redis) -> None:
         self.client = client
-        self.batches = 0
+        self.connections = 0
 
     def __call__(self) -> Redis:
-        self.batches += 1
+        self.connections += 1
         return self.client
 
 
-async def test_each_caller_gets_its_own_answer_from_one_batch(redis: Redis, namespace: str) -> None:
+async def test_each_caller_gets_its_own_answer_on_one_connection(redis: Redis, namespace: str) -> None:
     keys = [f"{{{namespace}}}:k{i}" for i in range(40)]
     await redis.mset({k: f"v{i}" for i, k in enumerate(keys)})
     counting = CountingRedis(redis)
     batcher = LookupBatcher(counting)
     results = await asyncio.gather(*(batcher("MGET", k, f"{{{namespace}}}:none") for k in keys))
     assert results == [[f"v{i}", None] for i in range(40)]
-    assert counting.batches == 1
     assert await batcher("GET", f"{{{namespace}}}:missing") is None
-    assert counting.batches == 2
+    assert counting.connections == 1
+    batcher.close()
     assert await batcher("GET", f"{{{namespace}}}:k7 ünïcode") is None  # any text, packed as UTF-8
 
 
@@ -83,6 +83,25 @@ async def test_an_error_reply_reaches_only_its_caller(redis: Redis, namespace: s
     with pytest.raises(Exception, match="WRONGTYPE"):  # alone in its batch too
         await batcher("GET", f"{{{namespace}}}:hash")
     assert await batcher("HGET", f"{{{namespace}}}:hash", "f") == "v"  # the connection is fine
+    batcher.close()
+
+
+async def test_a_lost_connection_fails_its_callers_and_the_next_call_connects_again(
+    redis: Redis, namespace: str
+) -> None:
+    await redis.set(f"{{{namespace}}}:a", "1")
+    counting = CountingRedis(redis)
+    batcher = LookupBatcher(counting)
+    assert await batcher("GET", f"{{{namespace}}}:a") == "1"
+    ident = await batcher("CLIENT", "ID")  # its own connection's
+    waiting = asyncio.ensure_future(batcher("BLPOP", f"{{{namespace}}}:empty", "10"))  # waits on Redis
+    await asyncio.sleep(0.1)
+    assert await redis.execute_command("CLIENT", "KILL", "ID", ident) == 1
+    with pytest.raises(RedisConnectionError):
+        await waiting
+    assert await batcher("GET", f"{{{namespace}}}:a") == "1"
+    assert counting.connections == 2
+    batcher.close()
 
 
 async def test_a_cancelled_caller_does_not_disturb_the_others(redis: Redis, namespace: str) -> None:
@@ -93,6 +112,8 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(redis: Redis, name
     await asyncio.sleep(0)
     first.cancel()
     assert await second == "2"
+    assert await batcher("GET", f"{{{namespace}}}:b") == "2"  # the cancelled one's reply was read
+    batcher.close()
     with pytest.raises(asyncio.CancelledError):
         await first
 

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from redis.exceptions import RedisError
@@ -72,6 +73,8 @@ class IssuerRuntime:
         self._lease: LeaderLease | None = None
         self._rotator: Rotator | None = None
         self.http_port: int | None = None
+        self.closing: list[Callable[[], None]] = []
+        """What the HTTP side holds outside the context (its own Redis connection), closed at stop."""
         self.agent: VerifierAgent | None = None
         """The issuer's own verifier agent (audience: the issuer): it checks admin API tokens."""
 
@@ -149,6 +152,10 @@ class IssuerRuntime:
             with contextlib.suppress(RedisError, OSError):
                 await self._lease.release()
         self.role = "follower"
+        for close in self.closing:
+            with contextlib.suppress(Exception):
+                close()
+        self.closing.clear()
         await self.ctx.close()
 
     async def on_event(self) -> None:

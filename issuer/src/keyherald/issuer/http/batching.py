@@ -1,28 +1,34 @@
-"""The reads of concurrent requests share one write to Redis and one connection.
+"""The reads of concurrent requests share one connection to Redis and one write per turn.
 
 Each token request needs one read (the log's head and both failure counters: one MGET).
 Through redis-py's client each command costs about as much CPU as the ES256 signature (the
-pool, packing every argument, the retry wrapper, a pipeline's bookkeeping). Here commands
-are packed by hand, requests that arrive while a batch is out wait for the next one, and
-each batch is one write on a connection the batcher keeps, its replies read in order. At
-low load a batch is one request and adds no wait; under load it holds the requests that
-came during one round trip. Reads only, so nothing is stale: every request still sees
-Redis as it is when its batch is sent.
+pool, packing every argument, the retry wrapper, a coroutine and a timeout per reply).
+Here commands are packed by hand and queued; everything queued during one turn of the event
+loop leaves in one write at the end of it, and replies are parsed by hiredis as they arrive
+and handed to their callers in order. At low load a write carries one command and adds no
+wait; under load it carries every request of the turn. Reads only, so nothing is stale:
+every request sees Redis as it is when its command arrives there.
+
+The connection is one redis-py made as its pool makes them (so TLS, a password, an ACL
+user and the database are set up as everywhere else), outside the pool: this module reads
+and writes its socket itself. If it breaks, every command waiting on it fails (a RedisError, a
+503 for the request) and the next one connects again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 __all__ = ["LookupBatcher"]
-
-_Pending = tuple[bytes, "asyncio.Future[Any]"]
 
 
 def _bulk(value: str) -> bytes:
@@ -34,90 +40,111 @@ def _command(*args: str) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
 
 
+class _Pipe(asyncio.Protocol):
+    """One Redis connection: commands out in order, replies back to their futures in order."""
+
+    def __init__(self, transport: asyncio.Transport, owner: object) -> None:
+        self.transport = transport
+        self._owner = owner
+        """redis-py's connection object: kept, or its streams' finalizer would close the socket."""
+        self._reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._out: list[bytes] = []
+        self.broken: Exception | None = None
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self.broken is not None:
+            future.set_exception(self.broken)
+            return future
+        if not self._out:
+            loop.call_soon(self._flush)
+        self._out.append(packed)
+        self._waiting.append(future)
+        return future
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.broken is None:
+            self.transport.write(b"".join(out))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._reader.feed(data)
+            while (reply := self._reader.gets()) is not False:
+                future = self._waiting.popleft()
+                if future.done():  # its caller was cancelled: the reply is read all the same
+                    continue
+                if isinstance(reply, ResponseError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except (hiredis.ProtocolError, IndexError) as exc:  # not Redis speaking, or a reply nobody asked for
+            self.fail(RedisConnectionError(f"unexpected data from Redis ({type(exc).__name__})"))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisConnectionError("the connection to Redis was lost"))
+
+    def eof_received(self) -> bool | None:
+        self.fail(RedisConnectionError("Redis closed the connection"))
+        return None
+
+    def fail(self, error: Exception) -> None:
+        if self.broken is None:
+            self.broken = error
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def close(self) -> None:
+        self.fail(RedisConnectionError("closed"))
+        self.transport.close()
+
+
 class LookupBatcher:
     """``await batcher("MGET", k1, k2)``: the reply of that read command, batched with its peers.
     An error reply raises (a ResponseError) in its own caller only."""
 
     def __init__(self, redis: Callable[[], Redis]) -> None:
         self._redis = redis
-        self._pending: list[_Pending] = []
-        self._task: asyncio.Task[None] | None = None
-        self._conn: Any = None
-        self._conn_redis: Redis | None = None
+        self._pipe: _Pipe | None = None
+        self._connecting: asyncio.Future[_Pipe] | None = None
 
     async def __call__(self, *command: str) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((_command(*command), future))
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
-        return await future
+        pipe = self._pipe
+        if pipe is None or pipe.broken is not None:
+            pipe = await self._connected()
+        return await pipe.send(_command(*command))
 
-    async def _drain(self) -> None:
-        """Send batch after batch while requests wait; one batch out at a time."""
-        try:
-            await asyncio.sleep(0)  # let the requests of this turn of the loop join the first batch
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._send(batch)
-        finally:
-            self._task = None
-            waiting, self._pending = self._pending, []  # left only when the loop above failed
-            for *_, future in waiting:
-                future.cancel()
+    async def _connected(self) -> _Pipe:
+        """The pipe, connecting once for every caller that needs it meanwhile."""
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(self._connected_done)
+        return await asyncio.shield(self._connecting)
 
-    async def _send(self, batch: list[_Pending]) -> None:
-        try:
-            replies = await self._exchange([packed for packed, _ in batch])
-        except asyncio.CancelledError:
-            for *_, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its request was cancelled meanwhile
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+    def _connected_done(self, future: asyncio.Future[_Pipe]) -> None:
+        self._connecting = None
+        if not future.cancelled() and future.exception() is None:
+            self._pipe = future.result()
 
-    async def _exchange(self, commands: list[bytes]) -> list[Any]:
-        """Write the commands at once, read their replies in order (an error reply is returned)."""
-        conn = await self._connection()
-        try:
-            await conn.send_packed_command(b"".join(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:  # the command's own error, read whole
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            # A reply half read (cancelled, cut) would poison the next batch: start afresh.
-            await self._drop()
-            raise
+    async def _connect(self) -> _Pipe:
+        old, self._pipe = self._pipe, None
+        if old is not None:
+            old.close()
+        pool = self._redis().connection_pool
+        conn: Any = pool.connection_class(**pool.connection_kwargs)  # set up as the pool's, not counted in it
+        await conn.connect()
+        transport: asyncio.Transport = conn._writer.transport
+        pipe = _Pipe(transport, conn)
+        transport.set_protocol(pipe)  # redis-py's reader no longer sees this socket: it is ours
+        return pipe
 
-    async def _connection(self) -> Any:
-        redis = self._redis()
-        if self._conn is not None and self._conn_redis is redis:
-            return self._conn
-        await self._drop()
-        self._conn = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        self._conn_redis = redis
-        return self._conn
-
-    async def _drop(self) -> None:
-        conn, redis, self._conn, self._conn_redis = self._conn, self._conn_redis, None, None
-        if conn is None or redis is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.disconnect()
-        with contextlib.suppress(Exception):
-            await redis.connection_pool.release(conn)
-
+    def close(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            with contextlib.suppress(Exception):
+                pipe.close()
