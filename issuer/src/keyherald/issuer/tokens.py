@@ -60,6 +60,15 @@ class TokenSigner:
         self._key = key
         self._seq = marker
 
+    def sign_now(self, payload: str) -> str | None:
+        """A token of ``payload`` (the claims' JSON) with the key at hand; None when there is
+        none yet (:meth:`sign` looks for it)."""
+        key = self._key
+        if key is None:
+            return None
+        signing_input = f"{self._head}.{b64url_encode(payload.encode())}"
+        return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
+
     async def sign(self, claims: dict[str, Any] | str) -> str:
         """What :func:`sign_token` gives, with the header and the JSON encoder prepared;
         ``claims`` may come as their JSON already (as :func:`dumps` writes it)."""

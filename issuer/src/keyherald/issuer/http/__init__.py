@@ -38,10 +38,10 @@ from .admin import AdminDenied, admin_router
 from .batching import LookupBatcher
 from .clientview import ClientView
 from .gate import admin_gate, declared_length, too_large
-from .oauth import MAX_BODY
+from .oauth import MAX_BODY, Form
 from .openapi import FORM_BODY, REVOKE_BODY, errors, prune_validation_errors
 from .revoke import revocation_endpoint
-from .token import ClaimsTemplate, token_endpoint
+from .token import ClaimsTemplate, audiences_for, scopes_for, token_endpoint
 from .wellknown import jwks_endpoint, metadata_endpoint
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class Service:
         runtime.closing.append(self.lookup.close)
         self.clients = ClientView(runtime)
         self._templates: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], ClaimsTemplate] = {}
+        self._shapes: dict[tuple[str, str, Form], ClaimsTemplate] = {}
         self.last_state: State | None = None
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
@@ -84,6 +85,18 @@ class Service:
             found = self._templates[key] = ClaimsTemplate(
                 client, audiences, scopes, issuer=self.settings.issuer, max_ttl=int(self.settings.token_ttl)
             )
+        return found
+
+    def template_for(self, client: Client, form: Form) -> ClaimsTemplate:
+        """:meth:`template` for what ``form`` asks (the audience and scope policy applied;
+        OAuthError when it refuses), kept by the form: a client sends the same one each time."""
+        key = (client.client_id, client.mac, form)
+        found = self._shapes.get(key)
+        if found is None:
+            found = self.template(client, audiences_for(client, form), scopes_for(client, form))
+            if len(self._shapes) >= 4096:
+                self._shapes.clear()
+            self._shapes[key] = found
         return found
 
     @property

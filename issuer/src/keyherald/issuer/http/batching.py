@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -48,21 +49,21 @@ class _Pipe(asyncio.Protocol):
         self._owner = owner
         """redis-py's connection object: kept, or its streams' finalizer would close the socket."""
         self._reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._waiting: deque[Callable[[Any], None]] = deque()
+        """Who gets each reply, in order; an error (a ResponseError, a lost connection) is
+        handed over as the reply."""
         self._out: list[bytes] = []
         self.broken: Exception | None = None
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+    def send(self, packed: bytes, reply: Callable[[Any], None]) -> None:
+        """Queue ``packed``; ``reply`` is called with its reply, from the reading side."""
         if self.broken is not None:
-            future.set_exception(self.broken)
-            return future
+            reply(self.broken)
+            return
         if not self._out:
-            loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
         self._out.append(packed)
-        self._waiting.append(future)
-        return future
+        self._waiting.append(reply)
 
     def _flush(self) -> None:
         out, self._out = self._out, []
@@ -73,13 +74,7 @@ class _Pipe(asyncio.Protocol):
         try:
             self._reader.feed(data)
             while (reply := self._reader.gets()) is not False:
-                future = self._waiting.popleft()
-                if future.done():  # its caller was cancelled: the reply is read all the same
-                    continue
-                if isinstance(reply, ResponseError):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+                self._waiting.popleft()(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # not Redis speaking, or a reply nobody asked for
             self.fail(RedisConnectionError(f"unexpected data from Redis ({type(exc).__name__})"))
             self.transport.close()
@@ -95,13 +90,20 @@ class _Pipe(asyncio.Protocol):
         if self.broken is None:
             self.broken = error
         while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
+            self._waiting.popleft()(error)
 
     def close(self) -> None:
         self.fail(RedisConnectionError("closed"))
         self.transport.close()
+
+
+def _settle(future: asyncio.Future[Any], reply: Any) -> None:
+    if future.done():  # its caller was cancelled: the reply was read all the same
+        return
+    if isinstance(reply, Exception):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)
 
 
 class LookupBatcher:
@@ -117,7 +119,23 @@ class LookupBatcher:
         pipe = self._pipe
         if pipe is None or pipe.broken is not None:
             pipe = await self._connected()
-        return await pipe.send(_command(*command))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pipe.send(_command(*command), functools.partial(_settle, future))
+        return await future
+
+    @staticmethod
+    def packed(*command: str) -> bytes:
+        """``command`` as Redis reads it, for :meth:`send_now` (a caller may keep it)."""
+        return _command(*command)
+
+    def send_now(self, reply: Callable[[Any], None], packed: bytes) -> bool:
+        """Queue a packed command if connected (False otherwise: use the coroutine); ``reply``
+        gets its reply, or the error, when it comes. For callers that do not wait in a coroutine."""
+        pipe = self._pipe
+        if pipe is None or pipe.broken is not None:
+            return False
+        pipe.send(packed, reply)
+        return True
 
     async def _connected(self) -> _Pipe:
         """The pipe, connecting once for every caller that needs it meanwhile."""

@@ -66,6 +66,17 @@ class ClientView:
         if not future.cancelled():
             future.exception()  # retrieved: each waiter has raised it already
 
+    def known(self, client_id: str, head: str | None) -> Client | None:
+        """The client as the log binds it, when that is known without reading anything: the
+        log has not moved since ``head`` was read and the record was checked already."""
+        state = self._runtime.ctx.log.state
+        if state is None or head != format_head(state):
+            return None
+        known = self._known.get(client_id)
+        if known is None or known[0] != state.clients.get(client_id):
+            return None
+        return known[1]
+
     async def client(self, client_id: str, head: str | None) -> Client | None:
         """The client ``client_id`` as the log binds it now; None when there is none."""
         state = await self.state_at(head)

@@ -36,6 +36,7 @@ __all__ = [
     "OAuthError",
     "authenticate_client",
     "body_too_large",
+    "credentials",
     "error_answer",
     "error_response",
     "parse_form",
@@ -194,7 +195,8 @@ class ClientAuth:
     method: str  # client_secret_basic | client_secret_post
 
 
-def _credentials(header: str | None, form: Form) -> ClientAuth:
+def credentials(header: str | None, form: Form) -> ClientAuth:
+    """The credentials the request presents, by the one method it uses; OAuthError otherwise."""
     body_id, body_secret = form.get("client_id"), form.get("client_secret")
     if header is not None:
         scheme, _, value = header.partition(" ")
@@ -243,16 +245,15 @@ async def authenticate_client(service: Service, authorization: str | None, addre
     One Redis read (batched with concurrent requests' reads) fetches both failure counters and
     the log's head, which says whether the client records this replica holds are still the
     ones the log binds (:mod:`.clientview`): a disabled client or a rotated secret takes
-    effect at once. Unknown client and
-    wrong secret take the same path (a hash and a constant-time compare) and get the same
-    answer. ``disabled_ok`` (RFC 7009 revocation) lets a disabled client through: it may
-    still revoke its own tokens. Otherwise a disabled client with the right secret gets
-    ``unauthorized_client``: it did
-    authenticate, and RFC 6749 §5.2 names that error for a client not allowed the grant.
+    effect at once. Unknown client and wrong secret take the same path (a hash and a
+    constant-time compare) and get the same answer. ``disabled_ok`` (RFC 7009 revocation)
+    lets a disabled client through: it may still revoke its own tokens. Otherwise a disabled
+    client with the right secret gets ``unauthorized_client``: it did authenticate, and RFC
+    6749 §5.2 names that error for a client not allowed the grant.
     """
     limiter = service.limiter
     try:
-        auth = _credentials(authorization, form)
+        auth = credentials(authorization, form)
     except OAuthError as exc:
         if exc.error == "invalid_client":
             _refuse_if_limited(await limiter.check(None, address))

@@ -13,7 +13,6 @@ the rate limits). Here (the protocol is in :mod:`.connection`, with POST /token'
 from __future__ import annotations
 
 import contextlib
-import functools
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,7 @@ import uvicorn
 
 from ..settings import IssuerSettings
 from .connection import RequestDeadlineProtocol, protocol_class
-from .token import answer_token
+from .express import ExpressLane
 
 __all__ = ["QuietServer", "RequestDeadlineProtocol", "serve", "server_config"]
 
@@ -39,7 +38,7 @@ def server_config(app: Any, settings: IssuerSettings) -> uvicorn.Config:
     """``app`` with a ``service`` (the issuer's) gets POST /token answered directly."""
     proxies = settings.trusted_proxy_list
     service = getattr(app, "service", None)
-    answer = functools.partial(answer_token, service) if service is not None else None
+    answer = ExpressLane(service) if service is not None else None
     return uvicorn.Config(
         app,
         log_level="warning",

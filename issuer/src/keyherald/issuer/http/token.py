@@ -196,9 +196,7 @@ def _unavailable(description: str) -> Answer:
 
 async def _issue(service: Service, presented: Presented, form: Form) -> Answer:
     client = await authenticate_client(service, presented.authorization, presented.address, form)
-    audiences = audiences_for(client, form)
-    scopes = scopes_for(client, form)
-    template = service.template(client, audiences, scopes)
+    template = service.template_for(client, form)
     try:
         token = await service.runtime.signer.sign(template.payload(service.clock()))
     except KeyNotFound:
