@@ -50,6 +50,23 @@ _PASSED_ON = (("--redis-url", "redis_url"), ("--namespace", "namespace"), ("--is
               ("--kek-file", "kek_file"), ("--http-host", "http_host"))
 
 
+YOUNG_OBJECTS = 20_000
+"""Allocations between two collections of the youngest generation (Python's default: 700)."""
+
+
+def settle_heap() -> None:
+    """Once the server runs: what start-up made (modules, the app, settings) lives as long as
+    the process, so the cycle collector stops walking it (gc.freeze), and collects young
+    objects less often. A token request makes few cycles; walking the heap cost about 8 us
+    of every token's CPU."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_OBJECTS, middle, old)
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -82,6 +99,7 @@ async def _run(args: argparse.Namespace) -> int:
         from ..worker import create_worker
 
         app, _ = create_worker(settings)
+        app.after_startup(settle_heap)
         await app.run()
         return 0
     return await _supervise(args, settings, count)
@@ -115,6 +133,7 @@ async def _serve_as_worker(settings: IssuerSettings, index: int, supervisor: int
     from ..workers import watch_supervisor
 
     app, _ = create_worker(settings, duties=index == 0, worker=index, reuse_port=True)
+    app.after_startup(settle_heap)
     watcher = asyncio.ensure_future(watch_supervisor(supervisor))
     try:
         await app.run()
