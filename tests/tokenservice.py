@@ -90,14 +90,17 @@ async def issuer(issuer_settings: IssuerSettings, clock: ManualClock) -> AsyncIt
 @asynccontextmanager
 async def socket_client(runtime: IssuerRuntime) -> AsyncIterator[httpx.AsyncClient]:
     """The runtime's app served by uvicorn on a real socket, as in production: POST /token
-    goes through the connection's direct path (keyherald.issuer.http.connection)."""
+    goes through the connection's direct path (keyherald.issuer.http.connection) and its
+    express lane (keyherald.issuer.http.express)."""
     from keyherald.issuer.http.server import QuietServer, server_config
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
     port = listener.getsockname()[1]
-    server = QuietServer(server_config(create_app(runtime), runtime.settings))
+    app: Any = create_app(runtime)
+    await app.service.lookup("PING")  # connected from the start: requests take the express lane at once
+    server = QuietServer(server_config(app, runtime.settings))
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
