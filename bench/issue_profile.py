@@ -13,6 +13,7 @@ total these add up to.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import os
@@ -80,7 +81,7 @@ class _Sink(asyncio.Transport):
         return None
 
 
-async def profile(url: str) -> list[tuple[str, float]]:
+async def profile(url: str, rounds: int = 5, seconds: float = 0.3) -> list[tuple[str, float]]:
     settings = IssuerSettings(redis_url=url, namespace=f"bench-{os.urandom(4).hex()}", issuer="http://127.0.0.1:8080",
                               kek=generate_kek_text(), state_dir="off", _env_file=None)  # type: ignore[call-arg,arg-type]
     runtime = IssuerRuntime(settings, serve_http=False)
@@ -139,16 +140,20 @@ async def profile(url: str) -> list[tuple[str, float]]:
             ("JWS: base64url, the signing input, the token", lambda: signer.sign_now(payload)),
             ("answer body", lambda: (template.answer % payload).encode()),
         ]
-        found = [(name, best(step)) for name, step in steps]
+        found = [(name, best(step, rounds, seconds)) for name, step in steps]
         sign = dict(found)["ES256 signature (OpenSSL, DER to r||s)"]
         return [(n, v - sign) if n.startswith("JWS") else (n, v) for n, v in found]
     finally:
         await runtime.stop()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.3, help="per round and step")
+    args = parser.parse_args(argv)
     with private_redis() as redis:
-        rows = asyncio.run(profile(redis.url))
+        rows = asyncio.run(profile(redis.url, args.rounds, args.seconds))
     print("| step | µs |")
     print("|---|---:|")
     for name, value in rows:
