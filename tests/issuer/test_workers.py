@@ -101,7 +101,17 @@ def two_workers(deployment: Deployment, fleet: Fleet) -> Iterator[IssuerProcess]
     issuer = fleet.issuer(deployment.host("issuer-1", KEYHERALD_WORKERS="2"))
     issuer.wait_healthy()
     wait_for(lambda: len(worker_pids(issuer.proc.pid)) == 2, 20, "two workers")
+    wait_for(lambda: _leading(issuer.port), 20, "worker 0 to lead")  # /healthz may come from worker 1 first
     yield issuer
+
+
+def _leading(port: int) -> bool:
+    workers = each_worker(port, 2)
+    try:
+        return 0 in workers and workers[0].role == "leader"
+    finally:
+        for worker in workers.values():
+            worker.close()
 
 
 def test_two_workers_serve_tokens_and_one_killed_leaves_the_other_serving(
@@ -125,8 +135,12 @@ def test_two_workers_serve_tokens_and_one_killed_leaves_the_other_serving(
     pids = worker_pids(two_workers.proc.pid)
     os.kill(pids[1], signal.SIGKILL)
     wait_for(lambda: gone(pids[1]), 10, "worker 1 to be gone")
-    for _ in range(20):  # new connections: the living worker takes them all
-        response = two_workers.token("orders", secret)
+    for attempt in range(20):  # new connections: the living worker takes them all
+        try:
+            response = two_workers.token("orders", secret)
+        except httpx.HTTPError as exc:
+            two_workers.stop()
+            raise AssertionError(f"request {attempt} after the kill: {exc!r}\n{two_workers.stderr()}") from None
         assert response.status_code == 200, response.text
     # The supervisor starts it again, and the port is served by two workers once more.
     wait_for(lambda: len(worker_pids(two_workers.proc.pid)) == 2, 20, "worker 1 started again")
