@@ -1,14 +1,15 @@
 """Where the CPU of one POST /token goes: each step of the express lane timed on its own.
 
-    uv run python bench/issue_profile.py        # about 20 s; a Redis of the bench's own
+    uv run python bench/issue_profile.py        # about 40 s; a Redis of the bench's own
 
 A real issuer runtime (its own Redis, one client, the active ES256 key), then each step
 the endpoint takes for a token, run alone in a loop with the inputs a real request gives
 it (best of 5 rounds, in µs). The HTTP step is the connection's protocol fed the request's
 bytes, writing its answer to a transport that sends nothing: parsing, the direct path's
-bookkeeping and the answer's head. What no step here shows is the kernel (recv, send,
-epoll: bench/issue.py's system time) and the event loop's own work; bench/issue.py gives the
-total these add up to.
+bookkeeping and the answer's head. Then the real command is served under wrk for
+``--load-seconds`` (one core with its Redis, 16 connections) and its user and system time
+per token are read from /proc: what the steps do not show (the event loop, allocation, cold
+caches under load, the kernel's recv, send and epoll, Redis) is the difference.
 """
 
 from __future__ import annotations
@@ -30,10 +31,22 @@ import hiredis
 from redis.exceptions import ResponseError
 from uvicorn.server import ServerState
 
-from bench.issue_servers import AUDIENCE, BODY, SCOPE, private_redis
+from bench.issue_servers import (
+    AUDIENCE,
+    BODY,
+    SCOPE,
+    Keyherald,
+    Private,
+    cpu_seconds,
+    cpu_split,
+    loadavg,
+    pin,
+    private_redis,
+    wrk,
+)
 from keyherald.issuer.clients import secret_matches
 from keyherald.issuer.http import create_app
-from keyherald.issuer.http.oauth import credentials, parse_form
+from keyherald.issuer.http.oauth import NO_STORE, credentials, parse_form
 from keyherald.issuer.http.server import server_config
 from keyherald.issuer.http.token import Presented, audiences_for, scopes_for
 from keyherald.issuer.kek import generate_kek_text
@@ -115,10 +128,10 @@ async def profile(url: str, rounds: int = 5, seconds: float = 0.3) -> list[tuple
         config.load()
         state_ = ServerState()
         state_.default_headers = [(b"date", b"Mon, 30 Nov 2026 04:00:00 GMT")]
-        protocol = config.http_protocol_class(config=config, server_state=state_, app_state={})
+        factory: Any = config.http_protocol_class
+        protocol = factory(config=config, server_state=state_, app_state={})
         protocol.connection_made(_Sink())
-        answer = (200, (template.answer % signer.sign_now(payload)).encode(), {"Cache-Control": "no-store",
-                                                                               "Pragma": "no-cache"})
+        answer = (200, (template.answer % signer.sign_now(payload)).encode(), NO_STORE)
         protocol.answer_token = lambda presented, done, spawn: done(answer)  # only HTTP is timed here
         request = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAuthorization: {basic}\r\n"
                    f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(BODY)}\r\n\r\n{BODY}"
@@ -147,18 +160,48 @@ async def profile(url: str, rounds: int = 5, seconds: float = 0.3) -> list[tuple
         await runtime.stop()
 
 
+def served(redis: Private, seconds: float) -> tuple[float, float, float, float]:
+    """The real command under load (core 0 with its Redis, wrk on core 1, 16 connections):
+    its user and system time and Redis' per token, and the 1-minute load average."""
+    server = Keyherald(redis, 1)
+    try:
+        pids = server.pids()
+        pin([*pids, redis.pid], {0})
+        wrk(server, 16, 1, {1})
+        load = loadavg()
+        user, system = cpu_split(pids)
+        redis_before = cpu_seconds([redis.pid])
+        measured = wrk(server, 16, seconds, {1})
+        after_user, after_system = cpu_split(pids)
+        per = 1e6 / measured.requests
+        redis_us = (cpu_seconds([redis.pid]) - redis_before) * per
+        return (after_user - user) * per, (after_system - system) * per, redis_us, load
+    finally:
+        server.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="per round and step")
+    parser.add_argument("--load-seconds", type=float, default=10.0, help="the served run (0: none)")
     args = parser.parse_args(argv)
     with private_redis() as redis:
         rows = asyncio.run(profile(redis.url, args.rounds, args.seconds))
-    print("| step | µs |")
+        total = served(redis, args.load_seconds) if args.load_seconds > 0 else None
+    steps = sum(v for _, v in rows)
+    print("| where a token's CPU goes | µs |")
     print("|---|---:|")
     for name, value in rows:
         print(f"| {name} | {value:.1f} |")
-    print(f"| **sum of the steps** | **{sum(v for _, v in rows):.1f}** |")
+    print(f"| **the steps above, each alone** | **{steps:.1f}** |")
+    if total is not None:
+        user, system, redis_us, load = total
+        print(f"| the event loop, callbacks, allocation, cold caches (user time less the steps) | {user - steps:.1f} |")
+        print(f"| kernel: recv, send, epoll on loopback (the issuer's system time) | {system:.1f} |")
+        print(f"| Redis: the MGET, batched (user + system) | {redis_us:.1f} |")
+        print(f"| **served, 16 connections, one core (issuer and Redis)** | **{user + system + redis_us:.1f}** |")
+        print(f"\nload average {load:.2f} before the served run")
     return 0
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Private",
     "Server",
     "cpu_seconds",
+    "cpu_split",
     "descendants",
     "free_port",
     "loadavg",
@@ -83,14 +84,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU time of these processes (all their threads), from /proc."""
-    total = 0
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU time of these processes (all their threads), from /proc."""
+    user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / _TICK, system / _TICK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of these processes (all their threads), from /proc."""
+    return sum(cpu_split(pids))
 
 
 def pin(pids: list[int], cores: set[int] | None) -> None:
