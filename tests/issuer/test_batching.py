@@ -133,3 +133,19 @@ async def test_token_endpoint_answers_503_without_a_trace_when_redis_is_down(iss
     assert response.status_code == 503
     assert response.json()["error"] == "temporarily_unavailable"
     assert response.headers["retry-after"] == "1" and "Traceback" not in response.text
+
+
+async def test_a_reply_it_cannot_read_fails_its_batch_and_the_connection_starts_afresh(
+    redis: Redis, namespace: str
+) -> None:
+    """Whoever can write Redis can store text that is not UTF-8: the read fails (a 503 for
+    the request), the connection is dropped, and the next read works."""
+    await redis.execute_command("SET", f"{{{namespace}}}:bad", b"\xff\xfe")
+    await redis.set(f"{{{namespace}}}:good", "1")
+    counting = CountingRedis(redis)
+    batcher = LookupBatcher(counting)
+    with pytest.raises(RedisConnectionError):
+        await batcher("GET", f"{{{namespace}}}:bad")
+    assert await batcher("GET", f"{{{namespace}}}:good") == "1"
+    assert counting.connections == 2
+    batcher.close()

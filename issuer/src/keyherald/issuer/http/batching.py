@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 __all__ = ["LookupBatcher"]
+
+log = logging.getLogger("keyherald.issuer")
 
 
 def _bulk(value: str) -> bytes:
@@ -71,13 +74,22 @@ class _Pipe(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
     def data_received(self, data: bytes) -> None:
+        replies: list[Any] = []
         try:
             self._reader.feed(data)
             while (reply := self._reader.gets()) is not False:
-                self._waiting.popleft()(reply)
-        except (hiredis.ProtocolError, IndexError) as exc:  # not Redis speaking, or a reply nobody asked for
+                replies.append(reply)
+            if len(replies) > len(self._waiting):
+                raise ValueError("a reply nobody asked for")
+        except Exception as exc:  # not Redis speaking, or text that is not UTF-8
             self.fail(RedisConnectionError(f"unexpected data from Redis ({type(exc).__name__})"))
             self.transport.close()
+            return
+        for reply in replies:
+            try:
+                self._waiting.popleft()(reply)
+            except Exception:  # a caller's trouble is its own: the other replies still go out
+                log.exception("a Redis reply's recipient failed")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(RedisConnectionError("the connection to Redis was lost"))
