@@ -60,7 +60,7 @@ def redis_url() -> Iterator[str]:
 
 async def prepare(settings: IssuerSettings) -> None:
     """A namespace as a running issuer leaves it (default PS256 control key), with a client."""
-    async with IssuerContext(settings) as ctx:
+    async with IssuerContext(settings, create=True) as ctx:
         await Rotator(ctx).tick()
         await ctx.clients().create("orders", audiences=["inventory"], scopes=[], ttl=None)
 

@@ -45,11 +45,13 @@ from bench.issue_servers import (
     wrk,
 )
 from keyherald.issuer.clients import secret_matches
+from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.http import create_app
 from keyherald.issuer.http.oauth import NO_STORE, credentials, parse_form
 from keyherald.issuer.http.server import server_config
 from keyherald.issuer.http.token import Presented, audiences_for, scopes_for
 from keyherald.issuer.kek import generate_kek_text
+from keyherald.issuer.rotation import Rotator
 from keyherald.issuer.runtime import IssuerRuntime
 from keyherald.issuer.settings import IssuerSettings
 
@@ -97,6 +99,9 @@ class _Sink(asyncio.Transport):
 async def profile(url: str, rounds: int = 5, seconds: float = 0.3) -> list[tuple[str, float]]:
     settings = IssuerSettings(redis_url=url, namespace=f"bench-{os.urandom(4).hex()}", issuer="http://127.0.0.1:8080",
                               kek=generate_kek_text(), state_dir="off", _env_file=None)  # type: ignore[call-arg,arg-type]
+    async with IssuerContext(settings, create=True) as ctx:  # as `keyherald issuer init` would
+        await Rotator(ctx).tick()
+        await ctx.log.checkpoint()
     runtime = IssuerRuntime(settings, serve_http=False)
     await runtime.start()
     try:
@@ -107,11 +112,13 @@ async def profile(url: str, rounds: int = 5, seconds: float = 0.3) -> list[tuple
         presented = Presented(basic, "application/x-www-form-urlencoded", BODY.encode(), "127.0.0.1")
         state = await runtime.ctx.log.sync()
         head = f"{state.log}:{state.seq}:{state.head}"
-        client = await service.clients.client("bench", head)
+        raw = await runtime.ctx.redis.hget(runtime.ctx.names.clients, "bench")
+        client = await service.clients.client("bench", head, raw)
         assert client is not None and runtime.signer.sign_now("{}") is not None
         form = parse_form(presented.content_type, presented.body)
         auth = credentials(basic, form)
-        reply_bytes = b"*3\r\n$%d\r\n%s\r\n$-1\r\n$-1\r\n" % (len(head), head.encode())
+        reply_bytes = (b"*3\r\n$%d\r\n%s\r\n$-1\r\n$-1\r\n" % (len(head), head.encode())
+                       + b"$%d\r\n%s\r\n" % (len(raw.encode()), raw.encode()))
         audiences, scopes = audiences_for(client, form), scopes_for(client, form)
         template = service.template(client, audiences, scopes)
         payload = template.payload(service.clock())
@@ -122,7 +129,7 @@ async def profile(url: str, rounds: int = 5, seconds: float = 0.3) -> list[tuple
         def parse_reply() -> Any:
             reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
             reader.feed(reply_bytes)
-            return reader.gets()
+            return reader.gets(), reader.gets()
 
         config = server_config(app, settings)
         config.load()
@@ -142,9 +149,10 @@ async def profile(url: str, rounds: int = 5, seconds: float = 0.3) -> list[tuple
             ("form (kept by its bytes)", lambda: parse_form(presented.content_type, presented.body)),
             ("Basic credentials", lambda: credentials(basic, form)),
             ("rate limiter: the counters' names", lambda: service.limiter.keys("bench", "127.0.0.1")),
-            ("the read: reply parsed (hiredis)", parse_reply),
+            ("the read: replies parsed (hiredis: the MGET, the record)", parse_reply),
             ("rate limiter: verdict", lambda: service.limiter.verdict(None, None)),
-            ("client as the log binds it (head compared)", lambda: service.clients.known("bench", head)),
+            ("client as the log binds it (head and record compared)",
+             lambda: service.clients.known("bench", head, raw)),
             ("secret: salted SHA-256, constant-time compare", lambda: secret_matches(client, auth.secret)),
             ("audience and scope policy, the claims' template (kept by client and form)",
              lambda: service.template_for(client, form)),

@@ -197,8 +197,11 @@ class Keyherald(Server):
             "KEYHERALD_ISSUER": settings.issuer, "KEYHERALD_KEK": settings.kek.get_secret_value(),
             "KEYHERALD_HTTP_PORT": str(self.port), "KEYHERALD_STATE_DIR": tempfile.mkdtemp(prefix="keyherald-bench-"),
         }
-        command = [sys.executable, "-c", "from keyherald.issuer.cli import run; run()", "issuer", "run",
-                   "--workers", str(workers)]
+        cli = [sys.executable, "-c", "from keyherald.issuer.cli import run; run()"]
+        prepared = subprocess.run([*cli, "issuer", "init"], env=env, capture_output=True, text=True, check=False)
+        if prepared.returncode != 0:
+            raise RuntimeError(f"keyherald issuer init failed: {prepared.stderr.strip()}")
+        command = [*cli, "issuer", "run", "--workers", str(workers)]
         stderr = open(log, "ab") if log else subprocess.DEVNULL
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         _wait_healthy(self.port, self.process)

@@ -281,7 +281,7 @@ async def fresh_issuer(url: str) -> AsyncIterator[IssuerContext]:
         redis_url=url, namespace=f"bench-{uuid.uuid4().hex[:8]}", issuer="https://issuer.bench",
         kek=generate_kek_text(), heartbeat_interval="1h",
     )
-    async with IssuerContext(settings) as ctx:
+    async with IssuerContext(settings, create=True) as ctx:
         try:
             await Rotator(ctx).tick()
             yield ctx

@@ -5,7 +5,9 @@
 It prints one JSON line when it is ready (``{"ready": true}``) or could not start
 (``{"ready": false, "error": ...}``), then answers one JSON line per request line on stdin:
 ``{"verify": TOKEN}`` -> ``{"ok": true, "jti": ...}`` or ``{"ok": false, "reason": ...}``;
-``{"status": true}`` -> the agent's status; ``{"stop": true}`` stops it.
+``{"status": true}`` -> the agent's status; ``{"metrics": true}`` -> ``{"text": ...}``, the
+Prometheus exposition of its AgentCollector; ``{"stop": true}`` stops it. Logs go to stderr
+in the format KEYHERALD_LOG_FORMAT names.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import json
 import sys
 from typing import Any
 
-from keyherald.verifier import BootstrapError, InvalidToken, VerifierAgent, VerifierSettings
+from prometheus_client import CollectorRegistry, generate_latest
+
+from keyherald.verifier import BootstrapError, InvalidToken, VerifierAgent, VerifierSettings, configure_logging
+from keyherald.verifier.metrics import AgentCollector
 
 
 def _say(doc: dict[str, Any]) -> None:
@@ -24,7 +29,10 @@ def _say(doc: dict[str, Any]) -> None:
 
 
 async def main() -> None:
+    configure_logging()
     agent = VerifierAgent(VerifierSettings())
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(agent))
     try:
         await agent.start()
     except BootstrapError as exc:
@@ -48,6 +56,8 @@ async def main() -> None:
                 status["max_staleness"] = None if status["max_staleness"] in (None, float("inf")) else \
                     status["max_staleness"]
                 _say(status)
+            elif "metrics" in request:
+                _say({"text": generate_latest(registry).decode()})
             elif "stop" in request:
                 break
     finally:

@@ -66,6 +66,7 @@ def issuer_settings(redis_url: str, namespace: str, kek: str, control_key_alg: C
         heartbeat_interval="2s",
         lease_ttl="2s",
         control_key_alg=control_key_alg,
+        auto_init=True,  # each test prepares its own namespace
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -77,8 +78,10 @@ class IssuerProcess:
     def __init__(self, env: dict[str, str], *, port: int | None = None) -> None:
         self.port = port or free_port()
         self.env = {"KEYHERALD_WORKERS": "1", **env, "KEYHERALD_HTTP_PORT": str(self.port)}
+        # Its logs go to a file: a pipe nobody reads would block the process once full.
+        self._log = tempfile.NamedTemporaryFile(prefix="keyherald-issuer-", suffix=".log")
         self.proc = subprocess.Popen([*_CLI, "issuer", "run"], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def health(self) -> tuple[int, dict[str, Any]] | None:
@@ -91,7 +94,7 @@ class IssuerProcess:
     def wait_healthy(self, timeout: float = 20) -> dict[str, Any]:
         def healthy() -> dict[str, Any] | None:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the issuer exited: {self.stderr()}")
+                raise AssertionError(f"the issuer exited: {self.stderr()[-3000:]}")
             found = self.health()
             return found[1] if found and found[0] == 200 else None
 
@@ -102,9 +105,9 @@ class IssuerProcess:
                           auth=(client_id, secret), timeout=5)
 
     def stderr(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return ""
-        return self.proc.stderr.read().decode(errors="replace")[-3000:]
+        """Its logs so far."""
+        with open(self._log.name, "rb") as handle:
+            return handle.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -132,6 +135,17 @@ class AgentProcess:
     def started(self) -> bool:
         return bool(self.ready and self.ready.get("ready"))
 
+    def wait_ready(self, timeout: float) -> bool:
+        """For an agent started with ``wait=False``: its start-up answer, within ``timeout``."""
+        if self.ready is None:
+            self.ready = self._read(timeout)
+        return self.started
+
+    def starting(self) -> bool:
+        """Still starting: it has said nothing yet (ready or not)."""
+        assert self.proc.stdout is not None
+        return self.ready is None and not select.select([self.proc.stdout], [], [], 0)[0]
+
     def _read(self, timeout: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
         readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -156,6 +170,15 @@ class AgentProcess:
 
     def status(self) -> dict[str, Any]:
         return self.ask({"status": True})
+
+    def metrics(self) -> str:
+        return str(self.ask({"metrics": True})["text"])
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr (its logs), once it has ended."""
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read()
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)

@@ -60,8 +60,9 @@ class Deployment:
 
     def agent_env(self, name: str, **extra: str) -> dict[str, str]:
         assert self.anchor, "init() first"
-        return self.host(name, KEYHERALD_AUDIENCE="inventory", KEYHERALD_TRUST_ANCHOR=self.anchor,
-                         KEYHERALD_STARTUP_TIMEOUT="5s", **extra)
+        values = {"KEYHERALD_AUDIENCE": "inventory", "KEYHERALD_TRUST_ANCHOR": self.anchor,
+                  "KEYHERALD_STARTUP_TIMEOUT": "5s", **extra}
+        return self.host(name, **values)
 
 
 def token_of(response: httpx.Response) -> str:

@@ -24,9 +24,9 @@ Cli = Callable[..., tuple[int, str, str]]
 @pytest.mark.redis
 def test_admin_commands_refuse_a_namespace_no_issuer_started(bare_env: IssuerSettings, cli: Cli) -> None:
     code, _, err = cli("keys", "list")
-    assert code == 2 and "has no control key: no issuer has run there" in err and "KEYHERALD_NAMESPACE" in err
+    assert code == 2 and "has no control key: it was never prepared" in err and "KEYHERALD_NAMESPACE" in err
     code, _, err = cli("anchor")
-    assert code == 2 and "no issuer has run there" in err
+    assert code == 2 and "it was never prepared" in err
 
 
 @pytest.mark.redis

@@ -76,7 +76,13 @@ def test_a_rolled_back_log_is_refused_until_an_operator_accepts_it(env: IssuerSe
         assert code == 1 and "not confirmed" in err
         assert redis.get(names.head) == saved[1]
 
-        code, out, err = cli("log", "accept", "--confirm", env.namespace)
+        expect = f"{before.log}:{before.seq}"
+        assert f"log accept --expect {expect}" in out
+        code, _, err = cli("log", "accept", "--confirm", env.namespace, "--expect", f"{before.log}:{before.seq + 1}")
+        assert code == 1 and f"holds log {expect} now" in err  # not the point the operator reviewed
+        assert redis.get(names.head) == saved[1]
+
+        code, out, err = cli("log", "accept", "--confirm", env.namespace, "--expect", expect)
         assert code == 0 and "accepted: new log" in out and "lose any revocation" in err
         accepted = _state(env)
         assert accepted.log != before.log

@@ -140,4 +140,4 @@ async def test_an_old_record_put_back_brings_no_old_secret_back(
     await issuer_ctx.redis.hset(key, "billing", billing)
     assert await registry.get("billing") is None
     state = await issuer_ctx.log.read_state()
-    assert state.clients["billing"] == "" and state.clients["orders"]
+    assert state.client_record("billing") == "" and state.client_record("orders")

@@ -299,3 +299,22 @@ async def test_the_audit_starts_a_new_log_when_an_event_was_spliced_out(issuer_c
     after = await issuer_ctx.log.read_state()
     assert after.log != before.log and "spliced-out" in after.revoked_tokens
     assert await issuer_ctx.log.audit() is None
+
+
+@pytest.mark.parametrize("junk", ["a string", "a list", "another log's head"])
+async def test_a_wrong_head_alone_is_written_again_without_a_new_log(issuer_ctx: IssuerContext, junk: str) -> None:
+    """One small write to the head key must not make the writer start a new log (which every
+    agent answers by fetching the whole checkpoint): the stream and the checkpoint still form
+    the log, so the writer writes the head again and appends on the same log."""
+    await Rotator(issuer_ctx).tick()
+    before = await issuer_ctx.log.read_state()
+    names, redis = issuer_ctx.names, issuer_ctx.redis
+    if junk == "a list":
+        await redis.delete(names.head)
+        await redis.rpush(names.head, "x")
+    else:
+        await redis.set(names.head, "junk" if junk == "a string" else f"AAAAAAAAAAAAAAAAAAAAAA:{before.seq}:x")
+    seq = await Admin(issuer_ctx).revoke_token("after-junk", 1_900_000_000)
+    state = await issuer_ctx.log.read_state()
+    assert state.log == before.log and seq == before.seq + 1 == state.seq
+    assert (await redis.get(names.head)).startswith(f"{before.log}:{seq}:")

@@ -57,6 +57,7 @@ def replica_env(issuer_settings: IssuerSettings) -> dict[str, str]:
         "KEYHERALD_ISSUER": issuer_settings.issuer,
         "KEYHERALD_KEK": issuer_settings.kek.get_secret_value(),
         "KEYHERALD_CONTROL_KEY_ALG": issuer_settings.control_key_alg,
+        "KEYHERALD_AUTO_INIT": "true",  # the first replica prepares the namespace
         "KEYHERALD_ROTATION_PERIOD": "2s",
         "KEYHERALD_TOKEN_TTL": "3s",
         "KEYHERALD_HEARTBEAT_INTERVAL": "500ms",

@@ -62,10 +62,19 @@ async def test_a_forged_snapshot_at_startup_boots_from_the_cache_file_and_follow
     good = await issuer.redis.get(issuer.names.snapshot)
     state = await issuer.log.read_state()
     await issuer.redis.set(issuer.names.snapshot, ControlKey.generate("EdDSA").seal_snapshot(state.to_snapshot()))
-    async with running_agent(issuer, clock, cache_path=cache) as agent:
-        assert agent.status().source == "cache"
+    agent = VerifierAgent(settings_for(issuer, cache_path=cache, startup_timeout="5s"), clock=clock)
+    starting = asyncio.create_task(agent.start())
+    try:
+        # Redis answered with a forgery: the cache is loaded, but an answer the attacker chose
+        # does not make an old memory current. The next genuine event does.
+        await asyncio.sleep(0.3)
+        assert not starting.done()
         await issuer.redis.set(issuer.names.snapshot, good)
         token = await mint(issuer, clock, jti="after-forged-snapshot")
         await Admin(issuer).revoke_token("after-forged-snapshot", int(clock()) + 300)
+        await asyncio.wait_for(starting, 3)
+        assert agent.status().source == "cache"
         await eventually(lambda: refuses(agent, token) == "revoked", what="follows on")
         assert agent.status().refused_by_reason.get("snapshot_untrusted_signer", 0) <= 1
+    finally:
+        await agent.stop()

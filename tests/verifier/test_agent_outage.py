@@ -95,12 +95,14 @@ async def test_redis_restarted_with_its_data_agent_validates_offline_then_catche
 
 
 async def test_redis_restarted_empty_the_agent_adopts_the_new_log_and_keeps_revocations(
-    own_server: EmbeddedValkey, own_issuer: IssuerContext, clock: ManualClock
+    own_server: EmbeddedValkey, own_issuer: IssuerContext, clock: ManualClock, tmp_path: Path
 ) -> None:
     """An empty Redis where the issuer starts a new log (same control key): seq goes back.
-    The agent adopts it only because its signature verifies, and forgets no revocation."""
+    The agent adopts it only because its signature verifies, and forgets no revocation, not
+    even across a restart from its cache file (the new log's signed texts lack it)."""
     revoked = await mint(own_issuer, clock, jti="old-revoked")
-    async with running_agent(own_issuer, clock) as agent:
+    cache = tmp_path / "agent-cache.json"
+    async with running_agent(own_issuer, clock, cache_path=cache) as agent:
         await Admin(own_issuer).revoke_token("old-revoked", int(clock()) + 300)
         await eventually(lambda: refuses(agent, revoked) == "revoked", what="revocation")
         old_seq = agent.status().seq
@@ -125,6 +127,13 @@ async def test_redis_restarted_empty_the_agent_adopts_the_new_log_and_keeps_revo
             assert agent.status().revoked_tokens == 1  # but its revocations are kept
             await Admin(restarted).revoke_subject("someone")
             await eventually(lambda: agent.status().revoked_subjects == 1, what="follows the new log")
+            same_jti = await mint(restarted, clock, jti="old-revoked")
+            assert refuses(agent, same_jti) == "revoked"
+            await eventually(lambda: json.loads(cache.read_text())["kept"] is not None, within=3, what="cache written")
+    offline = settings_for(own_issuer, redis_url=CLOSED_PORT_URL, cache_path=cache, startup_timeout="3s")
+    async with VerifierAgent(offline, clock=clock) as again:
+        assert again.status().source == "cache" and again.status().revoked_tokens == 1
+        assert refuses(again, same_jti) == "revoked"
 
 
 async def test_cold_start_from_the_cache_file_with_redis_down(

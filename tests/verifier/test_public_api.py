@@ -28,6 +28,7 @@ EXPORTED = [
     "VerifierSettings",
     "WrongAudience",
     "WrongIssuer",
+    "configure_logging",
 ]
 
 

@@ -27,6 +27,8 @@ class Admin:
         """``on_commit`` runs after each action that appended (a replica refreshes its signer)."""
         self._ctx = ctx
         self._on_commit = on_commit
+        self.last_events: list[Event] = []
+        """The events the last action appended (the command waits for a replica to witness them)."""
 
     async def keys(self) -> list[KeyRecord]:
         state = await self._ctx.log.read_state()
@@ -36,6 +38,7 @@ class Admin:
         return await self._ctx.log.read_state()
 
     async def _last_seq(self, events: list[Event]) -> int:
+        self.last_events = events
         if not events:
             return (await self._ctx.log.sync()).seq
         if self._on_commit is not None:

@@ -4,7 +4,9 @@ the ``keyherald`` command (which acts with the issuer's settings, no running iss
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -23,7 +25,10 @@ from keyherald.shared.state import State
 
 from .clients import RecordSeal
 from .clocksync import RedisClock
+from .controlfile import ControlKeyFile
+from .errors import NamespaceEmpty
 from .eventlog import Draft, EventLog
+from .eviction import check_eviction_policy
 from .highwater import RecordFile
 from .kek import KeyEncryptionKey
 from .keystore import KeyStore
@@ -84,7 +89,7 @@ class IssuerContext:
     """Redis, the KEK, the key store, the control key and the log, from settings."""
 
     def __init__(
-        self, settings: IssuerSettings, *, clock: Clock = system_clock, create: bool = True,
+        self, settings: IssuerSettings, *, clock: Clock = system_clock, create: bool | None = None,
         check_clock: bool | None = None, allow_stale: bool = False,
     ) -> None:
         """``check_clock`` measures the clock against Redis' (and corrects it by the offset);
@@ -92,7 +97,7 @@ class IssuerContext:
         ``allow_stale`` lets a writer with no record of the log build on one whose newest
         event is older than the freshness bound (an operator who knows it is current)."""
         self.settings = settings
-        self._create = create
+        self._create = settings.auto_init if create is None else create
         self._allow_stale = allow_stale
         self._check_clock_at_open = clock is system_clock if check_clock is None else check_clock
         self.host_clock = clock
@@ -123,11 +128,24 @@ class IssuerContext:
         try:
             if self.redis_clock is not None:
                 await self._check_clock(self.redis_clock)
+            if self._create if create is None else create:  # about to prepare a namespace: Redis must keep it
+                await check_eviction_policy(self._redis)
             self._keystore = KeyStore(self._redis, self.names, kek)
             self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
-            self._control = await self._keystore.control_key(
-                create=self._create if create is None else create, alg=self.settings.control_key_alg
-            )
+            may_create = self._create if create is None else create
+            before = self._ran_here_before() if may_create else None
+            try:
+                self._control = await self._keystore.control_key(
+                    create=may_create and before is None, alg=self.settings.control_key_alg,
+                    file=ControlKeyFile(self.settings.control_key_file) if self.settings.control_key_file else None,
+                )
+            except NamespaceEmpty as exc:
+                if before is None:
+                    raise
+                raise NamespaceEmpty(
+                    f"{exc}. This host ran the namespace before (its record {before}): a new control key would be a"
+                    " new trust anchor every agent refuses. To start over with one anyway, remove that record"
+                ) from None
             self._log = EventLog(
                 self._redis, self.names, self._control, self.settings.issuer,
                 retain=self.settings.stream_retain, clock=self.clock,
@@ -140,6 +158,15 @@ class IssuerContext:
             await self.close()
             raise
         return self
+
+    def _ran_here_before(self) -> Path | None:
+        """A record this host kept of the namespace under some control key: Redis lost a
+        namespace that was in use, and a new control key (a new trust anchor every agent
+        would refuse) is not the way back."""
+        directory = self.settings.state_dir
+        if directory is None:
+            return None
+        return next(iter(sorted(directory.glob(f"{glob.escape(self.names.namespace)}-*.json"))), None)
 
     def _record_file(self, kek: KeyEncryptionKey) -> RecordFile | None:
         directory = self.settings.state_dir

@@ -4,6 +4,10 @@
     ├── SettingsError (keyherald.shared)     a setting is wrong: wrong KEK, unreachable Redis
     └── IssuerError
         ├── KeyNotFound                      no key with that kid
+        │   └── NamespaceEmpty               no control key: the namespace was never prepared
+        ├── ControlKeyMismatch               Redis and the control key file hold different keys
+        ├── DamagedBlob                      a sealed blob in Redis is not one keyherald wrote
+        ├── BackupRefused                    a backup that does not verify, or nowhere to restore it
         ├── NamespaceOwnedElsewhere          the namespace belongs to another issuer
         ├── CorruptState                     what Redis holds does not verify
         ├── LogRefused                       Redis holds a log this writer must not build on
@@ -19,12 +23,16 @@ from keyherald.shared.errors import KeyheraldError, SettingsError
 
 __all__ = [
     "AppendContention",
+    "BackupRefused",
     "ClientExists",
     "ClientNotFound",
+    "ControlKeyMismatch",
     "CorruptState",
+    "DamagedBlob",
     "IssuerError",
     "KeyNotFound",
     "LogRefused",
+    "NamespaceEmpty",
     "NamespaceOwnedElsewhere",
     "SnapshotTooLarge",
     "SettingsError",
@@ -37,6 +45,26 @@ class IssuerError(KeyheraldError):
 
 class KeyNotFound(IssuerError):
     code = "key_not_found"
+
+
+class BackupRefused(IssuerError):
+    code = "backup_refused"
+
+
+class NamespaceEmpty(KeyNotFound):
+    """No control key in Redis (nor a control key file): never prepared, or Redis lost it."""
+
+    code = "namespace_empty"
+
+
+class ControlKeyMismatch(IssuerError):
+    code = "control_key_mismatch"
+
+
+class DamagedBlob(IssuerError):
+    """A sealed blob in Redis is not even well formed: junk written by someone else."""
+
+    code = "damaged_blob"
 
 
 class NamespaceOwnedElsewhere(IssuerError):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -83,6 +85,7 @@ class EventLog:
         self._heartbeat = heartbeat_interval
         self._append = redis.register_script(scripts.APPEND)
         self._start = redis.register_script(scripts.START_LOG)
+        self._repair = redis.register_script(scripts.REPAIR_HEAD)
         self._state: State | None = None
         self.memory = WriterMemory(record, clock)
         self.checkpoints = Checkpoints(redis, names, control, clock)
@@ -93,6 +96,11 @@ class EventLog:
         self.problem: str | None = None
         """Why the last sync refused the log, for /healthz; None while all is well."""
         self.recoveries = 0
+        self._mine: OrderedDict[tuple[str, int], None] = OrderedDict()
+        """Events this writer appended lately: the leader witnesses everyone else's."""
+        self.on_append: list[Callable[[Sequence[Event], float], None]] = []
+        """Called after each append this writer made, with its events and how long it took
+        (the replica's metrics); must be quick and not raise."""
         self.unread: list[tuple[str, int]] = []
         """Events Redis said were appended (the head named them) but that were gone before
         this writer could read them: if one was a revocation, it is lost. Kept for /healthz."""
@@ -135,7 +143,10 @@ class EventLog:
         Returns the live state: do not change it; it moves on as the log does."""
         state = self._state
         if state is not None:
-            head = _raw_text(await raw(self._redis, "GET", self._names.head))
+            try:
+                head = _raw_text(await raw(self._redis, "GET", self._names.head))
+            except ResponseError:  # the head made another type of key: junk, replaced below
+                head = scripts.WRONG_TYPE
             if head == format_head(state):
                 return state
             claim = parse_head(head)
@@ -151,8 +162,25 @@ class EventLog:
                 return self._state
         raise AppendContention("the log kept changing while this writer read it")
 
+    async def _lease_held(self) -> bool:
+        """Does a replica lead (a lease with a TTL)? Asked only when a stale log is judged."""
+        try:
+            return int(await self._redis.pttl(self._names.leader)) > 0
+        except ResponseError:
+            return True  # not a lease we can read: assume someone may be running
+
     def _note(self, event: Event, text: str) -> None:
         self._digests.note(event.log, event.seq, digest(text))
+
+    def _noted_mine(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._mine[(event.log, event.seq)] = None
+        while len(self._mine) > 1024:
+            self._mine.popitem(last=False)
+
+    def appended_here(self, event: Event) -> bool:
+        """Did this writer append ``event`` (rather than another replica, or the command)?"""
+        return (event.log, event.seq) in self._mine
 
     async def _settle(self, observed: Observed) -> bool:
         """Act on what Redis holds; False when it changed meanwhile (read again)."""
@@ -167,9 +195,10 @@ class EventLog:
         ours = self._state if self._state is not None and not self._genesis_pending else None
         self._note_unread(observed, ours)
         heartbeat = seen.heartbeat_interval if seen is not None else self._heartbeat
+        lease_held = True if ours is not None else await self._lease_held()
         decision = decide(
             observed, ours=ours, record=record, now=self._clock(), freshness=freshness_bound(heartbeat),
-            allow_stale=self._allow_stale, left=tuple(memory.left),
+            allow_stale=self._allow_stale, left=tuple(memory.left), lease_held=lease_held,
         )
         action = decision.action
         if action is Action.REFUSE:
@@ -207,9 +236,21 @@ class EventLog:
         self._state = seen
         self.checkpoints.known(observed.checkpoint_seq, observed.checkpoint_time, observed.checkpoint_text,
                                base=observed.checkpoint_base)
+        if observed.problem is not None and observed.head_only:
+            return await self._repair_head(seen, observed, observed.problem)
         if observed.problem is not None:  # a memoryless writer followed it: now repair as one that knows
             return await self._recover(seen, observed, observed.problem)
         memory.progress(seen, force=True)
+        return True
+
+    async def _repair_head(self, state: State, observed: Observed, reason: str) -> bool:
+        """Only the head key is wrong: write it again (no new log, nothing for readers to fetch)."""
+        result = int(await self._repair(keys=[self._names.events, self._names.head],
+                                        args=[observed.head or "", format_head(state)]))
+        if result != 1:
+            return False
+        log.warning("wrote the head key again: %s", reason)
+        self.memory.progress(state, force=True)
         return True
 
     def _note_unread(self, observed: Observed, ours: State | None) -> None:
@@ -280,6 +321,7 @@ class EventLog:
             new_head = f"{state.log}:{events[-1].seq}:{digest(texts[-1])}"
             minid = max(0, min(self.checkpoints.seq + 1, events[-1].seq + 1 - self._retain))
             client_args = [x for cid, rec in change.clients.items() for x in (cid, rec or "")]
+            started = time.perf_counter()
             try:
                 result = int(await self._append(
                     keys=[self._names.events, self._names.head, self._names.clients],
@@ -288,10 +330,14 @@ class EventLog:
             except ResponseError as exc:
                 raise CorruptState(f"Redis refused an append: {exc}") from None
             if result == 1:
+                self._noted_mine(events)
                 for event, text in zip(events, texts, strict=True):
                     state.apply(event, digest(text))
                     self._note(event, text)
                 self.memory.progress(state)
+                took = time.perf_counter() - started
+                for listener in self.on_append:
+                    listener(events, took)
                 return events
             if result == -2:
                 # The stream holds what we did not write: start afresh from what we know.
@@ -331,8 +377,7 @@ class EventLog:
         seen = observed.state
         if seen is not None and seen.issuer == self._issuer:
             base.absorb(seen)
-            for client_id, record in seen.clients.items():
-                base.clients.setdefault(client_id, record)
+            base.merge_clients(seen)
         at = max(self._clock(), ours.time + 0.001, (seen.time + 0.001) if seen is not None else 0.0)
         previous = LogLink(log=ours.log, seq=ours.seq, head=ours.head, time=ours.time) if ours.seq else None
         log.warning("starting a new log: %s (the previous one, %s, is kept by every reader)", reason, ours.position)
@@ -377,6 +422,7 @@ class EventLog:
         ))
         if result != 1:
             return False
+        self._noted_mine(events)
         state.apply(events[0], digest(texts[0]))
         self._note(events[0], texts[0])
         self._genesis_pending = False

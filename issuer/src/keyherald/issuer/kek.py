@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from keyherald.shared.encoding import b64url_decode, b64url_encode, dumps, loads_object
 from keyherald.shared.errors import SettingsError
 
+from .errors import DamagedBlob
 from .settings import IssuerSettings
 
 __all__ = ["KeyEncryptionKey", "WrongKEK", "generate_kek_text"]
@@ -74,8 +75,8 @@ class KeyEncryptionKey:
         try:
             doc = loads_object(blob)
             nonce, ciphertext = b64url_decode(doc["nonce"]), b64url_decode(doc["ct"])
-        except (ValueError, KeyError, TypeError):
-            raise WrongKEK(f"{name}: the stored blob is malformed") from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DamagedBlob(f"{name}: the stored blob is not one keyherald sealed (junk written over it?)") from None
         try:
             return self._aead.decrypt(nonce, ciphertext, name.encode())
         except InvalidTag:

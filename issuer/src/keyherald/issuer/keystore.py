@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from keyherald.shared.encoding import dumps, loads_object
 from keyherald.shared.envelope import ControlKey
+from keyherald.shared.errors import SettingsError
 from keyherald.shared.jwk import ControlAlgorithm, SigningKey
 from keyherald.shared.names import Names
 
-from .errors import KeyNotFound
+from .controlfile import ControlKeyFile
+from .errors import ControlKeyMismatch, DamagedBlob, KeyNotFound, NamespaceEmpty
 from .kek import KeyEncryptionKey
 
 __all__ = ["KeyStore"]
@@ -81,6 +84,13 @@ class KeyStore:
     async def kids(self) -> set[str]:
         return {k.decode() if isinstance(k, bytes) else k for k in await self._redis.hkeys(self._names.signing_keys)}
 
+    def sealed_control(self, control: ControlKey) -> str:
+        return self._seal(control.signing_key, self.control_name)
+
+    def open_control(self, blob: str) -> ControlKey:
+        """DamagedBlob for junk, WrongKEK for a blob sealed under another KEK."""
+        return ControlKey(self._open(blob, self.control_name))
+
     async def restore(self, control: ControlKey) -> list[str]:
         """Put back what this process holds and Redis lost (a wipe, a failover that lost writes):
         the control key, and every signing key it loaded. Never overwrites. Returns the kids put back."""
@@ -94,17 +104,70 @@ class KeyStore:
                 restored.append(kid)
         return restored
 
-    async def control_key(self, *, create: bool = True, alg: ControlAlgorithm = "PS256") -> ControlKey:
-        """Load the control key; the first replica to start creates it (SET NX, so only once)."""
-        name = f"{self._names.namespace}/control-key"
-        blob = await self._redis.get(self._names.control_key)
-        if blob is None and create:
+    async def control_key(
+        self, *, create: bool = True, alg: ControlAlgorithm = "PS256", file: ControlKeyFile | None = None,
+    ) -> ControlKey:
+        """Load the control key. With ``file`` holding one, that one is the key (put back in
+        Redis if Redis lost it, refused if Redis holds another); else Redis' (written to
+        ``file`` when it has none yet). Without either, ``create`` makes one (SET NX: the
+        first writer wins) or NamespaceEmpty says how to prepare the namespace."""
+        name = self.control_name
+        stored, damaged = await self._stored_control()
+        kept = file.read() if file is not None else None
+        if kept is not None:
+            assert file is not None
+            try:
+                key = ControlKey(self._open(kept, name))
+            except DamagedBlob:
+                raise SettingsError(
+                    "KEYHERALD_CONTROL_KEY_FILE", f"{file.path} does not hold a sealed control key"
+                ) from None
+            if stored is None or damaged:
+                await self._redis.set(self._names.control_key, kept, nx=not damaged)
+            elif (held := self._open_stored(stored, name)).anchor.thumbprint != key.anchor.thumbprint:
+                raise ControlKeyMismatch(
+                    f"Redis holds another control key (anchor {held.anchor.thumbprint}) than {file.path}"
+                    f" (anchor {key.anchor.thumbprint}): another deployment's namespace, or a stale file"
+                )
+            return key
+        if stored is None:
+            if not create:
+                raise NamespaceEmpty(
+                    f"namespace {self._names.namespace!r} has no control key: it was never prepared, or Redis lost"
+                    " its data. Prepare it with `keyherald issuer init`, put it back with `keyherald restore FILE`,"
+                    " or point KEYHERALD_CONTROL_KEY_FILE at the sealed control key (check KEYHERALD_NAMESPACE and"
+                    " KEYHERALD_REDIS_URL first)"
+                )
             fresh = ControlKey.generate(alg)
             await self._redis.set(self._names.control_key, self._seal(fresh.signing_key, name), nx=True)
-            blob = await self._redis.get(self._names.control_key)
-        if blob is None:
-            raise KeyNotFound(
-                f"namespace {self._names.namespace!r} has no control key: no issuer has run there"
-                " (check KEYHERALD_NAMESPACE and KEYHERALD_REDIS_URL, or start `keyherald issuer run`)"
+            stored, damaged = await self._stored_control()
+        if stored is None or damaged:
+            raise DamagedBlob(
+                f"the control key of namespace {self._names.namespace!r} in Redis is damaged (junk written over it):"
+                " a running issuer replica writes it back; else set KEYHERALD_CONTROL_KEY_FILE, or restore a backup"
             )
-        return ControlKey(self._open(blob, name))
+        key = self._open_stored(stored, name)
+        if file is not None:
+            file.write(stored)
+        return key
+
+    @property
+    def control_name(self) -> str:
+        return f"{self._names.namespace}/control-key"
+
+    def _open_stored(self, blob: str, name: str) -> ControlKey:
+        try:
+            return ControlKey(self._open(blob, name))
+        except DamagedBlob:
+            raise DamagedBlob(
+                f"the control key of namespace {self._names.namespace!r} in Redis is damaged (junk written over it):"
+                " a running issuer replica writes it back; else set KEYHERALD_CONTROL_KEY_FILE, or restore a backup"
+            ) from None
+
+    async def _stored_control(self) -> tuple[str | None, bool]:
+        """Redis' control key blob, and whether what is there is damaged (not a string)."""
+        try:
+            blob = await self._redis.get(self._names.control_key)
+        except ResponseError:
+            return None, True  # WRONGTYPE: someone made it a list, a hash...
+        return (None if blob is None else str(blob)), False

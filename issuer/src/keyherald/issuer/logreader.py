@@ -23,6 +23,8 @@ from keyherald.shared.events import Event
 from keyherald.shared.names import EVENT_FIELD, Names, stream_id
 from keyherald.shared.state import Outcome, State
 
+from .scripts import WRONG_TYPE
+
 __all__ = ["TAIL_BATCH", "HeadClaim", "Observed", "format_head", "parse_head", "raw", "read_log", "read_tail"]
 
 TAIL_BATCH = 1000
@@ -71,6 +73,9 @@ class Observed:
     """The checkpoint as read (when it verified): what a writer's next checkpoint replaces."""
     checkpoint_base: bool = False
     """The checkpoint is a log's base (before its first event): the leader replaces it soon."""
+    head_only: bool = False
+    """The checkpoint and the stream form a whole log and only the head key is wrong (junk, or
+    another log's): writing the head again repairs it, with no new log for readers to fetch."""
 
     @property
     def claim(self) -> HeadClaim | None:
@@ -184,6 +189,7 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     checkpoint_seq, checkpoint_time = snapshot.seq, snapshot.time
     claim = parse_head(head)
     problem = broken
+    head_only = broken is None and (claim is None or claim.log != state.log)
     if claim is None:
         problem = problem or "the head key is not a head"
     elif claim.log != state.log:
@@ -191,7 +197,8 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     elif claim.seq > state.seq:
         problem = problem or f"the head claims seq {claim.seq} but the stream verifies only to {state.seq}"
     return Observed(head=head, state=state, checkpoint_seq=checkpoint_seq, checkpoint_time=checkpoint_time,
-                    problem=problem, checkpoint_text=text, checkpoint_base=snapshot.head == genesis_head(snapshot.log))
+                    problem=problem, checkpoint_text=text, checkpoint_base=snapshot.head == genesis_head(snapshot.log),
+                    head_only=head_only)
 
 
 async def _probe(redis: Redis, names: Names) -> tuple[Any, int, bool]:
@@ -201,7 +208,7 @@ async def _probe(redis: Redis, names: Names) -> tuple[Any, int, bool]:
         pipe.exists(names.events)
         raw_head, size, exists = await pipe.execute(raise_on_error=False)
     if isinstance(raw_head, Exception):
-        raw_head = b"?"
+        raw_head = WRONG_TYPE.encode()  # what the scripts read it as: a head to replace
     if isinstance(size, Exception):
         size = 0
     if isinstance(exists, Exception):

@@ -66,8 +66,9 @@ class WriterMemory:
         return kids
 
     def lost_drafts(self, state: State | None) -> list[Draft]:
-        """Revocations of tokens and subjects the log we left held and ``state`` lacks (keys
-        are revoked again by the leader's plan, from :meth:`revoked_kids`)."""
+        """Revocations of tokens and subjects, and later client changes, that the log we left
+        held and ``state`` lacks (keys are revoked again by the leader's plan, from
+        :meth:`revoked_kids`)."""
         lost = self.lost
         if lost is None or state is None:
             return []
@@ -81,6 +82,12 @@ class WriterMemory:
             if cut.expires_at >= horizon and (known is None or known.revoked_at < cut.revoked_at):
                 drafts.append((str(EventType.SUBJECT_REVOKED), {
                     "sub": sub, "revoked_at": cut.revoked_at, "expires_at": cut.expires_at}))
+        for client_id, mark in sorted(lost.clients.items()):
+            held = state.clients.get(client_id)
+            if held is None or held.at < mark.at:
+                # Binds the record we last saw: if Redis holds an older one, no record matches
+                # and the client fails closed instead of coming back as it was.
+                drafts.append((str(EventType.CLIENT_UPDATED), {"client_id": client_id, "record": mark.record or None}))
         return drafts
 
     def progress(self, state: State, *, force: bool = False) -> None:

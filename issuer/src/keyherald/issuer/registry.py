@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from redis.asyncio import Redis
 
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.events import EventType
+from keyherald.shared.events import Event, EventType
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
@@ -49,7 +49,7 @@ def bound_client(raw: str | bytes | None, seal: RecordSeal, client_id: str, stat
     """The client a stored record holds if it is the one the log binds, else None."""
     if raw is None:
         return None
-    expected = state.clients.get(client_id)
+    expected = state.client_record(client_id)
     if not expected or record_digest(raw) != expected:
         if expected is None:
             return None
@@ -73,6 +73,8 @@ class ClientRegistry:
         self._seal = seal
         self._log = log
         self._clock = clock
+        self.last_events: list[Event] = []
+        """The events the last change appended (the command waits for a replica to witness them)."""
 
     async def create(
         self,
@@ -98,13 +100,17 @@ class ClientRegistry:
             **secret_fields(secret, now),
         })
         record = self._seal.seal(client)
+        stored = await self._redis.hget(self._key, client_id)
 
         async def mutation(state: State, at: float) -> Change:
-            if state.clients.get(client_id):
+            bound = state.client_record(client_id)
+            if bound and stored is not None and record_digest(stored) == bound:
                 raise ClientExists(f"a client named {client_id!r} exists already (rotate its secret instead)")
+            if bound:  # the log names it but Redis lost (or someone destroyed) its record
+                log.warning("client %r is in the log but its record is gone from Redis: created again", client_id)
             return Change([_updated(client_id, record)], {client_id: record})
 
-        await self._log.commit(mutation)
+        self.last_events = await self._log.commit(mutation)
         return Credentials(client, secret)
 
     async def get(self, client_id: str) -> Client | None:
@@ -138,11 +144,11 @@ class ClientRegistry:
 
     async def delete(self, client_id: str) -> None:
         async def mutation(state: State, at: float) -> Change:
-            if not state.clients.get(client_id):
+            if not state.client_record(client_id):
                 raise ClientNotFound(f"no client {client_id!r}")
             return Change([_updated(client_id, None)], {client_id: None})
 
-        await self._log.commit(mutation)
+        self.last_events = await self._log.commit(mutation)
 
     async def _edit(self, client_id: str, edit: _Edit) -> Client:
         """Read the bound record, change it, append the change (retried if the log moved)."""
@@ -164,5 +170,5 @@ class ClientRegistry:
             drafts: Sequence[Draft] = [_updated(client_id, record)]
             return Change(drafts, {client_id: record})
 
-        await self._log.commit(mutation)
+        self.last_events = await self._log.commit(mutation)
         return result[0]

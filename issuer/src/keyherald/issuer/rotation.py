@@ -12,6 +12,7 @@ from keyherald.shared.state import State
 
 from . import lifecycle
 from .context import FreshKeys, IssuerContext
+from .errors import DamagedBlob, KeyNotFound
 from .eventlog import Draft
 
 __all__ = ["Rotator"]
@@ -28,18 +29,29 @@ class Rotator:
         self._swept_at = float("-inf")
         self._recoveries = 0
         self._lost: set[str] = set()
+        self.recheck = False
+        """Set when the private keys in Redis were found destroyed: which are lost is looked at again."""
 
     async def _lost_keys(self) -> set[str]:
-        """After a new log was started (Redis lost data or held junk): put back the keys this
-        process holds, and name the signing keys whose private half is gone, to be replaced
-        (revoked, so that the standby takes over and a new one is published)."""
+        """After a new log was started (Redis lost data or held junk), or the store audit
+        found the keys destroyed: put back the keys this process holds, and name the signing
+        keys whose private half is gone, to be replaced (revoked, so that the standby takes
+        over and a new one is published). Every usable key's private half is loaded, so the
+        leader can put back all of them."""
         eventlog = self._ctx.log
-        if eventlog.recoveries != self._recoveries:
-            self._recoveries = eventlog.recoveries
-            await self._ctx.keystore.restore(self._ctx.control)
+        keystore = self._ctx.keystore
+        if eventlog.recoveries != self._recoveries or self.recheck:
+            self._recoveries, self.recheck = eventlog.recoveries, False
+            await keystore.restore(self._ctx.control)
             state = await eventlog.sync()
-            stored = await self._ctx.keystore.kids()
+            stored = await keystore.kids()
             self._lost = {k.kid for k in state.keys_in(KeyState.ACTIVE, KeyState.PUBLISHED) if k.kid not in stored}
+        for record in (await eventlog.sync()).keys_in(KeyState.ACTIVE, KeyState.PUBLISHED):
+            if record.kid not in self._lost:
+                try:
+                    await keystore.get(record.kid)  # cached after the first time
+                except (KeyNotFound, DamagedBlob):
+                    self._lost.add(record.kid)
         if self._lost:
             usable = {k.kid for k in (await eventlog.sync()).keys_in(KeyState.ACTIVE, KeyState.PUBLISHED)}
             self._lost &= usable

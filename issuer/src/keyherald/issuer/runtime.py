@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
@@ -18,17 +19,23 @@ from redis.exceptions import RedisError
 
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.errors import ProtocolError, SettingsError
+from keyherald.shared.events import Event, EventType
+from keyherald.shared.state import State
 
 from .admin import Admin
 from .context import IssuerContext
 from .errors import IssuerError, LogRefused
+from .eviction import check_eviction_policy
 from .leader import LeaderLease
 from .rotation import Rotator
 from .settings import IssuerSettings, is_loopback_url
+from .storeaudit import StoreAudit
 from .tokens import TokenSigner
 
 if TYPE_CHECKING:
     from keyherald.verifier.agent import VerifierAgent
+
+    from .fleet import FleetView
 
 __all__ = ["IssuerRuntime"]
 
@@ -37,6 +44,7 @@ log = logging.getLogger("keyherald.issuer")
 
 UNHEALTHY_AFTER = 3
 """Consecutive failed duty ticks after which /healthz says 503."""
+FLEET_EVERY = 5.0
 
 
 class IssuerRuntime:
@@ -50,13 +58,16 @@ class IssuerRuntime:
 
     def __init__(
         self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True,
-        duties: bool = True, worker: int | None = None, reuse_port: bool = False,
+        accept_stale_log: bool = False, duties: bool = True, worker: int | None = None, reuse_port: bool = False,
     ) -> None:
+        """``accept_stale_log``: build on the log Redis holds even if its newest event is old and
+        this host cannot tell it from a rolled-back copy (the operator's word, after an outage
+        of every replica; see recovery.py)."""
         self.settings = settings
         self.duties = duties
         self.worker = worker
         self._reuse_port = reuse_port
-        self.ctx = IssuerContext(settings, clock=clock)
+        self.ctx = IssuerContext(settings, clock=clock, allow_stale=accept_stale_log)
         self.clock = self.ctx.clock
         """The host clock corrected to the Redis server's (iat, cut-offs: see clocksync)."""
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -68,10 +79,17 @@ class IssuerRuntime:
         self.problem: str | None = None
         """Why this replica cannot append (a refused log, a failing duty loop), for /healthz."""
         self.duty_failures = 0
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_again = False
+        self._witness_due = False
+        self.fleet: FleetView | None = None
+        """The fleet as agents last reported it (refreshed every FLEET_EVERY s), for /metrics."""
+        self._fleet_at = float("-inf")
         self._serve_http = serve_http
         self._tasks: list[asyncio.Task[None]] = []
         self._lease: LeaderLease | None = None
         self._rotator: Rotator | None = None
+        self._store_audit: StoreAudit | None = None
         self.http_port: int | None = None
         self.closing: list[Callable[[], None]] = []
         """What the HTTP side holds outside the context (its own Redis connection), closed at stop."""
@@ -93,9 +111,14 @@ class IssuerRuntime:
         listener = self._bind() if self._serve_http else None
         try:
             await self.ctx.open(sync=False)
+            await check_eviction_policy(self.ctx.redis)  # every replica: a policy changed since init
             self.redis_ok = True
             self._lease = LeaderLease(self.ctx.redis, self.ctx.names, self.replica_id, self.settings.lease_ttl)
+            from .logmetrics import record_append
+
+            self.ctx.log.on_append.append(record_append)
             self._rotator = Rotator(self.ctx)
+            self._store_audit = StoreAudit(self.ctx)
             try:
                 await self._duty_once()
                 await self.signer.refresh()
@@ -172,6 +195,7 @@ class IssuerRuntime:
         if not self.duties:
             self.seq = state.seq
             self.problem = None
+            await self._look_at_fleet(state)  # /metrics, whichever worker answers it
             return
         leading = await self._lease.hold()
         if leading != (self.role == "leader"):
@@ -183,11 +207,27 @@ class IssuerRuntime:
             found = await eventlog.audit()
             if found is not None:
                 log.warning("repaired what Redis held: %s", found)
+            assert self._store_audit is not None
+            await self._store_audit.run()
+            if self._store_audit.keys_destroyed:
+                self._rotator.recheck = True
             await self._rotator.tick()
             await eventlog.checkpoint()
         state = await eventlog.sync()
         self.seq = state.seq
-        self.problem = None
+        problems = self._store_audit.problems if leading and self._store_audit is not None else []
+        self.problem = "; ".join(problems) or None
+        await self._look_at_fleet(state)
+
+    async def _look_at_fleet(self, state: State) -> None:
+        """Refresh the fleet view for /metrics now and then (it reads every presence record)."""
+        now = time.monotonic()
+        if now - self._fleet_at < FLEET_EVERY:
+            return
+        self._fleet_at = now
+        from .fleet import read_fleet
+
+        self.fleet = await read_fleet(self.ctx.redis, self.ctx.names, state.position)
 
     async def _duty_loop(self) -> None:
         while True:
@@ -231,17 +271,51 @@ class IssuerRuntime:
         settings = VerifierSettings(
             redis_url=s.redis_url, namespace=s.namespace, issuer=s.issuer, audience=s.issuer,
             trust_anchor=json.dumps(anchor.key.jwk), startup_timeout=5.0, leeway=5.0,
-            max_staleness=None, cache_path=None,
+            max_staleness="auto", cache_path=None, presence=False,
         )
         while self.agent is None:
-            agent = VerifierAgent(settings, clock=self.clock)
+            agent = VerifierAgent(settings, clock=self.clock, client_name=f"keyherald-issuer:{s.namespace}")
             try:
                 await agent.start()
             except (BootstrapError, RedisError, OSError) as exc:
                 log.warning("admin API waits for the verifier agent: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            agent._signed.listeners.append(self._event_applied)
             self.agent = agent
+
+    def _event_applied(self, event: Event) -> None:
+        """The admin agent applied an event of the log: pick up the active key at once (an
+        emergency rotation reaches this replica's signer in milliseconds, not at the next
+        duty tick), and, leading, witness an event another writer appended (see witness.py).
+        Coalesced: one refresh in flight at a time."""
+        if self.role == "leader" and event.type != EventType.HEARTBEAT and not self.ctx.log.appended_here(event):
+            self._witness_due = True
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refresh_again = True
+            return
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        while True:
+            self._refresh_again = False
+            with contextlib.suppress(RedisError, OSError, IssuerError, ProtocolError):
+                await self.on_event()
+                if self._witness_due:
+                    self._witness_due = False
+                    await self._witness()
+            if not self._refresh_again:
+                return
+
+    async def _witness(self) -> None:
+        """A heartbeat right after someone else's event: the command that appended it waits
+        for a later event built on it before it calls its change done."""
+
+        async def heartbeat(state: State, now: float) -> list[tuple[str, dict[str, object]]]:
+            active = state.active_key
+            return [(str(EventType.HEARTBEAT), {"active_kid": active.kid if active else None})]
+
+        await self.ctx.log.commit(heartbeat)
 
     async def _http(self, listener: socket.socket) -> None:
         # Imported here: FastAPI and uvicorn load only in a process that serves HTTP.

@@ -9,7 +9,7 @@ and replaced, like any other value.
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "CHECKPOINT", "START_LOG", "WRONG_TYPE"]
+__all__ = ["APPEND", "CHECKPOINT", "REPAIR_HEAD", "START_LOG", "WRONG_TYPE"]
 
 WRONG_TYPE = "\0"
 
@@ -86,3 +86,17 @@ return 1
 """
 """0: the head is on another log or behind (nothing to do); -1: the checkpoint changed since the
 writer read it (re-read it); 1: written."""
+
+REPAIR_HEAD = (
+    """
+-- KEYS: events, head
+-- ARGV: expected head, new head
+"""
+    + _READ_HEAD
+    + """
+if head ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+)
+"""Write the head of a log whose checkpoint and stream are whole (SET replaces any type)."""

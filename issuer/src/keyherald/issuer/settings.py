@@ -103,6 +103,13 @@ class IssuerSettings(BaseKeyheraldSettings):
     """Refuse to run when this host's clock is further than this from the Redis server's.
     Within it, event times and token ``iat`` use the host clock corrected to the server's, so
     every replica's cut-offs and tokens agree."""
+    control_key_file: Path | None = None
+    """The control key, sealed under the KEK, in a file or a secret store mount as well as in
+    Redis: a Redis that forgets its data then costs no trust anchor (see controlfile.py)."""
+    auto_init: bool = False
+    """Prepare an empty namespace (a new control key: a new trust anchor) when ``issuer run``
+    finds one. Off: production replicas refuse, since an empty namespace there means Redis
+    lost its data, or a wrong URL or namespace; ``issuer init`` and ``keyherald dev`` prepare."""
     state_dir: Annotated[Path | None, BeforeValidator(_state_dir)] = None
     """Where this writer keeps its record of the log (the furthest point it saw, the keys it
     saw revoked): it refuses a log in Redis older than that. ``off`` disables it (danger:

@@ -1,21 +1,21 @@
 """The issuer worker: a FastStream app around one :class:`IssuerRuntime`.
 
-FastStream owns the process lifecycle (signals, start-up and shut-down hooks) and follows
-the event stream for this replica: every new entry, once its signature verifies, makes
-the token signer pick up the active key at once, wherever the leader runs.
+FastStream owns the process lifecycle (signals, start-up and shut-down hooks). The replica
+follows the log with its own verifier agent (the one that checks admin tokens): every event
+it applies makes the token signer pick up the active key at once, wherever the leader runs.
+(FastStream's stream subscriber used to do that; when someone made the stream another type
+of key, its supervisor restarted the failing read in a tight loop, a wedge the agent's
+follower, which backs off, does not have.)
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from faststream import FastStream
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import RedisBroker
 
 from keyherald.shared.clock import Clock, system_clock
-from keyherald.shared.errors import ProtocolError
-from keyherald.shared.names import EVENT_FIELD
 
 from .runtime import IssuerRuntime
 from .settings import IssuerSettings
@@ -26,24 +26,16 @@ log = logging.getLogger("keyherald.issuer")
 
 
 def create_worker(
-    settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True, duties: bool = True,
-    worker: int | None = None, reuse_port: bool = False,
+    settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True, accept_stale_log: bool = False,
+    duties: bool = True, worker: int | None = None, reuse_port: bool = False,
 ) -> tuple[FastStream, IssuerRuntime]:
     """The app of one replica; ``duties``, ``worker`` and ``reuse_port``: see IssuerRuntime."""
-    runtime = IssuerRuntime(settings, clock=clock, serve_http=serve_http, duties=duties, worker=worker,
-                            reuse_port=reuse_port)
-    broker = RedisBroker(settings.redis_url, log_level=logging.DEBUG)
-
-    @broker.subscriber(stream=StreamSub(settings.names.events, last_id="$", polling_interval=50))
-    async def on_log_entry(body: dict[str, Any]) -> None:
-        raw = body.get(EVENT_FIELD)
-        try:
-            event = runtime.ctx.control.anchor.open_event(str(raw), issuer=settings.issuer)
-        except ProtocolError as exc:
-            log.warning("refused a stream entry that is not ours (%s)", exc.code)
-            return
-        runtime.seq = max(runtime.seq, event.seq)
-        await runtime.on_event()
+    runtime = IssuerRuntime(settings, clock=clock, serve_http=serve_http, accept_stale_log=accept_stale_log,
+                            duties=duties, worker=worker, reuse_port=reuse_port)
+    # FastStream's own loggers colour their lines whatever the output: ours format them
+    # (text, coloured only on a terminal, or JSON; see keyherald.shared.logs).
+    faststream_log = logging.getLogger("keyherald.faststream")
+    broker = RedisBroker(settings.redis_url, log_level=logging.DEBUG, logger=faststream_log)
 
     async def started() -> None:
         await runtime.start()
@@ -51,5 +43,5 @@ def create_worker(
 
     # The runtime starts before the broker, so the first replica creates the control key
     # and the genesis keys before anything is consumed; it stops after the broker.
-    app = FastStream(broker, on_startup=[started], after_shutdown=[runtime.stop])
+    app = FastStream(broker, logger=faststream_log, on_startup=[started], after_shutdown=[runtime.stop])
     return app, runtime

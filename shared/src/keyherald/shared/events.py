@@ -141,6 +141,16 @@ class ClientUpdatedData(_Model):
     not this one is no client: an old record put back cannot bring an old secret back."""
 
 
+class ClientMark(_Model):
+    """What the log last said of a client: its record's digest ('' once deleted) and when.
+
+    The time orders two logs' word on one client when a writer repairs a log: the later
+    change wins, so a log put back from before a disable cannot enable the client again."""
+
+    record: str
+    at: float
+
+
 class HeartbeatData(_Model):
     active_kid: str | None = None
 
@@ -181,9 +191,9 @@ class Snapshot(_Model):
     keys: list[KeyRecord] = Field(default_factory=list)
     revoked_tokens: dict[str, int] = Field(default_factory=dict)
     revoked_subjects: dict[str, SubjectRevocation] = Field(default_factory=dict)
-    clients: dict[str, str] = Field(default_factory=dict)
-    """client_id -> digest of its current stored record ('' once deleted). The issuer's:
-    agents carry it but never read it."""
+    clients: dict[str, ClientMark] = Field(default_factory=dict)
+    """client_id -> its current record's digest ('' once deleted) and the time of that change.
+    The issuer's: agents carry it but never read it."""
 
     @field_validator("log")
     @classmethod

@@ -71,5 +71,14 @@ class Names:
         """A hash client_id -> registered client (issuer only)."""
         return self._key("clients")
 
+    @property
+    def presence_index(self) -> str:
+        """A sorted set: agent id -> when it last wrote its presence (the agent's clock, ms)."""
+        return self._key("presence")
+
+    def presence(self, agent_id: str) -> str:
+        """A string with a TTL: one agent's presence record (advisory, unsigned)."""
+        return self._key(f"presence:{agent_id}")
+
     def ratelimit(self, kind: str, ident: str) -> str:
         return self._key(f"ratelimit:{kind}:{ident}")

@@ -19,6 +19,7 @@ from .chain import Position, genesis_head
 from .events import (
     DEFAULT_HEARTBEAT,
     REVOCATION_GRACE,
+    ClientMark,
     ClientUpdatedData,
     Event,
     EventType,
@@ -68,7 +69,7 @@ class State:
     keys: dict[str, KeyRecord] = field(default_factory=dict)
     revoked_tokens: dict[str, int] = field(default_factory=dict)
     revoked_subjects: dict[str, SubjectRevocation] = field(default_factory=dict)
-    clients: dict[str, str] = field(default_factory=dict)
+    clients: dict[str, ClientMark] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, issuer: str, log: str, *, seq: int = 0) -> State:
@@ -144,8 +145,13 @@ class State:
             client = ClientUpdatedData.model_validate(data)
             # A deleted client keeps an empty digest: no record matches it, and a log that
             # replaces this one knows it was deleted (not merely unknown).
-            self.clients[client.client_id] = client.record or ""
+            self.clients[client.client_id] = ClientMark(record=client.record or "", at=event.time)
         # Unknown types: a newer issuer of the same major version; the seq still advances.
+
+    def client_record(self, client_id: str) -> str | None:
+        """The digest the log binds ``client_id``'s record to ('' once deleted, None if never)."""
+        mark = self.clients.get(client_id)
+        return None if mark is None else mark.record
 
     def prune(self, now: float) -> None:
         """Drop revocations no token can need any more (deterministic: uses issuer time)."""
@@ -222,6 +228,32 @@ class State:
             before = other.keys.get(kid)
             if before is not None and KEY_RANK[before.state] > KEY_RANK[record.state]:
                 self.keys[kid] = before
+
+    def beyond(self, other: State) -> State | None:
+        """What ``self`` would add to ``other`` through :meth:`absorb` (its revocations and key
+        states ``other`` lacks), as a state of its own, or None: what a reader keeps, outside
+        the signed log, after adopting a log that lacks it."""
+        extra = State(issuer=self.issuer, time=self.time)
+        for jti, expires_at in self.revoked_tokens.items():
+            if other.revoked_tokens.get(jti, 0) < expires_at:
+                extra.revoked_tokens[jti] = expires_at
+        for sub, revocation in self.revoked_subjects.items():
+            known = other.revoked_subjects.get(sub)
+            if known is None or known.revoked_at < revocation.revoked_at:
+                extra.revoked_subjects[sub] = revocation
+        for kid, record in self.keys.items():
+            held = other.keys.get(kid)
+            if held is not None and KEY_RANK[record.state] > KEY_RANK[held.state]:
+                extra.keys[kid] = record
+        return extra if (extra.revoked_tokens or extra.revoked_subjects or extra.keys) else None
+
+    def merge_clients(self, other: State) -> None:
+        """Take ``other``'s word on a client where it is later than ours (a writer repairing a
+        log merges what it held with what Redis held: the last change to each client wins)."""
+        for client_id, mark in other.clients.items():
+            held = self.clients.get(client_id)
+            if held is None or mark.at > held.at:
+                self.clients[client_id] = mark
 
     def copy(self) -> State:
         """An independent copy (the containers; records are immutable)."""

@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from keyherald.shared.envelope import TrustAnchor
+from keyherald.shared.logs import configure_logging
 
 from .agent import VerifierAgent
 from .errors import (
@@ -76,4 +77,5 @@ __all__ = [
     "VerifierSettings",
     "WrongAudience",
     "WrongIssuer",
+    "configure_logging",
 ]

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from keyherald.shared.clock import Clock, system_clock
 from keyherald.shared.events import Event, KeyState
 from keyherald.shared.lineage import freshness_bound
+from keyherald.shared.presence import PresenceRecord
 
 from .bootstrap import Boot, is_fresh
 from .cachefile import CacheWriter
@@ -33,6 +34,7 @@ from .catchup import MaterialError, from_material
 from .errors import BootstrapError
 from .follower import Follower
 from .keycache import KeyCache
+from .presence import PresenceWriter, default_agent_id
 from .settings import VerifierSettings
 from .signedstate import Material, SignedState
 from .source import LogSource, connect
@@ -57,8 +59,12 @@ class VerifierAgent:
         *,
         clock: Clock = system_clock,
         redis: Redis | None = None,
+        client_name: str | None = None,
     ) -> None:
+        """``client_name``: what the agent's Redis connection is called (CLIENT LIST); by
+        default ``keyherald-agent:<namespace>``, which the fleet view counts."""
         self.settings = settings if settings is not None else VerifierSettings()
+        self._client_name = client_name
         self._clock = clock
         self._own_redis = redis is None
         self._redis = redis
@@ -83,6 +89,8 @@ class VerifierAgent:
         self._source = "none"
         self._background: BackgroundLoop | None = None
         self._boot: Boot | None = None
+        self.agent_id = self.settings.agent_id or default_agent_id()
+        self.presence: PresenceWriter | None = None
 
     # -- the request path ---------------------------------------------------------------
 
@@ -116,6 +124,8 @@ class VerifierAgent:
         if self._redis is None:
             self._redis = connect(self.settings.redis_url)
         source = LogSource(self._redis, self.settings.names, own_connection=self._own_redis)
+        if self._client_name is not None:
+            source.client_name = self._client_name
         self._boot = Boot(self.settings, self._signed, source, self._clock)
         self._stop_requested = False
         boot = self._booting = asyncio.ensure_future(
@@ -152,6 +162,9 @@ class VerifierAgent:
             await self._abandon()
             raise BootstrapError("the agent was stopped while it was starting")
         self._source = self._boot.origin
+        state = self.keys.state
+        log.info("agent %s follows log %s from seq %d (started from %s)", self.agent_id, state.log[:8], state.seq,
+                 self._source)
         if self._writer is not None:
             self._tasks.append(asyncio.create_task(self._writer.run(), name="keyherald-cache-writer"))
 
@@ -172,7 +185,12 @@ class VerifierAgent:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_CAP)
-        follower = self._follower = Follower(source, self.settings.names, self._signed)
+        presence = None
+        if self.settings.presence:
+            presence = self.presence = PresenceWriter(
+                source, self.settings.names, self.agent_id, self.settings.presence_interval, self._presence_record
+            )
+        follower = self._follower = Follower(source, self.settings.names, self._signed, presence=presence)
         follower.start_from_state()
         follower.connected = self._boot.origin == "redis"
         self._follow_task = asyncio.create_task(follower.run(), name="keyherald-follower")
@@ -193,7 +211,11 @@ class VerifierAgent:
             self._stop_requested = True
             booting.cancel()
             await asyncio.wait([booting])
+        running = bool(self._tasks)
         await self._stop_tasks()
+        if running and self.presence is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.wait_for(self.presence.remove(), 2)
         if self._writer is not None:
             await self._writer.flush()
         await self._close_redis()
@@ -257,6 +279,16 @@ class VerifierAgent:
         self.stop_background()
 
     # -- observation ------------------------------------------------------------------------
+
+    def _presence_record(self) -> PresenceRecord:
+        status = self.status()
+        return PresenceRecord(
+            agent_id=self.agent_id, audience=list(self.settings.audience),
+            version=self.presence.version if self.presence else "", log=status.log, seq=status.seq,
+            event_time=self.keys.state.time, connected=status.connected, stale=status.stale,
+            refusing=status.refusing, refused_events=status.refused_events,
+            interval=self.settings.presence_interval, written_at=self._clock(),
+        )
 
     def status(self) -> AgentStatus:
         state, signed, follower, keys = self.keys.state, self._signed, self._follower, self.keys

@@ -10,8 +10,11 @@ A verified state is not yet a current one: a genuine checkpoint recorded long ag
 genuine. An agent accepts tokens only once its state is **current**: its newest event is
 within the freshness bound (a few heartbeat intervals), as proven by the issuer's signed
 heartbeats. Booting from its own cache file while Redis is unreachable counts as having
-kept running: current while within the staleness limit. Until then every token is refused
-(``stale``), and :meth:`VerifierAgent.start` waits, up to ``startup_timeout``.
+kept running: current while within the staleness limit. When Redis answers with something
+that does not verify, or with a log older than the cache, the cache is loaded but not
+current: that answer is the attacker's to choose, and an old memory must not turn it into
+acceptance. Until current, every token is refused (``stale``), and
+:meth:`VerifierAgent.start` waits, up to ``startup_timeout``.
 """
 
 from __future__ import annotations
@@ -117,16 +120,15 @@ class Boot:
                     "refused the log in Redis (%s at %.0f): older than this agent's cache file (%s at %.0f)",
                     candidate.state.position, candidate.state.time, floor.state.position, floor.state.time,
                 )
-                self._load(floor, current=self._kept_running(floor.state, now), origin="cache")
+                self._load(floor, current=False, origin="cache")  # current at the next fresh event
                 return
+            kept = floor.state.beyond(candidate.state)
             candidate.state.absorb(floor.state)
             left = floor.material.left
             if relation is Relation.NEWER_LOG:
                 left = (*left, floor.state.log)
-            candidate = Candidate(
-                candidate.state, Material(candidate.material.snapshot, candidate.material.events, left),
-                candidate.checkpoint_seq, candidate.problem,
-            )
+            material = Material(candidate.material.snapshot, candidate.material.events, left, kept)
+            candidate = Candidate(candidate.state, material, candidate.checkpoint_seq, candidate.problem)
         self._load(candidate, current=is_fresh(candidate.state, now), origin="redis")
         if not self._signed.keys.current:
             self.why = (
@@ -140,7 +142,7 @@ class Boot:
         if floor is None:
             return False
         now = self._clock()
-        self._load(floor, current=self._kept_running(floor.state, now), origin="cache")
+        self._load(floor, current=unreachable and self._kept_running(floor.state, now), origin="cache")
         log.warning("booted from the cache file at seq %d: %s", floor.state.seq, self.why)
         return True
 

@@ -1,11 +1,13 @@
 """The signed state on disk, so that a service restarted during a Redis outage still validates.
 
-The file holds only what the issuer signed (a checkpoint JWS and the event JWSs applied after
+The file holds what the issuer signed (a checkpoint JWS and the event JWSs applied after
 it), never a derived state, plus the ids of the logs the agent left (which it must never
-adopt again). Booting from it opens every envelope again with the trust anchor and checks
-every link of the chain, so a file altered by anyone without the control key is refused as
-a whole. With ``cache_path`` set the file is also the agent's floor at start-up: a log in
-Redis older than it is refused (see :mod:`.bootstrap`).
+adopt again) and what it kept from them: revocations and key states a log it adopted lacks.
+Booting from it opens every envelope again with the trust anchor and checks every link of
+the chain, so a file altered by anyone without the control key is refused as a whole; the
+kept part is applied on top and can only make the agent refuse more. With ``cache_path``
+set the file is also the agent's floor at start-up: a log in Redis older than it is refused
+(see :mod:`.bootstrap`).
 
 Writes happen on a background task, at most about once a second, to a temporary file in
 the same directory renamed over the old one (atomic on POSIX): a crash mid-write leaves the
@@ -22,7 +24,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from keyherald.shared.encoding import loads_object
+from keyherald.shared.events import KeyRecord, SubjectRevocation
+from keyherald.shared.state import State
 
 from .signedstate import Material, SignedState
 
@@ -30,7 +36,8 @@ __all__ = ["CacheFileError", "CacheWriter", "read_material", "write_material"]
 
 log = logging.getLogger("keyherald.verifier")
 
-FORMAT = "keyherald-agent-cache/2"
+FORMAT = "keyherald-agent-cache/3"
+READABLE = (FORMAT, "keyherald-agent-cache/2")
 WRITE_INTERVAL = 1.0
 
 
@@ -41,6 +48,7 @@ class CacheFileError(Exception):
 def write_material(path: Path, material: Material) -> None:
     document = {
         "format": FORMAT, "snapshot": material.snapshot, "events": list(material.events), "left": list(material.left),
+        "kept": _kept_document(material.kept),
     }
     data = json.dumps(document, separators=(",", ":")).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +78,7 @@ def read_material(path: Path) -> Material:
         raise CacheFileError("the cache file is not valid JSON") from None
     snapshot, events, left = document.get("snapshot"), document.get("events"), document.get("left", [])
     if (
-        document.get("format") != FORMAT
+        document.get("format") not in READABLE
         or not isinstance(snapshot, str)
         or not isinstance(events, list)
         or not all(isinstance(e, str) for e in events)
@@ -78,7 +86,36 @@ def read_material(path: Path) -> Material:
         or not all(isinstance(x, str) for x in left)
     ):
         raise CacheFileError("the cache file is not in the expected format")
-    return Material(snapshot, tuple(events), tuple(left))
+    return Material(snapshot, tuple(events), tuple(left), _kept_state(document.get("kept")))
+
+
+def _kept_document(kept: State | None) -> dict[str, object] | None:
+    if kept is None:
+        return None
+    return {
+        "revoked_tokens": kept.revoked_tokens,
+        "revoked_subjects": {sub: r.model_dump(mode="json") for sub, r in kept.revoked_subjects.items()},
+        "keys": [k.model_dump(mode="json") for k in kept.keys.values()],
+    }
+
+
+def _kept_state(document: object) -> State | None:
+    if document is None:
+        return None
+    try:
+        if not isinstance(document, dict):
+            raise TypeError
+        tokens = document.get("revoked_tokens", {})
+        if not isinstance(tokens, dict) or not all(isinstance(v, int) for v in tokens.values()):
+            raise TypeError
+        subjects = {
+            str(s): SubjectRevocation.model_validate(r) for s, r in document.get("revoked_subjects", {}).items()
+        }
+        keys = [KeyRecord.model_validate(k) for k in document.get("keys", [])]
+    except (TypeError, AttributeError, ValidationError):
+        raise CacheFileError("the cache file's kept revocations are not in the expected format") from None
+    return State(issuer="", revoked_tokens={str(j): e for j, e in tokens.items()}, revoked_subjects=subjects,
+                 keys={k.kid: k for k in keys})
 
 
 class CacheWriter:

@@ -53,8 +53,10 @@ def from_material(signed: SignedState, material: Material) -> Candidate:
         if scratch.offer(event_text) is not Outcome.APPLIED:
             code = next(iter(scratch.refused), "out_of_sequence")
             raise MaterialError(f"an event does not verify or chain ({code})")
-    kept = Material(material.snapshot, material.events, material.left)
-    return Candidate(scratch.keys.state, kept, snapshot.seq)
+    state = scratch.keys.state
+    if material.kept is not None:
+        state.absorb(material.kept)  # stricter only: revocations added, keys moved on
+    return Candidate(state, material, snapshot.seq)
 
 
 async def from_redis(source: LogSource, signed: SignedState) -> Candidate:

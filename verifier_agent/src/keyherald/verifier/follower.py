@@ -33,6 +33,7 @@ from keyherald.shared.names import Names
 from keyherald.shared.state import Outcome
 
 from .catchup import follow_tail
+from .presence import PresenceWriter
 from .signedstate import Adoption, SignedState
 from .source import (
     BATCH,
@@ -84,8 +85,13 @@ class Follower:
     then looks again from the cursor: junk costs a few reads a second, never a busy loop.
     """
 
-    def __init__(self, source: LogSource, names: Names, signed: SignedState, *, block_ms: int | None = None) -> None:
+    def __init__(
+        self, source: LogSource, names: Names, signed: SignedState, *, block_ms: int | None = None,
+        presence: PresenceWriter | None = None,
+    ) -> None:
         self.source = source
+        self.presence = presence
+        self._presence_failing = False
         self._names = names
         self._signed = signed
         self._block_ms = BLOCK_MS if block_ms is None else block_ms
@@ -96,6 +102,7 @@ class Follower:
         self._looked_at = time.monotonic()
         self._refused_until = 0.0
         self._refused_wait = REFUSED_CHECKPOINT_WAIT[0]
+        self._foreign_seen: object = None
         self._compact_at = BATCH
         self.connected = False
         self.disconnects = 0
@@ -132,6 +139,7 @@ class Follower:
                 if look:
                     await self.look()
                     look = False
+                await self._report()
                 await self._read_once()
                 delay, self._error_replies = BACKOFF_FIRST, False
             except asyncio.CancelledError:
@@ -166,8 +174,34 @@ class Follower:
             await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter only
             delay = min(delay * 2, BACKOFF_CAP)
 
+    async def _report(self) -> None:
+        """Write the presence record when due; a refusal (an ACL without the presence keys)
+        is logged once and never stops following."""
+        presence = self.presence
+        if presence is None:
+            return
+        state = self._signed.keys.state
+        try:
+            await presence.maybe_write((state.log, state.seq))
+        except ResponseError as exc:
+            presence.failures += 1
+            if not self._presence_failing:
+                log.warning("cannot write this agent's presence record (%s); following goes on", exc)
+            self._presence_failing = True
+            return
+        self._presence_failing = False
+
+    def _block(self) -> int:
+        """The XREAD block: shorter when a presence write falls due sooner (never 0: forever)."""
+        presence = self.presence
+        if presence is None:
+            return self._block_ms
+        state = self._signed.keys.state
+        due = presence.due_in((state.log, state.seq))
+        return max(1, min(self._block_ms, int(due * 1000) + 1))
+
     async def _read_once(self) -> None:
-        start, block, waiting = self._cursor, self._block_ms, self._wait_from is not None
+        start, block, waiting = self._cursor, self._block(), self._wait_from is not None
         if self._wait_from is not None:
             start, block, self._wait_from = self._wait_from, min(JUNK_WAIT_MS, self._block_ms), None
         batch = await self.source.xread(f"{start[0]}-{start[1]}", block)
@@ -247,6 +281,13 @@ class Follower:
             if event.seq > state.seq:
                 await self._catch_up()
             return
+        if event is not None and not gap and (event.log in signed.left or event.time < state.log_started):
+            # A genuine event of a log we left, or older than ours, put at the end of the
+            # stream: nothing there can be adopted, so no checkpoint is fetched for it.
+            if self._foreign_seen != (newest[0] if newest else None):
+                self._foreign_seen = newest[0] if newest else None
+                signed.refused["other_log"] += 1
+            return
         if event is not None or gap:
             await self._from_checkpoint()
 
@@ -279,6 +320,11 @@ class Follower:
             return
         adoption = signed.adopt(checkpoint, snapshot)
         if adoption is Adoption.REFUSED:
+            self._refuse_checkpoint(None)
+            return
+        if adoption in (Adoption.SAME, Adoption.BEHIND):
+            # Fetched for nothing (a newest entry or a gap that promised more):
+            # the next fetch waits, doubling, so such junk costs a bounded bandwidth.
             self._refuse_checkpoint(None)
             return
         self._refused_wait = REFUSED_CHECKPOINT_WAIT[0]

@@ -17,6 +17,7 @@ from pydantic_settings import NoDecode
 from keyherald.shared.durations import Duration, parse_duration
 from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.events import REVOCATION_GRACE
+from keyherald.shared.presence import validate_agent_id
 from keyherald.shared.settings import BaseKeyheraldSettings, settings_error
 
 __all__ = ["VerifierSettings"]
@@ -59,6 +60,16 @@ def _staleness(value: Any) -> float | str | None:
     return parse_duration(value)
 
 
+def _on_off(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in {"on", "yes", "true", "1"}:
+            return True
+        if text in _OFF or text in {"no", "false", "0"}:
+            return False
+    return value
+
+
 def _optional_path(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in _OFF:
         return None
@@ -85,6 +96,14 @@ class VerifierSettings(BaseKeyheraldSettings):
     """Verified tokens remembered (LRU); 0 disables the cache."""
     startup_timeout: Duration = 10.0
     """How long entering the agent may wait for Redis (when no cache file can serve)."""
+    presence: Annotated[bool, BeforeValidator(_on_off)] = True
+    """Report this agent in Redis (``{ns}:presence:<agent id>``) for ``keyherald fleet`` and
+    ``--wait``; ``off`` keeps it out of both. The only thing an agent ever writes."""
+    presence_interval: Duration = 10.0
+    """How often the presence record is rewritten when nothing changes (on a change of seq,
+    at most once a second); a record not rewritten within three intervals counts as lost."""
+    agent_id: str | None = None
+    """This agent's id in the fleet view; default: host name, pid and a random suffix."""
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -111,6 +130,18 @@ class VerifierSettings(BaseKeyheraldSettings):
         if isinstance(value, float | int) and value < 1:
             raise ValueError("must be at least 1s, auto, or off")
         return value
+
+    @field_validator("presence_interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if not 0.5 <= value <= 3600:
+            raise ValueError("must be between 0.5s and 1h")
+        return value
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent_id(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else validate_agent_id(value.strip())
 
     def anchor(self) -> TrustAnchor:
         """A fresh TrustAnchor: each agent binds its own (a thumbprint binds on first snapshot)."""

@@ -87,6 +87,9 @@ class Material:
     snapshot: str
     events: tuple[str, ...] = ()
     left: tuple[str, ...] = ()
+    kept: State | None = None
+    """Revocations and key states kept from logs left, that the signed texts lack: they can
+    only make the state refuse more (applied with :meth:`State.absorb`)."""
 
 
 class SignedState:
@@ -104,6 +107,7 @@ class SignedState:
         self._snapshot: str | None = None
         self._base_seq = 0
         self._events: list[tuple[int, str]] = []
+        self._kept: State | None = None
         self.version = 0
         """Bumped whenever the material changes: the cache file writer watches it."""
         self.listeners: list[Callable[[Event], None]] = []
@@ -117,7 +121,11 @@ class SignedState:
     def material(self) -> Material | None:
         if self._snapshot is None:
             return None
-        return Material(self._snapshot, tuple(text for _, text in self._events), tuple(self.left))
+        kept = self._kept
+        if kept is not None:  # what no token can need any more goes, as in the log
+            kept.prune(self.keys.state.time)
+            kept.keys = {kid: k for kid, k in kept.keys.items() if kid in self.keys.state.keys}
+        return Material(self._snapshot, tuple(text for _, text in self._events), tuple(self.left), kept)
 
     @property
     def pending_events(self) -> int:
@@ -140,6 +148,7 @@ class SignedState:
         self._events = [(self._base_seq + i, text) for i, text in enumerate(material.events, start=1)]
         for log_id in material.left:
             self._leave(log_id)
+        self._kept = material.kept
         self.version += 1
 
     def relation(self, snapshot: Snapshot) -> Relation:
@@ -191,6 +200,7 @@ class SignedState:
         roll back, a key keeps the furthest state it reached, and the key cache's tombstones
         keep revoked and expired keys unusable. Keys the checkpoint does not hold are dropped."""
         new = State.from_snapshot(snapshot)
+        self._kept = self.keys.state.beyond(new)
         new.absorb(self.keys.state)
         self.keys.load_state(new, current=False)
         self._remember(text, snapshot.seq)

@@ -16,6 +16,7 @@ asked before it is fetched, so junk of many megabytes is refused unread.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -140,6 +141,9 @@ class LogSource:
         self._names = names
         self._own = own_connection
         self._conn: Any = None
+        self.client_name = f"keyherald-agent:{names.namespace}"
+        """Set on the follower's connection: the fleet view counts connections by it to say
+        how many agents it cannot see (those that report no presence)."""
 
     async def command(self, *args: Any) -> Any:
         """One command, reply as the server sent it (bytes).
@@ -150,22 +154,63 @@ class LogSource:
         """
         if not self._own:
             return await self.redis.execute_command(*args, **_RAW)  # type: ignore[no-untyped-call]
-        pool = self.redis.connection_pool
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await self._connection()
         try:
             await conn.send_command(*args)
             return await conn.read_response()
         except ResponseError:
             raise  # an error reply, read whole: the connection is fine
         except BaseException:
-            # A reply half read (cancelled, timed out, cut) would poison the next command.
-            self._conn = None
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-            await pool.release(conn)
+            await self._drop(conn)
             raise
+
+    async def pipeline(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
+        """Several commands in one round trip; the first error reply is raised after all
+        replies were read (so the connection stays clean)."""
+        if not self._own:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies: list[Any] = await pipe.execute(raise_on_error=True)
+                return replies
+        conn = await self._connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            replies = []
+            error: ResponseError | None = None
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    error = error or exc
+                    replies.append(exc)
+        except BaseException:
+            await self._drop(conn)
+            raise
+        if error is not None:
+            raise error
+        return replies
+
+    async def _connection(self) -> Any:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                await conn.send_command("CLIENT", "SETNAME", self.client_name)
+                await conn.read_response()
+            except ResponseError:
+                pass  # not allowed (an ACL without client|setname): the name is only a hint
+            except BaseException:
+                await self._drop(conn)
+                raise
+        return conn
+
+    async def _drop(self, conn: Any) -> None:
+        """A reply half read (cancelled, timed out, cut) would poison the next command."""
+        self._conn = None
+        with contextlib.suppress(Exception):
+            await conn.disconnect()
+        await self.redis.connection_pool.release(conn)
 
     async def close(self) -> None:
         """Give the follower's connection back (the loop must be stopped first)."""

@@ -141,15 +141,16 @@ class Validator:
         self._clock = clock
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._headers: dict[bytes, tuple[str, SignatureCheck]] = {}
-        self._hits = self._misses = self._unknown_kids = self._unexpected = 0
+        self._hits = self._misses = self._unknown_kids = self._unexpected = self._accepted = 0
         self._refused = dict.fromkeys(REASONS, 0)
 
     @property
     def counters(self) -> Mapping[str, int]:
-        """A copy: ``cache_hits``, ``cache_misses``, ``unknown_kids``, ``unexpected_errors``
+        """A copy: ``accepted``, ``cache_hits``, ``cache_misses``, ``unknown_kids``, ``unexpected_errors``
         (always 0 unless a bug) and ``refused.<reason>`` for every reason in REASONS.
         Updated without locks: under threads a count may now and then miss one."""
         counts = {
+            "accepted": self._accepted + self._hits,
             "cache_hits": self._hits,
             "cache_misses": self._misses,
             "unknown_kids": self._unknown_kids,
@@ -299,6 +300,7 @@ class Validator:
             if cut is not None and iat <= cut.revoked_at:
                 raise TokenRevoked("token's subject is revoked")
 
+        self._accepted += 1
         size = self._cache_size
         if not size:
             return claims  # no cache: nothing the caller could corrupt

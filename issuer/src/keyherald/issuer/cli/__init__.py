@@ -33,14 +33,14 @@ from typing import Any, NoReturn
 
 from keyherald.shared.errors import KeyheraldError, SettingsError
 
-from . import clients, dev, issuer, keys, log, revoke, secrets, token
+from . import backup, clients, dev, fleet, issuer, keys, log, revoke, secrets, token
 from ._common import OperationFailed
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "exit_code", "main", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-_MODULES = (dev, issuer, secrets, keys, clients, revoke, token, log)
+_MODULES = (dev, issuer, secrets, keys, clients, revoke, token, fleet, log, backup)
 
 
 class _Version(argparse.Action):
@@ -119,10 +119,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisError, ResponseError
 
-        what = "Redis failed midway" if isinstance(exc, RedisError) else "unexpected error"
-        print(f"keyherald: {what} ({type(exc).__name__}); KEYHERALD_DEBUG=1 shows the traceback", file=sys.stderr)
+        if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
+            print("keyherald: error: Redis holds junk where keyherald keeps its data (a key of the wrong type:"
+                  " someone else writes Redis); a running issuer leader repairs it within a few seconds: try"
+                  " again, and see `keyherald log status`", file=sys.stderr)
+        else:
+            what = "Redis failed midway" if isinstance(exc, RedisError) else "unexpected error"
+            print(f"keyherald: {what} ({type(exc).__name__}); KEYHERALD_DEBUG=1 shows the traceback",
+                  file=sys.stderr)
         code = EXIT_FAILED
     sys.exit(code or EXIT_OK)
 

@@ -8,16 +8,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from keyherald.shared.events import Event
+
     from ..context import IssuerContext
     from ..settings import IssuerSettings
 
+T = TypeVar("T")
+
 __all__ = [
     "OperationFailed",
+    "acted",
     "Subparsers",
     "add_parser",
     "add_settings_flags",
@@ -83,6 +88,21 @@ async def opened_context(args: argparse.Namespace, **extra: Any) -> AsyncIterato
         yield ctx
     finally:
         await ctx.close()
+
+
+async def acted(ctx: IssuerContext, action: Callable[[], Awaitable[tuple[T, Sequence[Event]]]]) -> T:
+    """Run a change and wait until a replica witnessed it (:mod:`keyherald.issuer.witness`);
+    a change nobody can witness (no replica running) is said so on standard error."""
+    from ..witness import NotWitnessed, Verdict, witnessed
+
+    try:
+        result, outcome = await witnessed(ctx, action)
+    except NotWitnessed as exc:
+        raise OperationFailed(f"not confirmed: {exc}") from None
+    if outcome.verdict is Verdict.NO_LEADER:
+        print(f"note: no issuer replica is running to witness it; it is in Redis at seq {outcome.seq}",
+              file=sys.stderr)
+    return result
 
 
 def emit_json(value: Any) -> None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._common import add_parser, add_settings_flags, emit_json, opened_context
+from ._common import acted, add_parser, add_settings_flags, emit_json, opened_context
+
+if TYPE_CHECKING:
+    from keyherald.shared.events import Event
 
 __all__ = ["register"]
 
@@ -77,7 +80,12 @@ async def _create(args: argparse.Namespace) -> int:
 
     async with opened_context(args) as ctx:
         registry = ctx.clients()
-        client, secret = await registry.create(args.name, audiences=args.audience, scopes=args.scope, ttl=args.ttl)
+
+        async def create() -> tuple[Any, list[Event]]:
+            made = await registry.create(args.name, audiences=args.audience, scopes=args.scope, ttl=args.ttl)
+            return made, registry.last_events
+
+        client, secret = await acted(ctx, create)
         cap = int(ctx.settings.token_ttl)
     _print_secret(client.client_id, secret, args.json)
     if client.ttl is not None and client.ttl > cap and not args.json:
@@ -109,7 +117,12 @@ async def _list(args: argparse.Namespace) -> int:
 
 async def _disable(args: argparse.Namespace) -> int:
     async with opened_context(args) as ctx:
-        await ctx.clients().disable(args.client_id)
+        registry = ctx.clients()
+
+        async def disable() -> tuple[Any, list[Event]]:
+            return await registry.disable(args.client_id), registry.last_events
+
+        await acted(ctx, disable)
     print(f"disabled {args.client_id}: it gets no more tokens. Tokens it holds stay valid until they expire;")
     print(f"to refuse those too: keyherald revoke subject {args.client_id}")
     return 0
@@ -117,14 +130,24 @@ async def _disable(args: argparse.Namespace) -> int:
 
 async def _enable(args: argparse.Namespace) -> int:
     async with opened_context(args) as ctx:
-        await ctx.clients().enable(args.client_id)
+        registry = ctx.clients()
+
+        async def enable() -> tuple[Any, list[Event]]:
+            return await registry.enable(args.client_id), registry.last_events
+
+        await acted(ctx, enable)
     print(f"enabled {args.client_id}")
     return 0
 
 
 async def _rotate(args: argparse.Namespace) -> int:
     async with opened_context(args) as ctx:
-        client, secret = await ctx.clients().rotate_secret(args.client_id)
+        registry = ctx.clients()
+
+        async def rotate() -> tuple[Any, list[Event]]:
+            return await registry.rotate_secret(args.client_id), registry.last_events
+
+        client, secret = await acted(ctx, rotate)
     _print_secret(client.client_id, secret, args.json)
     if not args.json:
         print("The old secret no longer works.")

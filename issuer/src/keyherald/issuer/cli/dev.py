@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -65,6 +66,8 @@ class DevFolder:
         self.kek_file = directory / "kek"
         self.issuer_file = directory / "issuer"
         self.env_file = directory / "env"
+        self.control_key_file = directory / "control-key"
+        self.state_dir = directory / "state"
 
     def prepare(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -138,6 +141,9 @@ def _settings(args: argparse.Namespace, folder: DevFolder) -> IssuerSettings:
         IssuerSettings,
         namespace=args.namespace,
         kek_file=str(folder.kek_file),
+        auto_init=True,  # dev prepares its namespace; the control key is kept beside its Valkey too
+        control_key_file=str(folder.control_key_file),
+        **({} if "KEYHERALD_STATE_DIR" in os.environ else {"state_dir": str(folder.state_dir)}),
         http_port=http_port,
         issuer=_choose_issuer(folder, asked, http_port),
         redis_url="redis://127.0.0.1:1/0",  # replaced once the embedded Valkey runs
@@ -185,7 +191,15 @@ async def _dev(args: argparse.Namespace) -> int:
             anchor = runtime.ctx.control.anchor
             jwk = anchor.key.jwk if anchor.key else {}
             _announce(settings, jwk, anchor.thumbprint, folder, runtime.http_port or settings.http_port)
-            await stop.wait()
+            from .devwatch import watch
+
+            watcher = asyncio.create_task(watch(runtime), name="keyherald-dev-watch")
+            try:
+                await stop.wait()
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
     finally:
         await asyncio.to_thread(server.stop)
     return 0

@@ -22,6 +22,11 @@ def register(sub: Any) -> None:
     add_settings_flags(run)
     run.add_argument("--http-host", help="KEYHERALD_HTTP_HOST")
     run.add_argument("--http-port", type=int, help="KEYHERALD_HTTP_PORT")
+    run.add_argument(
+        "--accept-stale-log", action="store_true",
+        help="build on the log in Redis even if no event came for a while and this host cannot tell it from"
+             " a rolled-back copy (after every replica was down; see keyherald log status)",
+    )
     run.add_argument("--workers", type=_positive, metavar="N",
                      help="KEYHERALD_WORKERS: processes serving the port (default: one per core)")
     run.add_argument("--worker", type=_worker_of, help=argparse.SUPPRESS)  # INDEX:SUPERVISOR_PID, set by the supervisor
@@ -68,7 +73,10 @@ def settle_heap() -> None:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """One event per line: text (coloured on a terminal only) or JSON (KEYHERALD_LOG_FORMAT=json)."""
+    from keyherald.shared.logs import configure_logging as configure
+
+    configure(logging.INFO)
 
 
 async def _init(args: argparse.Namespace) -> int:
@@ -91,14 +99,14 @@ async def _run(args: argparse.Namespace) -> int:
     settings = settings_from(args, http_host=args.http_host, http_port=args.http_port)
     configure_logging()
     if args.worker is not None:
-        return await _serve_as_worker(settings, *args.worker)
+        return await _serve_as_worker(settings, *args.worker, accept_stale_log=args.accept_stale_log)
     from ..workers import default_workers
 
     count = args.workers or settings.workers or default_workers()
     if count == 1:
         from ..worker import create_worker
 
-        app, _ = create_worker(settings)
+        app, _ = create_worker(settings, accept_stale_log=args.accept_stale_log)
         app.after_startup(settle_heap)
         await app.run()
         return 0
@@ -118,7 +126,7 @@ async def _supervise(args: argparse.Namespace, settings: IssuerSettings, count: 
     port = int(reserved.getsockname()[1])
     base = ["issuer", "run"] + [
         item for flag, dest in _PASSED_ON if getattr(args, dest, None) for item in (flag, str(getattr(args, dest)))
-    ]
+    ] + (["--accept-stale-log"] if args.accept_stale_log else [])
     logging.getLogger("keyherald.issuer").info("serving %s:%d from %d workers", host, port, count)
     try:
         return await supervise(lambda index: worker_command(base, index, port), count)
@@ -126,13 +134,14 @@ async def _supervise(args: argparse.Namespace, settings: IssuerSettings, count: 
         reserved.close()
 
 
-async def _serve_as_worker(settings: IssuerSettings, index: int, supervisor: int) -> int:
+async def _serve_as_worker(settings: IssuerSettings, index: int, supervisor: int, *, accept_stale_log: bool) -> int:
     import asyncio
 
     from ..worker import create_worker
     from ..workers import watch_supervisor
 
-    app, _ = create_worker(settings, duties=index == 0, worker=index, reuse_port=True)
+    app, _ = create_worker(settings, accept_stale_log=accept_stale_log, duties=index == 0, worker=index,
+                           reuse_port=True)
     app.after_startup(settle_heap)
     watcher = asyncio.ensure_future(watch_supervisor(supervisor))
     try:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._common import add_parser, add_settings_flags, emit_json, opened_context
+from ._common import acted, add_parser, add_settings_flags, emit_json, opened_context
+from .confirm import add_wait_flags, confirm
+
+if TYPE_CHECKING:
+    from keyherald.shared.events import Event
 
 __all__ = ["register"]
 
@@ -23,6 +27,8 @@ def register(sub: Any) -> None:
         "--emergency", action="store_true",
         help="also revoke the key being replaced (it is compromised): its tokens stop verifying",
     )
+    rotate.add_argument("--json", action="store_true", help="print {seq} as JSON")
+    add_wait_flags(rotate)
     add_settings_flags(rotate)
     rotate.set_defaults(handler=_rotate)
 
@@ -53,6 +59,12 @@ async def _rotate(args: argparse.Namespace) -> int:
     from ..admin import Admin
 
     async with opened_context(args) as ctx:
-        seq = await Admin(ctx).rotate(emergency=args.emergency)
-    print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}")
-    return 0
+        admin = Admin(ctx)
+
+        async def rotate() -> tuple[int, list[Event]]:
+            return await admin.rotate(emergency=args.emergency), admin.last_events
+
+        seq = await acted(ctx, rotate)
+        if not args.json:
+            print(f"rotated{' (emergency: the old key is revoked)' if args.emergency else ''}; seq {seq}", flush=True)
+        return await confirm(ctx, args, seq, {"seq": seq})

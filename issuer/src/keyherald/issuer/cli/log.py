@@ -40,6 +40,10 @@ def register(sub: Any) -> None:
         "--confirm", metavar="NAMESPACE",
         help="the namespace's name, to confirm without the prompt (scripts); anything else refuses",
     )
+    accept.add_argument(
+        "--expect", metavar="LOG:SEQ",
+        help="the log and seq you reviewed (`log status` prints them): refuse if Redis holds anything else now",
+    )
     add_settings_flags(accept)
     accept.set_defaults(handler=_accept)
 
@@ -114,6 +118,8 @@ async def _status(args: argparse.Namespace) -> int:
             print(f"record: log {record.log} seq {record.seq}, {_ago(now, record.time)};"
                   f" {len(record.revoked_kids)} revoked key(s) remembered")
         print(f"verdict: {verdict}")
+        if seen is not None and decision.action is Action.REFUSE:
+            print(f"to build on it anyway: keyherald log accept --expect {seen.log}:{seen.seq}")
     return 0 if decision.action in (Action.FOLLOW, Action.GENESIS) else 1
 
 
@@ -133,9 +139,14 @@ async def _accept(args: argparse.Namespace) -> int:
                 f"Redis holds no log that verifies ({observed.problem or 'empty'}): there is nothing to accept;"
                 " restore a backup, or start the issuer on an empty namespace"
             )
+        if args.expect is not None and args.expect != f"{seen.log}:{seen.seq}":
+            raise OperationFailed(
+                f"Redis holds log {seen.log}:{seen.seq} now, not {args.expect} (the one you reviewed): nothing"
+                " changed; look again with `keyherald log status`"
+            )
         record = ctx.log.record
         now = ctx.clock()
-        print(f"Redis holds log {seen.log} at seq {seen.seq}; its newest event is from {_ago(now, seen.time)}.",
+        print(f"Redis holds log {seen.log}:{seen.seq}; its newest event is from {_ago(now, seen.time)}.",
               file=sys.stderr)
         if record is not None:
             print(f"This host's record knows log {record.log} at seq {record.seq}, from {_ago(now, record.time)}.",

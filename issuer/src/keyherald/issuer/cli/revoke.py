@@ -10,9 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._common import OperationFailed, add_parser, add_settings_flags, emit_json, opened_context
+from ._common import OperationFailed, acted, add_parser, add_settings_flags, opened_context
+from .confirm import add_wait_flags, confirm
+
+if TYPE_CHECKING:
+    from keyherald.shared.events import Event
+
+    from ..context import IssuerContext
 
 __all__ = ["parse_time", "register"]
 
@@ -62,15 +68,14 @@ def register(sub: Any) -> None:
 
     for parser in (token, subject, key):
         parser.add_argument("--json", action="store_true", help="print {seq} as JSON")
+        add_wait_flags(parser)
         add_settings_flags(parser)
 
 
-def _done(args: argparse.Namespace, what: str, seq: int) -> int:
-    if args.json:
-        emit_json({"seq": seq})
-    else:
-        print(f"revoked {what}; seq {seq}")
-    return 0
+async def _done(ctx: IssuerContext, args: argparse.Namespace, what: str, seq: int) -> int:
+    if not args.json:
+        print(f"revoked {what}; seq {seq}", flush=True)
+    return await confirm(ctx, args, seq, {"seq": seq})
 
 
 async def _token(args: argparse.Namespace) -> int:
@@ -92,8 +97,13 @@ async def _token(args: argparse.Namespace) -> int:
             if expires_at < ctx.clock():
                 print("the token has expired already; nothing to revoke", file=sys.stderr)
                 return 0
-        seq = await Admin(ctx).revoke_token(jti, int(expires_at))
-    return _done(args, f"token {jti}", seq)
+        admin = Admin(ctx)
+
+        async def revoke() -> tuple[int, list[Event]]:
+            return await admin.revoke_token(jti, int(expires_at)), admin.last_events
+
+        seq = await acted(ctx, revoke)
+        return await _done(ctx, args, f"token {jti}", seq)
 
 
 async def _subject(args: argparse.Namespace) -> int:
@@ -109,13 +119,23 @@ async def _subject(args: argparse.Namespace) -> int:
                 )
             print(f"note: no registered client is named {args.sub!r}; revoking the subject anyway (--force)",
                   file=sys.stderr)
-        seq = await Admin(ctx).revoke_subject(args.sub)
-    return _done(args, f"every token of {args.sub} issued so far", seq)
+        admin = Admin(ctx)
+
+        async def revoke() -> tuple[int, list[Event]]:
+            return await admin.revoke_subject(args.sub), admin.last_events
+
+        seq = await acted(ctx, revoke)
+        return await _done(ctx, args, f"every token of {args.sub} issued so far", seq)
 
 
 async def _key(args: argparse.Namespace) -> int:
     from ..admin import Admin
 
     async with opened_context(args) as ctx:
-        seq = await Admin(ctx).revoke_key(args.kid)
-    return _done(args, f"key {args.kid}", seq)
+        admin = Admin(ctx)
+
+        async def revoke() -> tuple[int, list[Event]]:
+            return await admin.revoke_key(args.kid), admin.last_events
+
+        seq = await acted(ctx, revoke)
+        return await _done(ctx, args, f"key {args.kid}", seq)

@@ -5,6 +5,7 @@
     GET  /.well-known/jwks.json                  the keys a verifier may need now
     GET  /.well-known/oauth-authorization-server metadata (RFC 8414)
     GET  /healthz                                role, Redis reachability, seq
+    GET  /metrics                                Prometheus metrics
     /admin/...                                   operator actions, admin-scoped tokens (RFC 6750)
 
 docs/api.md documents each; FastAPI serves the OpenAPI document at /openapi.json.
@@ -194,6 +195,12 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
     )
 
     app.service = service
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import RuntimeCollector, metrics_response
+
+    registry = CollectorRegistry()
+    registry.register(RuntimeCollector(runtime))
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:
@@ -241,6 +248,10 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
     @app.get("/.well-known/oauth-authorization-server", tags=["discovery"], summary="RFC 8414 metadata")
     async def oauth_metadata() -> Response:
         return await metadata_endpoint(service)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this replica (text format)")
+    async def metrics() -> Response:
+        return metrics_response(registry)
 
     @app.get("/healthz", tags=["operations"], responses=errors(503),
              summary="role, Redis reachability, seq; 503 (with the reason) when this replica cannot append")

@@ -108,6 +108,21 @@ def check_admin(service: Service, request: Request) -> dict[str, Any]:
     return claims
 
 
+async def _event_time(service: Service, seq: int) -> float:
+    """The issuer time of event ``seq`` while the stream still holds it (else 0: any later log
+    counts as holding it)."""
+    from keyherald.shared.errors import ProtocolError
+
+    entries = await service.redis.xrange(service.names.events, min=f"{seq}-0", max=f"{seq}-0") or []
+    for _, fields in entries:
+        try:
+            event = service.runtime.ctx.control.anchor.open_event(str((fields or {}).get("event")))
+        except (ProtocolError, ValueError):
+            continue
+        return event.time
+    return 0.0
+
+
 def admin_router(service: Service) -> APIRouter:
     settings = service.settings
 
@@ -129,6 +144,28 @@ def admin_router(service: Service) -> APIRouter:
     @router.get("/keys", summary="every key agents hold, with its state and times")
     async def keys() -> Any:
         return [describe(r) for r in await admin.keys()]
+
+    @router.get("/fleet", summary="the agents reporting presence: live (seq, lag, stale) and lost")
+    async def fleet() -> Any:
+        from ..fleet import read_fleet
+
+        state = await service.runtime.ctx.log.sync()
+        return (await read_fleet(service.redis, service.names, state.position)).as_dict()
+
+    @router.get("/fleet/confirm", responses=errors(400),
+                summary="how many live agents hold event seq (of the current log, or of log), and which do not")
+    async def confirm(seq: int, log: str | None = None) -> Any:
+        from ..fleet import Target, read_fleet
+
+        state = await service.runtime.ctx.log.sync()
+        if seq < 1 or (seq > state.seq and (log is None or log == state.log)):
+            return _bad("seq must name an event of the log")
+        when = state.time if seq >= state.seq else await _event_time(service, seq)
+        target = Target(log or state.log, seq, when)
+        view = await read_fleet(service.redis, service.names, state.position)
+        missing = view.missing(target)
+        return {"log": target.log, "seq": seq, "live": len(view.live), "confirmed": len(view.live) - len(missing),
+                "missing": [a.as_dict() for a in missing]}
 
     @router.post("/keys/rotate", responses=with_body,
                  summary="activate the standby now; emergency also revokes the old key")

@@ -118,6 +118,32 @@ def _settle(future: asyncio.Future[Any], reply: Any) -> None:
         future.set_result(reply)
 
 
+class _Collected:
+    """The replies of commands sent together, handed over once the last is in."""
+
+    __slots__ = ("_count", "_recipient", "_replies")
+
+    def __init__(self, count: int, recipient: Callable[[list[Any]], None]) -> None:
+        self._count = count
+        self._recipient = recipient
+        self._replies: list[Any] = []
+
+    def __call__(self, reply: Any) -> None:
+        self._replies.append(reply)
+        if len(self._replies) == self._count:
+            self._recipient(self._replies)
+
+
+def _settle_all(future: asyncio.Future[Any], replies: list[Any]) -> None:
+    if future.done():
+        return
+    lost = next((r for r in replies if isinstance(r, RedisConnectionError)), None)
+    if lost is not None:
+        future.set_exception(lost)
+    else:
+        future.set_result(replies)
+
+
 class LookupBatcher:
     """``await batcher("MGET", k1, k2)``: the reply of that read command, batched with its peers.
     An error reply raises (a ResponseError) in its own caller only."""
@@ -135,18 +161,33 @@ class LookupBatcher:
         pipe.send(_command(*command), functools.partial(_settle, future))
         return await future
 
+    async def many(self, *commands: tuple[str, ...]) -> list[Any]:
+        """The replies of several read commands sent together (one round trip); an error reply
+        is returned in its place, a lost connection raises."""
+        pipe = self._pipe
+        if pipe is None or pipe.broken is not None:
+            pipe = await self._connected()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        collect = _Collected(len(commands), functools.partial(_settle_all, future))
+        for command in commands:
+            pipe.send(_command(*command), collect)
+        return await future  # type: ignore[no-any-return]
+
     @staticmethod
     def packed(*command: str) -> bytes:
         """``command`` as Redis reads it, for :meth:`send_now` (a caller may keep it)."""
         return _command(*command)
 
-    def send_now(self, reply: Callable[[Any], None], packed: bytes) -> bool:
-        """Queue a packed command if connected (False otherwise: use the coroutine); ``reply``
-        gets its reply, or the error, when it comes. For callers that do not wait in a coroutine."""
+    def send_now(self, reply: Callable[[list[Any]], None], *packed: bytes) -> bool:
+        """Queue packed commands if connected (False otherwise: use the coroutine); ``reply``
+        gets their replies (an error in place of one), all at once, when they come. For callers
+        that do not wait in a coroutine."""
         pipe = self._pipe
         if pipe is None or pipe.broken is not None:
             return False
-        pipe.send(packed, reply)
+        collect = _Collected(len(packed), reply)
+        for command in packed:
+            pipe.send(command, collect)
         return True
 
     async def _connected(self) -> _Pipe:

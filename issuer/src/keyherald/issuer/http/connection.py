@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -237,7 +238,8 @@ class DirectTokenProtocol(RequestDeadlineProtocol):
             return
         exchange.more_body = False
         assert self.answer_token is not None
-        presented = Presented(exchange.authorization, exchange.content_type, bytes(exchange.body), exchange.address)
+        presented = Presented(exchange.authorization, exchange.content_type, bytes(exchange.body), exchange.address,
+                              time.perf_counter())
         self.answer_token(presented, functools.partial(self._finish, exchange), self._spawn)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

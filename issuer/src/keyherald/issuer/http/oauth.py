@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import parse_qsl, unquote_plus
 
+from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -47,6 +48,11 @@ __all__ = [
 log = logging.getLogger("keyherald.issuer.auth")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+AUTH_FAILURES = Counter(
+    "keyherald_client_auth_failures", "Failed client authentications, by reason (unknown_client, wrong_secret,"
+    " malformed)", ["reason"],
+)
+RATE_LIMITED = Counter("keyherald_rate_limited", "Requests refused with 429, by what was limited", ["kind"])
 MAX_BODY = 16 * 1024
 """The most a request may carry, here and on every other route (:mod:`.gate`)."""
 _TOO_LARGE = {"Connection": "close"}  # the rest is not read: do not wait for it either
@@ -65,12 +71,15 @@ class OAuthError(Exception):
         *,
         status: int = 400,
         headers: dict[str, str] | None = None,
+        client: str = "",
     ) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
         self.headers = headers or {}
+        self.client = client
+        """The client that authenticated, when one did (a metric label: the registry bounds it)."""
 
     @classmethod
     def invalid_client(cls, description: str = "client authentication failed") -> OAuthError:
@@ -227,6 +236,7 @@ def _form_decoded(text: str) -> str:
 
 def _refuse_if_limited(verdict: Verdict) -> None:
     if verdict.limited:
+        RATE_LIMITED.labels("auth").inc()
         log.warning("refused a client authentication: too many failures (retry after %ss)", verdict.retry_after)
         raise OAuthError(
             "temporarily_unavailable", "too many failed authentications; retry later",
@@ -242,10 +252,10 @@ async def authenticate_client(service: Service, authorization: str | None, addre
                               disabled_ok: bool = False) -> Client:
     """The registered client the request proves to be, or an OAuthError.
 
-    One Redis read (batched with concurrent requests' reads) fetches both failure counters and
-    the log's head, which says whether the client records this replica holds are still the
-    ones the log binds (:mod:`.clientview`): a disabled client or a rotated secret takes
-    effect at once. Unknown client and wrong secret take the same path (a hash and a
+    One Redis round trip (batched with concurrent requests' reads) fetches both failure
+    counters, the log's head and the client's record, which say whether the record this
+    replica checked before is still the one the log binds (:mod:`.clientview`): a disabled
+    client or a rotated secret takes effect at once. Unknown client and wrong secret take the same path (a hash and a
     constant-time compare) and get the same answer. ``disabled_ok`` (RFC 7009 revocation)
     lets a disabled client through: it may still revoke its own tokens. Otherwise a disabled
     client with the right secret gets ``unauthorized_client``: it did authenticate, and RFC
@@ -258,22 +268,28 @@ async def authenticate_client(service: Service, authorization: str | None, addre
         if exc.error == "invalid_client":
             _refuse_if_limited(await limiter.check(None, address))
             await limiter.record_failure(None, address)
+            AUTH_FAILURES.labels("malformed").inc()
         raise
     client_key, address_key = limiter.keys(auth.client_id, address)
     names = service.names
     unused = names.ratelimit("none", "-")
-    head, client_count, address_count = await service.lookup(
-        "MGET", names.head, client_key or unused, address_key or unused
+    counted, raw = await service.lookup.many(
+        ("MGET", names.head, client_key or unused, address_key or unused), ("HGET", names.clients, auth.client_id)
     )
+    for reply in (counted, raw):
+        if isinstance(reply, Exception):
+            raise reply
+    head, client_count, address_count = counted
     _refuse_if_limited(limiter.verdict(client_count, address_count))
-    client = await service.clients.client(auth.client_id, head)
+    client = await service.clients.client(auth.client_id, head, raw)
     if not secret_matches(client, auth.secret) or client is None:
         await limiter.record_failure(auth.client_id, address)
         # For the security team: who failed, from where; never the secret. repr() keeps a
         # hostile client_id from forging log lines.
-        log.info("client authentication failed: client_id %.80r from %s (%s)",
-                 auth.client_id, address, "unknown client" if client is None else "wrong secret")
+        reason = "unknown_client" if client is None else "wrong_secret"
+        AUTH_FAILURES.labels(reason).inc()
+        log.info("client authentication failed: client_id %.80r from %s (%s)", auth.client_id, address, reason)
         raise OAuthError.invalid_client()
     if client.disabled and not disabled_ok:
-        raise OAuthError("unauthorized_client", "this client is disabled")
+        raise OAuthError("unauthorized_client", "this client is disabled", client=client.client_id)
     return client

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..tokens import verified_claims
-from .oauth import NO_STORE, OAuthError, authenticate_client, error_response, peer_address, read_form
+from .oauth import NO_STORE, RATE_LIMITED, OAuthError, authenticate_client, error_response, peer_address, read_form
 
 if TYPE_CHECKING:
     from . import Service
@@ -67,6 +67,7 @@ async def revocation_endpoint(service: Service, request: Request) -> Response:
             if isinstance(jti, str) and isinstance(exp, int) and not isinstance(exp, bool) and exp > service.clock():
                 retry_after = await _over_revocation_budget(service, client.client_id)
                 if retry_after is not None:
+                    RATE_LIMITED.labels("revoke").inc()
                     log.warning("client %r is over its revocation budget", client.client_id)
                     return error_response(OAuthError(
                         "temporarily_unavailable", "too many revocations; retry later",

@@ -42,6 +42,7 @@ def server_config(app: Any, settings: IssuerSettings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the process's format (keyherald.shared.logs)
         lifespan="off",
         access_log=False,
         http=protocol_class(settings.http_header_timeout, answer_token=answer, trusted_proxies=proxies),

@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRANT_TYPE",
+    "ISSUED",
+    "LATENCY",
+    "REFUSED",
     "ClaimsTemplate",
     "Presented",
     "answer_form",
@@ -58,6 +63,16 @@ __all__ = [
 log = logging.getLogger("keyherald.issuer")
 
 GRANT_TYPE = "client_credentials"
+
+ISSUED = Counter("keyherald_tokens_issued", "Access tokens issued, by client", ["client"])
+REFUSED = Counter(
+    "keyherald_token_requests_refused", "Token requests refused, by OAuth error (and client, once authenticated)",
+    ["error", "client"],
+)
+LATENCY = Histogram(
+    "keyherald_token_request_duration_seconds", "POST /token, from the request to the answer, seconds",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 
 def audiences_for(client: Client, form: Form) -> list[str]:
@@ -118,7 +133,7 @@ class ClaimsTemplate:
     for what changes per token (iat, nbf, exp, jti). Made once per shape; each token then
     costs one %-format instead of building and encoding a dict."""
 
-    __slots__ = ("_payload", "answer", "ttl")
+    __slots__ = ("_payload", "answer", "issued", "ttl")
 
     def __init__(self, client: Client, audiences: list[str], scopes: list[str], *, issuer: str, max_ttl: int) -> None:
         claims = claims_for(client, audiences, scopes, issuer=issuer, now=0, max_ttl=max_ttl)
@@ -131,6 +146,8 @@ class ClaimsTemplate:
         scope = json.dumps(" ".join(scopes)).replace("%", "%%")
         self.answer = f'{{"access_token":"%s","token_type":"Bearer","expires_in":{self.ttl},"scope":{scope}}}'
         """The 200 answer's body, with a hole for the token."""
+        self.issued = ISSUED.labels(client.client_id)
+        """The client's tokens-issued counter (its label looked up once)."""
 
     def payload(self, now: float) -> str:
         """The claims of a token issued at ``now``, as JSON."""
@@ -145,17 +162,24 @@ class Presented(NamedTuple):
     content_type: str | None
     body: bytes
     address: str | None
+    started: float = 0.0
+    """time.perf_counter() when the request was in (the latency metric)."""
 
 
 async def token_endpoint(service: Service, request: Request) -> Response:
     """POST /token through the ASGI app (tests, pipelined requests): the same answer as the
     direct path gives."""
+    started = time.perf_counter()
     try:
         form = await read_form(request)
     except OAuthError as exc:
+        REFUSED.labels(exc.error, "").inc()
+        LATENCY.observe(time.perf_counter() - started)
         return error_response(exc)
-    presented = Presented(request.headers.get("authorization"), None, b"", peer_address(request))
-    return (await answer_form(service, presented, form)).response()
+    presented = Presented(request.headers.get("authorization"), None, b"", peer_address(request), started)
+    answer = await answer_form(service, presented, form)
+    LATENCY.observe(time.perf_counter() - started)
+    return answer.response()
 
 
 async def answer_token(service: Service, presented: Presented) -> Answer:
@@ -164,8 +188,12 @@ async def answer_token(service: Service, presented: Presented) -> Answer:
     try:
         form = parse_form(presented.content_type, presented.body)
     except OAuthError as exc:
-        return error_answer(exc)
-    return await answer_form(service, presented, form)
+        REFUSED.labels(exc.error, "").inc()
+        answer = error_answer(exc)
+    else:
+        answer = await answer_form(service, presented, form)
+    LATENCY.observe(time.perf_counter() - presented.started)
+    return answer
 
 
 async def answer_form(service: Service, presented: Presented, form: Form) -> Answer:
@@ -178,6 +206,7 @@ async def answer_form(service: Service, presented: Presented, form: Form) -> Ans
         async with service.redis_slots:
             return await _issue(service, presented, form)
     except OAuthError as exc:
+        REFUSED.labels(exc.error, exc.client).inc()  # the client only once it authenticated
         return error_answer(exc)
     except RedisError as exc:
         log.warning("request failed: Redis unreachable (%s)", type(exc).__name__)
@@ -196,12 +225,17 @@ def _unavailable(description: str) -> Answer:
 
 async def _issue(service: Service, presented: Presented, form: Form) -> Answer:
     client = await authenticate_client(service, presented.authorization, presented.address, form)
-    template = service.template_for(client, form)
+    try:
+        template = service.template_for(client, form)
+    except OAuthError as exc:
+        exc.client = exc.client or client.client_id
+        raise
     try:
         token = await service.runtime.signer.sign(template.payload(service.clock()))
     except KeyNotFound:
         raise OAuthError(
             "temporarily_unavailable", "the issuer has no active signing key yet", status=503,
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": "1"}, client=client.client_id,
         ) from None
+    template.issued.inc()
     return Answer(200, (template.answer % token).encode(), NO_STORE)

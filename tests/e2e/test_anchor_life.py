@@ -1,0 +1,184 @@
+"""The trust anchor's life on real servers: a Redis that may evict, a Redis that forgets, a
+backup and a restore, and junk written over the keys beside the log.
+
+Each test that wipes Redis owns its server (tests.servers.EmbeddedValkey, no persistence):
+stopping and starting it again is exactly "Redis restarted without its data".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from tests.procs import Fleet, wait_for
+from tests.servers import EmbeddedValkey
+
+from .deployment import Deployment, token_of
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def server() -> Iterator[EmbeddedValkey]:
+    valkey = EmbeddedValkey()
+    try:
+        yield valkey
+    finally:
+        valkey.close()
+
+
+@pytest.fixture
+def own(server: EmbeddedValkey, namespace: str, kek: str, tmp_path: Path) -> Deployment:
+    return Deployment(server.url, namespace, kek, tmp_path)
+
+
+def _wipe(server: EmbeddedValkey) -> None:
+    server.stop()
+    server.start()  # same port, no data
+
+
+def test_a_redis_that_may_evict_keys_is_refused(own: Deployment, server: EmbeddedValkey, fleet: Fleet) -> None:
+    d = own
+    with Redis.from_url(server.url) as admin:
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        code, _out, err = d.operator("issuer", "init", host="issuer-1")
+        assert code == 2 and "maxmemory-policy" in err and "allkeys-lru" in err and "noeviction" in err
+        assert not admin.exists(d.names.control_key)  # refused before anything was written
+        admin.config_set("maxmemory-policy", "volatile-lru")  # keyherald's keys have no TTL: safe
+        d.init()
+        admin.config_set("maxmemory-policy", "allkeys-lfu")
+        issuer = fleet.issuer(d.host("issuer-1"))
+        wait_for(lambda: issuer.proc.poll() is not None, 20, "the issuer refusing to run")
+        assert issuer.proc.returncode == 2 and "maxmemory-policy" in issuer.stderr()
+
+
+def test_issuer_run_prepares_no_namespace_unless_told(deployment: Deployment, fleet: Fleet) -> None:
+    """An empty namespace in production is a wrong URL or a Redis that lost its data: a new
+    control key there would be a new trust anchor every agent refuses."""
+    d = deployment
+    issuer = fleet.issuer(d.host("issuer-1"))
+    wait_for(lambda: issuer.proc.poll() is not None, 20, "the issuer refusing an empty namespace")
+    assert issuer.proc.returncode != 0
+    assert "keyherald issuer init" in issuer.stderr() and "KEYHERALD_CONTROL_KEY_FILE" in issuer.stderr()
+    allowed = fleet.issuer(d.host("issuer-1", KEYHERALD_AUTO_INIT="true"))
+    allowed.wait_healthy()
+
+
+@pytest.fixture
+def deployment(redis_url: str, namespace: str, kek: str, tmp_path: Path) -> Deployment:
+    return Deployment(redis_url, namespace, kek, tmp_path)
+
+
+def test_redis_restarted_empty_with_the_control_key_file(
+    own: Deployment, server: EmbeddedValkey, fleet: Fleet
+) -> None:
+    """The control key survives in its file: the restarted replica starts a new log signed by
+    the same key, running agents adopt it with every revocation, fresh agents bootstrap on the
+    anchor they were deployed with. A host that ran the namespace refuses to make a new key."""
+    d = own
+    key_file = d.root / "secrets" / "control-key"
+    d.base["KEYHERALD_CONTROL_KEY_FILE"] = str(key_file)
+    anchor = d.init()
+    assert key_file.exists() and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    issuer = fleet.issuer(d.host("issuer-1"))
+    issuer.wait_healthy()
+    secret = d.client("orders")
+    running = fleet.agent(d.agent_env("agent-1"))
+    revoked = token_of(issuer.token("orders", secret))
+    code, _out, err = d.operator("revoke", "token", "--token", "-", stdin=revoked)
+    assert code == 0, err
+    wait_for(lambda: running.refuses(revoked) == "revoked", 5, "the revocation applied")
+
+    issuer.stop()
+    _wipe(server)
+    restarted = fleet.issuer(d.host("issuer-1"))
+    restarted.wait_healthy()
+    wait_for(lambda: running.status()["resets"] >= 1, 10, "the running agent adopting the new log")
+    # The signing keys went with Redis (the new log has new ones); the revocation is kept.
+    assert running.refuses(revoked) is not None and running.status()["revoked_tokens"] == 1
+    token_of(restarted.token("orders", d.client("orders")))  # the clients went too: created again
+    fresh = fleet.agent(d.agent_env("agent-2"))
+    assert fresh.started and d.anchor == anchor
+    # Without the file, the same host makes no new control key either: its record says the
+    # namespace was in use, so Redis lost it.
+    restarted.stop()
+    _wipe(server)
+    del d.base["KEYHERALD_CONTROL_KEY_FILE"]
+    code, _out, err = d.operator("issuer", "init", host="issuer-1")
+    assert code != 0 and "ran the namespace before" in err
+
+
+def test_backup_wipe_and_restore(own: Deployment, server: EmbeddedValkey, fleet: Fleet) -> None:
+    d = own
+    d.init()
+    issuer = fleet.issuer(d.host("issuer-1"))
+    issuer.wait_healthy()
+    secret = d.client("orders")
+    running = fleet.agent(d.agent_env("agent-1"))
+    before, after, kept = (token_of(issuer.token("orders", secret)) for _ in range(3))
+    assert d.operator("revoke", "token", "--token", "-", stdin=before)[0] == 0
+    backup = d.root / "backup.json"
+    code, _out, err = d.operator("backup", str(backup))
+    assert code == 0 and "backed up" in err, err
+    assert oct(backup.stat().st_mode & 0o777) == "0o600"
+    document = json.loads(backup.read_text())
+    assert "BEGIN" not in backup.read_text() and "der" not in json.dumps(document["signing_keys"])
+    assert d.operator("revoke", "token", "--token", "-", stdin=after)[0] == 0
+    wait_for(lambda: running.refuses(after) == "revoked", 5, "the later revocation applied")
+
+    issuer.stop()
+    _wipe(server)
+    code, out, err = d.operator("restore", str(backup), host="issuer-1")
+    assert code == 0 and "restored namespace" in out, err
+    assert d.operator("restore", str(backup), host="issuer-1")[0] == 1  # once: the namespace holds a log now
+    restarted = fleet.issuer(d.host("issuer-1"))
+    restarted.wait_healthy()
+    wait_for(lambda: running.status()["resets"] >= 1, 10, "the running agent adopting the restored log")
+    # Running agents never roll back: both revocations stay applied.
+    assert running.refuses(before) == "revoked" and running.refuses(after) == "revoked"
+    assert running.refuses(kept) is None
+    fresh_token = token_of(restarted.token("orders", secret))  # the restored client and keys
+    assert running.refuses(fresh_token) is None
+    # A fresh agent starts from the backup: it refuses what the backup held. The revocation
+    # made after the backup is what docs/operations.md says a restore loses, for it alone.
+    fresh = fleet.agent(d.agent_env("agent-2"))
+    assert fresh.started and fresh.refuses(before) == "revoked" and fresh.refuses(fresh_token) is None
+    assert fresh.refuses(after) is None
+
+
+def test_junk_over_the_keys_beside_the_log_is_repaired_by_the_leader(
+    deployment: Deployment, fleet: Fleet, redis_url: str
+) -> None:
+    """One write each: the control key made junk, then a list; the signing keys a string; the
+    clients a string. The leader writes back what it holds and reports what it cannot; a
+    replica started afterwards, and the command, work."""
+    d = deployment
+    d.init()
+    issuer = fleet.issuer(d.host("issuer-1"))
+    issuer.wait_healthy()
+    secret = d.client("orders")
+    with Redis.from_url(redis_url) as attacker:
+        attacker.set(d.names.control_key, "junk")
+        wait_for(lambda: attacker.get(d.names.control_key) != b"junk", 10, "the control key written back")
+        attacker.delete(d.names.control_key)
+        attacker.rpush(d.names.control_key, "x")
+        wait_for(lambda: attacker.type(d.names.control_key) == b"string", 10, "the control key written back")
+        attacker.delete(d.names.signing_keys)
+        attacker.set(d.names.signing_keys, "junk")
+        wait_for(lambda: attacker.type(d.names.signing_keys) == b"hash", 10, "the signing keys written back")
+        assert issuer.token("orders", secret).status_code == 200
+        attacker.delete(d.names.clients)
+        attacker.set(d.names.clients, "junk")
+        wait_for(lambda: attacker.type(d.names.clients) != b"string", 10, "the client records removed")
+    assert issuer.token("orders", secret).status_code == 401  # unknown now, not an outage
+    status, health = wait_for(lambda: issuer.health(), 5, "health")
+    assert status == 503 and "client records were destroyed" in health["problem"]
+    second = fleet.issuer(d.host("issuer-2"))
+    wait_for(lambda: second.health(), 20, "a second replica answering")  # it started: nothing wedged
+    code, _out, err = d.operator("clients", "create", "orders", "--audience", "inventory")
+    assert code == 0, err
+    issuer.wait_healthy(10)  # the operator acted: healthy again
