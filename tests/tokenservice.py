@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ __all__ = [
     "http",
     "issuer",
     "running_issuer",
+    "socket_client",
 ]
 
 ADDRESS = "192.0.2.10"
@@ -85,9 +87,36 @@ async def issuer(issuer_settings: IssuerSettings, clock: ManualClock) -> AsyncIt
         yield runtime
 
 
-@pytest.fixture
-async def http(issuer: IssuerRuntime) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(issuer) as client:
+@asynccontextmanager
+async def socket_client(runtime: IssuerRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    """The runtime's app served by uvicorn on a real socket, as in production: POST /token
+    goes through the connection's direct path (keyherald.issuer.http.connection) and its
+    express lane (keyherald.issuer.http.express)."""
+    from keyherald.issuer.http.server import QuietServer, server_config
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    app: Any = create_app(runtime)
+    await app.service.lookup("PING")  # connected from the start: requests take the express lane at once
+    server = QuietServer(server_config(app, runtime.settings))
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+        listener.close()
+
+
+@pytest.fixture(params=["asgi", "socket"])
+async def http(issuer: IssuerRuntime, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the issuer's HTTP API, twice: through the ASGI app, and over a socket
+    (where POST /token takes the direct path): both must answer alike."""
+    opened = asgi_client(issuer) if request.param == "asgi" else socket_client(issuer)
+    async with opened as client:
         yield client
 
 

@@ -38,3 +38,26 @@ def test_the_cli_startup_benchmark_runs_the_real_command(redis_url: str) -> None
     assert done.returncode == 0, done.stderr
     assert "keyherald revoke subject orders" in done.stdout and "python -c pass" in done.stdout
     assert "keyherald.issuer" in done.stdout  # the heaviest imports are listed
+
+
+def test_the_issuing_benchmark_drives_the_real_command_with_wrk() -> None:
+    """One short block of the free-core scenario, keyherald alone (the peer needs Node 22 from
+    the registry); the bench itself fails on any answer but a 200. Then the step profile."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("wrk") is None:
+        pytest.fail("needs wrk (apt-get install wrk; .ci/run installs it)")
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    done = subprocess.run([sys.executable, str(bench / "issue.py"), "--scenarios", "free-16", "--seconds", "1",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| free-16 | keyherald")]
+    assert len(rows) == 1, done.stdout
+    assert "µs" in rows[0] and "Redis" in rows[0]
+    profile = subprocess.run([sys.executable, str(bench / "issue_profile.py"), "--rounds", "1", "--seconds", "0.02",
+                              "--load-seconds", "1"], capture_output=True, text=True, timeout=120, check=False)
+    assert profile.returncode == 0, profile.stderr
+    assert "ES256 signature" in profile.stdout and "served, 16 connections" in profile.stdout

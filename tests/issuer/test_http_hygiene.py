@@ -221,6 +221,73 @@ async def test_a_slow_handler_is_not_cut_off_by_the_request_deadline(
             assert (await client.get("/.well-known/jwks.json")).status_code == 200
 
 
+def _token_request(secret: str, *, version: bytes = b"1.1", extra: bytes = b"",
+                   body: bytes = b"grant_type=client_credentials") -> bytes:
+    auth = basic("orders", secret)["Authorization"].encode()
+    return (b"POST /token HTTP/" + version + b"\r\nHost: issuer\r\nAuthorization: " + auth +
+            b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
+            str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+
+
+async def test_pipelined_requests_are_answered_in_order(issuer_settings: IssuerSettings, clock: ManualClock) -> None:
+    """POST /token is answered from the connection itself; a request pipelined behind it
+    (another token request, a route served by the app) waits its turn."""
+    async with served(issuer_settings, clock) as runtime:
+        secret = await add_client(runtime, "orders", ["inventory"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", runtime.http_port)
+        writer.write(_token_request(secret) + _token_request("wrong") + b"GET /healthz HTTP/1.1\r\nHost: issuer\r\n\r\n"
+                     + _token_request(secret))
+        await writer.drain()
+        answers = [await _answer(reader) for _ in range(4)]
+        assert [status for status, _, _ in answers] == [200, 401, 200, 200]
+        assert b"access_token" in answers[0][2] and b"invalid_client" in answers[1][2]
+        assert b'"role"' in answers[2][2] and b"access_token" in answers[3][2]
+        assert answers[0][1]["cache-control"] == "no-store" and answers[0][1]["content-type"] == "application/json"
+        assert answers[1][1]["www-authenticate"].startswith("Basic")
+        writer.close()
+
+
+async def test_expect_100_continue_and_http_1_0_on_the_token_endpoint(issuer_settings: IssuerSettings,
+                                                                      clock: ManualClock) -> None:
+    async with served(issuer_settings, clock) as runtime:
+        secret = await add_client(runtime, "orders", ["inventory"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", runtime.http_port)
+        request = _token_request(secret, extra=b"Expect: 100-continue\r\n")
+        head, body = request.split(b"\r\n\r\n", 1)
+        writer.write(head + b"\r\n\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), LIVENESS) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        await writer.drain()
+        status, headers, _ = await _answer(reader)
+        assert status == 200 and "connection" not in headers  # kept alive
+        writer.close()
+        # HTTP/1.0 without keep-alive: answered, then closed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", runtime.http_port)
+        writer.write(_token_request(secret, version=b"1.0"))
+        await writer.drain()
+        status, headers, _ = await _answer(reader)
+        assert status == 200 and headers["connection"] == "close"
+        assert await _closed_by_server(reader)
+        writer.close()
+
+
+def test_the_server_answers_token_requests_from_the_connection(issuer_settings: IssuerSettings) -> None:
+    """Production serves the issuer's app with the direct token path (the socket tests of
+    tests/issuer/test_token_endpoint.py and test_oauth_errors.py go through it)."""
+    from fastapi import FastAPI
+
+    from keyherald.issuer.http.connection import DirectTokenProtocol, RequestDeadlineProtocol
+    from keyherald.issuer.http.server import server_config
+
+    class WithService(FastAPI):
+        service = object()
+
+    assert issubclass(server_config(WithService(), issuer_settings).http, DirectTokenProtocol)  # type: ignore[arg-type]
+    plain = server_config(FastAPI(), issuer_settings).http
+    assert issubclass(plain, RequestDeadlineProtocol) and not issubclass(plain, DirectTokenProtocol)  # type: ignore[arg-type]
+
+
 async def test_the_openapi_document_names_every_error_answer(issuer_settings: IssuerSettings,
                                                              clock: ManualClock) -> None:
     async with served(issuer_settings, clock) as runtime, httpx.AsyncClient(base_url=_base(runtime)) as client:

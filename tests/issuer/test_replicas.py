@@ -63,6 +63,7 @@ def replica_env(issuer_settings: IssuerSettings) -> dict[str, str]:
         "KEYHERALD_HEARTBEAT_INTERVAL": "500ms",
         "KEYHERALD_LEASE_TTL": f"{LEASE}s",
         "KEYHERALD_HTTP_PORT": "0",
+        "KEYHERALD_WORKERS": "1",  # a replica killed here is one process (tests/issuer/test_workers.py: several)
     }
 
 

@@ -4,16 +4,23 @@ and a token verified by PyJWT from /.well-known/jwks.json alone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
 import jwt
 import pytest
 
+from keyherald.issuer.clients import Client, hash_secret, record_digest
+from keyherald.issuer.context import IssuerContext
+from keyherald.issuer.eventlog import Change
+from keyherald.issuer.http.token import ClaimsTemplate, claims_for
 from keyherald.issuer.runtime import IssuerRuntime
+from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.clock import ManualClock
-from keyherald.shared.encoding import b64url_decode, loads_object
-from keyherald.shared.events import KeyState
+from keyherald.shared.encoding import b64url_decode, dumps, loads_object
+from keyherald.shared.events import EventType, KeyState
+from keyherald.shared.state import State
 from tests.tokenservice import add_client, basic, http, issuer
 
 __all__ = ["http", "issuer"]
@@ -234,3 +241,70 @@ async def test_jwks_keeps_answering_from_memory_while_redis_is_unreachable(
     assert during.status_code == 200 and during.json() == before
     token = await http.post("/token", data={"grant_type": "client_credentials"}, headers=basic("x", "y"))
     assert token.status_code in (401, 503) and "Traceback" not in token.text
+
+
+async def test_a_change_by_another_writer_is_refused_on_the_next_request(
+    issuer: IssuerRuntime, http: httpx.AsyncClient, issuer_settings: IssuerSettings
+) -> None:
+    """The operator's command is another writer: whatever this replica holds in memory (the
+    record it checked for earlier tokens), the next request sees the rotation or the disable."""
+    old = await add_client(issuer, "orders", ["inventory"])
+    form = {"grant_type": "client_credentials"}
+    assert (await http.post("/token", data=form, headers=basic("orders", old))).status_code == 200
+    async with IssuerContext(issuer_settings) as operator:
+        _, new = await operator.clients().rotate_secret("orders")
+        refused = await http.post("/token", data=form, headers=basic("orders", old))
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+        assert (await http.post("/token", data=form, headers=basic("orders", new))).status_code == 200
+        await operator.clients().disable("orders")
+        disabled = await http.post("/token", data=form, headers=basic("orders", new))
+        assert disabled.status_code == 400 and disabled.json()["error"] == "unauthorized_client"
+        await operator.clients().delete("orders")
+        gone = await http.post("/token", data=form, headers=basic("orders", new))
+        assert gone.status_code == 401 and gone.json()["error"] == "invalid_client"
+
+
+async def test_a_record_the_log_binds_is_still_refused_without_its_seal(
+    issuer: IssuerRuntime, http: httpx.AsyncClient
+) -> None:
+    """The seal is checked on its own: even a record whose digest the signed log binds (as
+    if the log itself were forged) is no client unless its HMAC verifies."""
+    secret = await add_client(issuer, "orders", ["inventory"])
+    key = issuer.ctx.names.clients
+    stored = json.loads(await issuer.ctx.redis.hget(key, "orders"))
+    salt = "00" * 16
+    forged = json.dumps({**stored, "client_id": "evil", "secret_salt": salt, "mac": "0" * 64,
+                         "secret_hash": hash_secret("khs_chosen", bytes.fromhex(salt))})
+
+    async def bind(state: State, now: float) -> Change:
+        draft = (str(EventType.CLIENT_UPDATED), {"client_id": "evil", "record": record_digest(forged)})
+        return Change([draft], {"evil": forged})
+
+    await issuer.ctx.log.commit(bind)
+    form = {"grant_type": "client_credentials"}
+    refused = await http.post("/token", data=form, headers=basic("evil", "khs_chosen"))
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    assert (await http.post("/token", data=form, headers=basic("orders", secret))).status_code == 200
+
+
+@pytest.mark.parametrize(("audiences", "scopes", "ttl"), [
+    (["inventory"], ["inventory:read"], None),
+    (["a%b", "ünïcode", "https://x.test/p?q"], ["x:read", "100%"], 60),
+    (["inventory"], [], 86400),
+])
+def test_a_claims_template_writes_what_the_signer_would(audiences: list[str], scopes: list[str],
+                                                        ttl: int | None) -> None:
+    """Each token's claims come from a template made once per client and request shape: the
+    JSON must be byte for byte what the canonical encoder writes for the same claims."""
+    client = Client(client_id="orders", audiences=tuple(audiences), scopes=tuple(scopes), ttl=ttl, created_at=0,
+                    secret_salt="00", secret_hash="00", secret_rotated_at=0)
+    template = ClaimsTemplate(client, audiences, scopes, issuer="https://issuer.test", max_ttl=300)
+    payload = template.payload(1_800_000_000.9)
+    claims = loads_object(payload)
+    assert dumps(claims).decode() == payload
+    assert claims["iat"] == claims["nbf"] == 1_800_000_000 and claims["exp"] - claims["iat"] == min(ttl or 300, 300)
+    expected = claims_for(client, audiences, scopes, issuer="https://issuer.test", now=1_800_000_000, max_ttl=300)
+    assert {**claims, "jti": None} == {**expected, "jti": None}
+    answer = json.loads(template.answer % "a.b.c")
+    assert answer == {"access_token": "a.b.c", "token_type": "Bearer", "expires_in": claims["exp"] - claims["iat"],
+                      "scope": " ".join(scopes)}

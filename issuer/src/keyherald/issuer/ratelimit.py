@@ -68,6 +68,9 @@ class AuthFailureLimiter:
         self.per_address = per_address
         self.window = window
         self._clock = clock
+        self._keys: dict[tuple[str | None, str | None], tuple[int, str | None, str | None]] = {}
+        """The counters' names by (client_id, address), for the window they were made in:
+        every token request asks, and building them is most of what a check costs."""
 
     def _window(self) -> tuple[int, float]:
         now = self._clock()
@@ -76,7 +79,17 @@ class AuthFailureLimiter:
 
     def keys(self, client_id: str | None, address: str | None) -> tuple[str | None, str | None]:
         """The counters that apply now (None where there is nothing to count by)."""
-        number, _ = self._window()
+        number = int(self._clock() // self.window)
+        known = self._keys.get((client_id, address))
+        if known is not None and known[0] == number:
+            return known[1], known[2]
+        if len(self._keys) >= 4096:
+            self._keys.clear()
+        client, addr = self._make_keys(client_id, address, number)
+        self._keys[(client_id, address)] = (number, client, addr)
+        return client, addr
+
+    def _make_keys(self, client_id: str | None, address: str | None, number: int) -> tuple[str | None, str | None]:
         where = _ident(address) if address else "-"
         client = self._names.ratelimit("client", f"{_ident(client_id)}@{where}:{number}") if client_id else None
         addr = self._names.ratelimit("address", f"{_ident(address)}:{number}") if address else None

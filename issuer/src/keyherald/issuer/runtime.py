@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from redis.exceptions import RedisError
@@ -47,16 +48,25 @@ FLEET_EVERY = 5.0
 
 
 class IssuerRuntime:
-    """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz."""
+    """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz.
+
+    ``duties=False`` (the extra workers of ``issuer run --workers N``, see :mod:`.workers`)
+    serves without taking part in leader election: no lease, rotation, heartbeats, audit or
+    checkpoints; it only follows the log, as the replica proper on its host does.
+    ``worker`` is its number there (None when it serves alone); ``reuse_port`` shares the
+    port with its siblings."""
 
     def __init__(
         self, settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True,
-        accept_stale_log: bool = False,
+        accept_stale_log: bool = False, duties: bool = True, worker: int | None = None, reuse_port: bool = False,
     ) -> None:
         """``accept_stale_log``: build on the log Redis holds even if its newest event is old and
         this host cannot tell it from a rolled-back copy (the operator's word, after an outage
         of every replica; see recovery.py)."""
         self.settings = settings
+        self.duties = duties
+        self.worker = worker
+        self._reuse_port = reuse_port
         self.ctx = IssuerContext(settings, clock=clock, allow_stale=accept_stale_log)
         self.clock = self.ctx.clock
         """The host clock corrected to the Redis server's (iat, cut-offs: see clocksync)."""
@@ -81,6 +91,8 @@ class IssuerRuntime:
         self._rotator: Rotator | None = None
         self._store_audit: StoreAudit | None = None
         self.http_port: int | None = None
+        self.closing: list[Callable[[], None]] = []
+        """What the HTTP side holds outside the context (its own Redis connection), closed at stop."""
         self.agent: VerifierAgent | None = None
         """The issuer's own verifier agent (audience: the issuer): it checks admin API tokens."""
 
@@ -131,6 +143,8 @@ class IssuerRuntime:
             family, kind, proto, _, address = infos[0]
             listener = socket.socket(family, kind, proto)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             listener.bind(address)
             listener.listen(2048)
         except OSError as exc:
@@ -161,6 +175,10 @@ class IssuerRuntime:
             with contextlib.suppress(RedisError, OSError):
                 await self._lease.release()
         self.role = "follower"
+        for close in self.closing:
+            with contextlib.suppress(Exception):
+                close()
+        self.closing.clear()
         await self.ctx.close()
 
     async def on_event(self) -> None:
@@ -174,6 +192,11 @@ class IssuerRuntime:
             await clock.measure(self.ctx.redis)
         eventlog = self.ctx.log
         state = await eventlog.sync()  # follows, or repairs what Redis lost or holds wrongly
+        if not self.duties:
+            self.seq = state.seq
+            self.problem = None
+            await self._look_at_fleet(state)  # /metrics, whichever worker answers it
+            return
         leading = await self._lease.hold()
         if leading != (self.role == "leader"):
             log.info("replica %s is now %s", self.replica_id, "leader" if leading else "follower")

@@ -80,6 +80,9 @@ class IssuerSettings(BaseKeyheraldSettings):
     """Events kept in the stream for agents catching up; older ones live only in the snapshot."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    workers: int | None = Field(default=None, ge=1, le=256)
+    """Processes ``keyherald issuer run`` serves the port from (see :mod:`.workers`); None:
+    one per core this process may run on."""
     trusted_proxies: str = ""
     """Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed.
     Empty (the default): none, the TCP peer is the client (rate limits count it)."""

@@ -3,9 +3,10 @@ issuer signed (revocation by the token itself: RFC 7009, the admin API, the comm
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from keyherald.shared.encoding import dumps, loads_object
+from keyherald.shared.encoding import b64url_encode, dumps, loads_object
 from keyherald.shared.jwk import SigningKey, VerifyingKey
 from keyherald.shared.jws import parse_compact, sign_compact
 from keyherald.shared.state import State
@@ -17,6 +18,8 @@ __all__ = ["MAX_TOKEN", "TOKEN_TYP", "TokenSigner", "sign_token", "verified_clai
 
 TOKEN_TYP = "at+jwt"
 MAX_TOKEN = 8 * 1024
+_CLAIMS = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+"""What :func:`keyherald.shared.encoding.dumps` writes, without building an encoder per call."""
 
 
 def sign_token(claims: dict[str, Any], key: SigningKey) -> str:
@@ -31,6 +34,8 @@ class TokenSigner:
     def __init__(self, ctx: IssuerContext) -> None:
         self._ctx = ctx
         self._key: SigningKey | None = None
+        self._head = ""
+        """The key's protected header, encoded once: the same for every token it signs."""
         self._seq: tuple[str, int] = ("", -1)
 
     @property
@@ -49,15 +54,33 @@ class TokenSigner:
         active = state.active_key
         if active is not None and active.kid in self._ctx.log.revoked_kids:
             active = None
-        self._key = await self._ctx.keystore.get(active.kid) if active else None
+        key = await self._ctx.keystore.get(active.kid) if active else None
+        if key is not None:
+            self._head = b64url_encode(dumps({"typ": TOKEN_TYP, "alg": key.alg, "kid": key.kid}))
+        self._key = key
         self._seq = marker
 
-    async def sign(self, claims: dict[str, Any]) -> str:
-        if self._key is None:
+    def sign_now(self, payload: str) -> str | None:
+        """A token of ``payload`` (the claims' JSON) with the key at hand; None when there is
+        none yet (:meth:`sign` looks for it)."""
+        key = self._key
+        if key is None:
+            return None
+        signing_input = f"{self._head}.{b64url_encode(payload.encode())}"
+        return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
+
+    async def sign(self, claims: dict[str, Any] | str) -> str:
+        """What :func:`sign_token` gives, with the header and the JSON encoder prepared;
+        ``claims`` may come as their JSON already (as :func:`dumps` writes it)."""
+        key = self._key
+        if key is None:
             await self.refresh()
-        if self._key is None:
+            key = self._key
+        if key is None:
             raise KeyNotFound("no active signing key yet: is an issuer leader running?")
-        return sign_token(claims, self._key)
+        payload = claims if isinstance(claims, str) else _CLAIMS.encode(claims)
+        signing_input = f"{self._head}.{b64url_encode(payload.encode())}"
+        return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
 
 
 def verified_claims(token: str, state: State, issuer: str) -> dict[str, Any] | None:

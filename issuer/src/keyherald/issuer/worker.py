@@ -27,8 +27,11 @@ log = logging.getLogger("keyherald.issuer")
 
 def create_worker(
     settings: IssuerSettings, *, clock: Clock = system_clock, serve_http: bool = True, accept_stale_log: bool = False,
+    duties: bool = True, worker: int | None = None, reuse_port: bool = False,
 ) -> tuple[FastStream, IssuerRuntime]:
-    runtime = IssuerRuntime(settings, clock=clock, serve_http=serve_http, accept_stale_log=accept_stale_log)
+    """The app of one replica; ``duties``, ``worker`` and ``reuse_port``: see IssuerRuntime."""
+    runtime = IssuerRuntime(settings, clock=clock, serve_http=serve_http, accept_stale_log=accept_stale_log,
+                            duties=duties, worker=worker, reuse_port=reuse_port)
     # FastStream's own loggers colour their lines whatever the output: ours format them
     # (text, coloured only on a terminal, or JSON; see keyherald.shared.logs).
     faststream_log = logging.getLogger("keyherald.faststream")

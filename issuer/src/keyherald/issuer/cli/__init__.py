@@ -17,7 +17,8 @@ Start-up is an operator's wait in an incident (bench/cli_startup.py): sub-module
 a command needs when it runs, never at parse time (``keyherald revoke`` loads no FastAPI,
 uvicorn or FastStream); the console script (:func:`run`) keeps the cycle collector off for
 a short command, whose few cycles die with the process, and skips the interpreter's module
-teardown at exit. ``dev`` and ``issuer run`` turn the collector back on.
+teardown at exit. ``dev`` and ``issuer run`` turn the collector back on, and run on uvloop
+where it is installed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import gc
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from keyherald.shared.errors import KeyheraldError, SettingsError
@@ -73,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loop_factory(args: argparse.Namespace) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for a server (its transports, timers and callbacks cost less CPU per request),
+    where installed; asyncio's own loop for a short command, which would only pay the import."""
+    if not getattr(args, "long_running", False):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def exit_code(exc: BaseException) -> int:
     """The convention above, for an error a command raised."""
     from ..errors import NamespaceOwnedElsewhere
@@ -93,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         gc.enable()
     debug = os.environ.get("KEYHERALD_DEBUG") == "1"
     try:
-        code = asyncio.run(args.handler(args))
+        with asyncio.Runner(loop_factory=_loop_factory(args)) as runner:
+            code = runner.run(args.handler(args))
     except KeyboardInterrupt:
         code = 130
     except (KeyheraldError, OperationFailed, OSError, ValueError) as exc:

@@ -31,17 +31,18 @@ from keyherald.shared.clock import Clock
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
-from ..clients import Client, parse_client, record_digest
+from ..clients import Client
 from ..errors import IssuerError
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
 from .admin import AdminDenied, admin_router
 from .batching import LookupBatcher
+from .clientview import ClientView
 from .gate import admin_gate, declared_length, too_large
-from .oauth import MAX_BODY
+from .oauth import MAX_BODY, Form
 from .openapi import FORM_BODY, REVOKE_BODY, errors, prune_validation_errors
 from .revoke import revocation_endpoint
-from .token import token_endpoint
+from .token import ClaimsTemplate, audiences_for, scopes_for, token_endpoint
 from .wellknown import jwks_endpoint, metadata_endpoint
 
 if TYPE_CHECKING:
@@ -56,11 +57,6 @@ REDIS_SLOTS = 48
 connections and refuses (it does not queue) beyond; the rest serve the duty loop, the
 signer, the event subscriber and the admin agent."""
 
-_LOOKUP = """
-return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
-"""
-
-
 class Service:
     """What the handlers share: the runtime, its settings, Redis and the rate limiter."""
 
@@ -69,38 +65,40 @@ class Service:
         self.settings: IssuerSettings = runtime.settings
         self.clock: Clock = runtime.clock
         self._limiter: AuthFailureLimiter | None = None
-        self.lookup = LookupBatcher(lambda: self.redis, _LOOKUP)
-        """[client record, client failures, address failures]: one read, batched with its peers."""
-        self._parsed: dict[str, tuple[Client | None, str]] = {}
+        self.lookup = LookupBatcher(lambda: self.redis)
+        """The reads of each token request (the log's head, both failure counters), batched."""
+        runtime.closing.append(self.lookup.close)
+        self.clients = ClientView(runtime)
+        self._templates: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], ClaimsTemplate] = {}
+        self._shapes: dict[tuple[str, str, Form], ClaimsTemplate] = {}
         self.last_state: State | None = None
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         """Requests past this many wait their turn, instead of exhausting the Redis pool."""
 
-    async def bound_client(self, raw: str | None, client_id: str) -> Client | None:
-        """The record parsed and its tag checked, memoised by its exact text (a changed record
-        parses afresh); None unless it is ``client_id``'s own and the one the signed log
-        binds (an old record put back is no client). A record newer than this replica's
-        view of the log makes it catch up once before deciding."""
-        if raw is None:
-            return None
-        known = self._parsed.get(raw)
-        if known is None:
-            known = (parse_client(raw, self.runtime.ctx.client_seal, client_id), record_digest(raw))
-            if len(self._parsed) >= 1024:
-                self._parsed.clear()
-            if known[0] is not None:
-                self._parsed[raw] = known
-        client, digest = known
-        if client is None or client.client_id != client_id:
-            return None
-        eventlog = self.runtime.ctx.log
-        state = eventlog.state
-        if state is None or state.client_record(client_id) != digest:
-            state = await eventlog.sync()
-            if state.client_record(client_id) != digest:
-                log.warning("client record %r is not the one the log holds: ignored", client_id)
-                return None
-        return client
+    def template(self, client: Client, audiences: list[str], scopes: list[str]) -> ClaimsTemplate:
+        """The claims of this client's tokens for this shape, made once (by its record's tag:
+        a changed record makes new ones)."""
+        key = (client.client_id, client.mac, tuple(audiences), tuple(scopes))
+        found = self._templates.get(key)
+        if found is None:
+            if len(self._templates) >= 4096:
+                self._templates.clear()
+            found = self._templates[key] = ClaimsTemplate(
+                client, audiences, scopes, issuer=self.settings.issuer, max_ttl=int(self.settings.token_ttl)
+            )
+        return found
+
+    def template_for(self, client: Client, form: Form) -> ClaimsTemplate:
+        """:meth:`template` for what ``form`` asks (the audience and scope policy applied;
+        OAuthError when it refuses), kept by the form: a client sends the same one each time."""
+        key = (client.client_id, client.mac, form)
+        found = self._shapes.get(key)
+        if found is None:
+            found = self.template(client, audiences_for(client, form), scopes_for(client, form))
+            if len(self._shapes) >= 4096:
+                self._shapes.clear()
+            self._shapes[key] = found
+        return found
 
     @property
     def redis(self) -> Redis:
@@ -147,9 +145,10 @@ class Service:
 class IssuerApp(FastAPI):
     """FastAPI, with the token endpoint's hot path served straight from the ASGI call.
 
-    POST /token is most of the traffic. Served here it skips the framework's middleware,
-    routing and dependency machinery (about a fifth of its CPU); the route stays declared
-    below, so the OpenAPI document still describes it, and it answers exactly the same.
+    POST /token is most of the traffic. The server answers it straight from the connection
+    (:mod:`.direct`); what still comes through ASGI (pipelined requests, tests on the app)
+    skips the framework's middleware, routing and dependency machinery here. The route stays
+    declared below, so the OpenAPI document still describes it, and it answers the same.
     """
 
     service: Service
@@ -160,15 +159,7 @@ class IssuerApp(FastAPI):
             return
         path = scope["path"]
         if path == "/token" and scope["method"] == "POST":
-            try:
-                response = await token_endpoint(self.service, Request(scope, receive))
-            except RedisError as exc:
-                response = _redis_down(exc)
-            except IssuerError as exc:
-                response = _log_unusable(exc)
-            except Exception:
-                log.exception("unexpected error on POST /token")
-                response = JSONResponse({"error": "server_error"}, status_code=500)
+            response = await token_endpoint(self.service, Request(scope, receive))
             await response(scope, receive, send)
         elif path.startswith("/admin"):  # the token before the body (see .gate)
             await admin_gate(self.service, scope, receive, send, super().__call__)
@@ -270,6 +261,8 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
             "role": runtime.role, "redis": runtime.redis_ok, "seq": runtime.seq,
             "log": state.log if state is not None else None, "ok": runtime.healthy,
         }
+        if runtime.worker is not None:
+            body["worker"] = runtime.worker
         if not runtime.healthy:
             body["problem"] = runtime.problem or (
                 "Redis is unreachable" if not runtime.redis_ok else "the duty cycle keeps failing"

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import parse_qsl, unquote_plus
 
 from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..clients import Client, secret_matches
 from ..ratelimit import Verdict
@@ -29,12 +30,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_BODY",
+    "Answer",
     "NO_STORE",
     "ClientAuth",
     "Form",
     "OAuthError",
     "authenticate_client",
+    "body_too_large",
+    "credentials",
+    "error_answer",
     "error_response",
+    "parse_form",
+    "peer_address",
     "read_form",
 ]
 
@@ -51,6 +58,7 @@ MAX_BODY = 16 * 1024
 _TOO_LARGE = {"Connection": "close"}  # the rest is not read: do not wait for it either
 _REPEATABLE = frozenset({"audience", "resource"})
 _BASIC = 'Basic realm="keyherald", charset="UTF-8"'
+_FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class OAuthError(Exception):
@@ -78,9 +86,24 @@ class OAuthError(Exception):
         return cls("invalid_client", description, status=401, headers={"WWW-Authenticate": _BASIC})
 
 
+class Answer(NamedTuple):
+    """An answer before any transport: the direct path writes it, the ASGI app wraps it."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, headers=self.headers, media_type="application/json")
+
+
+def error_answer(exc: OAuthError) -> Answer:
+    body = json.dumps({"error": exc.error, "error_description": exc.description}, separators=(",", ":"))
+    return Answer(exc.status, body.encode(), {**NO_STORE, **exc.headers})
+
+
 def error_response(exc: OAuthError) -> Response:
-    body = {"error": exc.error, "error_description": exc.description}
-    return JSONResponse(body, status_code=exc.status, headers={**NO_STORE, **exc.headers})
+    return error_answer(exc).response()
 
 
 class Form:
@@ -109,10 +132,15 @@ class Form:
         return name in self._values
 
 
+_FORMS: dict[bytes, Form] = {}
+_FORMS_KEPT = 512
+"""Forms parsed, by their exact body (read only once made: a Form never changes)."""
+
+
 async def read_form(request: Request) -> Form:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    """The form of a request served through the ASGI app (the direct path reads its own)."""
+    content_type = request.headers.get("content-type")
+    _check_form_type(content_type)
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         raise OAuthError("invalid_request", "the body is too large", headers=_TOO_LARGE)
@@ -124,6 +152,39 @@ async def read_form(request: Request) -> Form:
                 raise OAuthError("invalid_request", "the body is too large", headers=_TOO_LARGE)
     except ClientDisconnect:  # gone, or cut off by the request deadline: nobody reads the answer
         raise OAuthError("invalid_request", "the body did not arrive") from None
+    return parse_form(content_type, body)
+
+
+def body_too_large() -> OAuthError:
+    return OAuthError("invalid_request", "the body is too large", headers=_TOO_LARGE)
+
+
+def _check_form_type(content_type: str | None) -> None:
+    if content_type is None or content_type.split(";", 1)[0].strip().lower() != _FORM_TYPE:
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+
+
+def parse_form(content_type: str | None, body: bytes) -> Form:
+    """The parameters of an application/x-www-form-urlencoded body, strictly.
+
+    A client sends the same body with every request (its grant, scope and audience), so
+    forms without a secret are kept by their exact bytes: parsing is most of what they cost."""
+    if content_type != _FORM_TYPE:  # the usual case, exactly: skip the splitting
+        _check_form_type(content_type)
+    known = _FORMS.get(body)
+    if known is not None:
+        return known
+    if len(body) > MAX_BODY:
+        raise body_too_large()
+    form = _parse(body)
+    if "client_secret" not in form:  # a secret is never kept, not even in memory
+        if len(_FORMS) >= _FORMS_KEPT:
+            _FORMS.clear()
+        _FORMS[body] = form
+    return form
+
+
+def _parse(body: bytes) -> Form:
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, max_num_fields=64)
@@ -143,8 +204,8 @@ class ClientAuth:
     method: str  # client_secret_basic | client_secret_post
 
 
-def _credentials(request: Request, form: Form) -> ClientAuth:
-    header = request.headers.get("authorization")
+def credentials(header: str | None, form: Form) -> ClientAuth:
+    """The credentials the request presents, by the one method it uses; OAuthError otherwise."""
     body_id, body_secret = form.get("client_id"), form.get("client_secret")
     if header is not None:
         scheme, _, value = header.partition(" ")
@@ -160,13 +221,17 @@ def _credentials(request: Request, form: Form) -> ClientAuth:
         if not colon:
             raise OAuthError.invalid_client("malformed Basic credentials")
         # RFC 6749 §2.3.1: both halves are form-urlencoded before Basic encoding.
-        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        client_id, secret = _form_decoded(raw_id), _form_decoded(raw_secret)
         if body_id is not None and body_id != client_id:
             raise OAuthError("invalid_request", "client_id in the body differs from the Basic credentials")
         return ClientAuth(client_id, secret, "client_secret_basic")
     if body_id is None or body_secret is None:
         raise OAuthError.invalid_client("client authentication is required (client_secret_basic or client_secret_post)")
     return ClientAuth(body_id, body_secret, "client_secret_post")
+
+
+def _form_decoded(text: str) -> str:
+    return unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def _refuse_if_limited(verdict: Verdict) -> None:
@@ -179,26 +244,26 @@ def _refuse_if_limited(verdict: Verdict) -> None:
         )
 
 
-def _address(request: Request) -> str | None:
+def peer_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def authenticate_client(service: Service, request: Request, form: Form, *,
+async def authenticate_client(service: Service, authorization: str | None, address: str | None, form: Form, *,
                               disabled_ok: bool = False) -> Client:
     """The registered client the request proves to be, or an OAuthError.
 
-    One Redis read (a script, batched with concurrent requests' reads) fetches the client and
-    both failure counters, so a disabled client or a rotated secret takes effect at once. Unknown client and
-    wrong secret take the same path (a hash and a constant-time compare) and get the same
-    answer. ``disabled_ok`` (RFC 7009 revocation) lets a disabled client through: it may
-    still revoke its own tokens. Otherwise a disabled client with the right secret gets
-    ``unauthorized_client``: it did
-    authenticate, and RFC 6749 §5.2 names that error for a client not allowed the grant.
+    One Redis round trip (batched with concurrent requests' reads) fetches both failure
+    counters, the log's head and the client's record, which say whether the record this
+    replica checked before is still the one the log binds (:mod:`.clientview`): a disabled
+    client or a rotated secret takes effect at once. Unknown client and wrong secret take the same path (a hash and a
+    constant-time compare) and get the same answer. ``disabled_ok`` (RFC 7009 revocation)
+    lets a disabled client through: it may still revoke its own tokens. Otherwise a disabled
+    client with the right secret gets ``unauthorized_client``: it did authenticate, and RFC
+    6749 §5.2 names that error for a client not allowed the grant.
     """
     limiter = service.limiter
-    address = _address(request)
     try:
-        auth = _credentials(request, form)
+        auth = credentials(authorization, form)
     except OAuthError as exc:
         if exc.error == "invalid_client":
             _refuse_if_limited(await limiter.check(None, address))
@@ -206,12 +271,17 @@ async def authenticate_client(service: Service, request: Request, form: Form, *,
             AUTH_FAILURES.labels("malformed").inc()
         raise
     client_key, address_key = limiter.keys(auth.client_id, address)
-    unused = service.names.ratelimit("none", "-")
-    raw, client_count, address_count = await service.lookup(
-        keys=[service.names.clients, client_key or unused, address_key or unused], args=[auth.client_id]
+    names = service.names
+    unused = names.ratelimit("none", "-")
+    counted, raw = await service.lookup.many(
+        ("MGET", names.head, client_key or unused, address_key or unused), ("HGET", names.clients, auth.client_id)
     )
+    for reply in (counted, raw):
+        if isinstance(reply, Exception):
+            raise reply
+    head, client_count, address_count = counted
     _refuse_if_limited(limiter.verdict(client_count, address_count))
-    client = await service.bound_client(raw, auth.client_id)
+    client = await service.clients.client(auth.client_id, head, raw)
     if not secret_matches(client, auth.secret) or client is None:
         await limiter.record_failure(auth.client_id, address)
         # For the security team: who failed, from where; never the secret. repr() keeps a

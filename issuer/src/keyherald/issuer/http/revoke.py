@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..tokens import verified_claims
-from .oauth import NO_STORE, RATE_LIMITED, OAuthError, authenticate_client, error_response, read_form
+from .oauth import NO_STORE, RATE_LIMITED, OAuthError, authenticate_client, error_response, peer_address, read_form
 
 if TYPE_CHECKING:
     from . import Service
@@ -53,7 +53,9 @@ async def revocation_endpoint(service: Service, request: Request) -> Response:
         return error_response(exc)
     async with service.redis_slots:
         try:
-            client = await authenticate_client(service, request, form, disabled_ok=True)
+            client = await authenticate_client(
+                service, request.headers.get("authorization"), peer_address(request), form, disabled_ok=True
+            )
             token = form.get("token")
             if not token:
                 raise OAuthError("invalid_request", "the token parameter is required")

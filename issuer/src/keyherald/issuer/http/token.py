@@ -16,22 +16,51 @@ Policy, in the order it is checked:
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..clients import Client
-from ..errors import KeyNotFound
-from .oauth import NO_STORE, Form, OAuthError, authenticate_client, error_response, read_form
+from ..errors import IssuerError, KeyNotFound
+from .oauth import (
+    NO_STORE,
+    Answer,
+    Form,
+    OAuthError,
+    authenticate_client,
+    error_answer,
+    error_response,
+    parse_form,
+    peer_address,
+    read_form,
+)
 
 if TYPE_CHECKING:
     from . import Service
 
-__all__ = ["GRANT_TYPE", "audiences_for", "claims_for", "scopes_for", "token_endpoint"]
+__all__ = [
+    "GRANT_TYPE",
+    "ISSUED",
+    "LATENCY",
+    "REFUSED",
+    "ClaimsTemplate",
+    "Presented",
+    "answer_form",
+    "answer_token",
+    "audiences_for",
+    "claims_for",
+    "scopes_for",
+    "token_endpoint",
+]
+
+log = logging.getLogger("keyherald.issuer")
 
 GRANT_TYPE = "client_credentials"
 
@@ -94,52 +123,119 @@ def claims_for(client: Client, audiences: list[str], scopes: list[str], *, issue
     return claims
 
 
+_HOLES = {"iat": "%(iat)d", "nbf": "%(nbf)d", "exp": "%(exp)d", "jti": '"%(jti)s"'}
+_CLAIMS = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+class ClaimsTemplate:
+    """The claims every token of one client for one request shape carries, as the JSON the
+    signer signs (:func:`keyherald.shared.encoding.dumps`: compact, keys sorted), with holes
+    for what changes per token (iat, nbf, exp, jti). Made once per shape; each token then
+    costs one %-format instead of building and encoding a dict."""
+
+    __slots__ = ("_payload", "answer", "issued", "ttl")
+
+    def __init__(self, client: Client, audiences: list[str], scopes: list[str], *, issuer: str, max_ttl: int) -> None:
+        claims = claims_for(client, audiences, scopes, issuer=issuer, now=0, max_ttl=max_ttl)
+        self.ttl: int = claims["exp"] - claims["iat"]
+        claims.update({name: "\x00" + name for name in _HOLES})
+        text = _CLAIMS.encode(claims).replace("%", "%%")
+        for name, hole in _HOLES.items():
+            text = text.replace(f'"\\u0000{name}"', hole)
+        self._payload = text
+        scope = json.dumps(" ".join(scopes)).replace("%", "%%")
+        self.answer = f'{{"access_token":"%s","token_type":"Bearer","expires_in":{self.ttl},"scope":{scope}}}'
+        """The 200 answer's body, with a hole for the token."""
+        self.issued = ISSUED.labels(client.client_id)
+        """The client's tokens-issued counter (its label looked up once)."""
+
+    def payload(self, now: float) -> str:
+        """The claims of a token issued at ``now``, as JSON."""
+        iat = int(now)
+        return self._payload % {"iat": iat, "nbf": iat, "exp": iat + self.ttl, "jti": secrets.token_urlsafe(16)}
+
+
+class Presented(NamedTuple):
+    """A token request as it arrived, whichever way it came (the ASGI app or the direct path)."""
+
+    authorization: str | None
+    content_type: str | None
+    body: bytes
+    address: str | None
+    started: float = 0.0
+    """time.perf_counter() when the request was in (the latency metric)."""
+
+
 async def token_endpoint(service: Service, request: Request) -> Response:
+    """POST /token through the ASGI app (tests, pipelined requests): the same answer as the
+    direct path gives."""
     started = time.perf_counter()
     try:
         form = await read_form(request)
+    except OAuthError as exc:
+        REFUSED.labels(exc.error, "").inc()
+        LATENCY.observe(time.perf_counter() - started)
+        return error_response(exc)
+    presented = Presented(request.headers.get("authorization"), None, b"", peer_address(request), started)
+    answer = await answer_form(service, presented, form)
+    LATENCY.observe(time.perf_counter() - started)
+    return answer.response()
+
+
+async def answer_token(service: Service, presented: Presented) -> Answer:
+    """The answer to a token request; never raises (Redis down and a log this replica
+    refuses are 503s, anything unexpected a bare 500)."""
+    try:
+        form = parse_form(presented.content_type, presented.body)
+    except OAuthError as exc:
+        REFUSED.labels(exc.error, "").inc()
+        answer = error_answer(exc)
+    else:
+        answer = await answer_form(service, presented, form)
+    LATENCY.observe(time.perf_counter() - presented.started)
+    return answer
+
+
+async def answer_form(service: Service, presented: Presented, form: Form) -> Answer:
+    try:
         grant = form.get("grant_type")
         if grant is None:
             raise OAuthError("invalid_request", "grant_type is required")
         if grant != GRANT_TYPE:
             raise OAuthError("unsupported_grant_type", "only the client_credentials grant is supported")
-    except OAuthError as exc:
-        REFUSED.labels(exc.error, "").inc()
-        return error_response(exc)
-    try:
         async with service.redis_slots:
-            return await _issue(service, request, form)
-    finally:
-        LATENCY.observe(time.perf_counter() - started)
-
-
-async def _issue(service: Service, request: Request, form: Form) -> Response:
-    client_id = ""  # a label only once authenticated: the registry bounds it, a request's claim does not
-    try:
-        client = await authenticate_client(service, request, form)
-        client_id = client.client_id
-        audiences = audiences_for(client, form)
-        scopes = scopes_for(client, form)
+            return await _issue(service, presented, form)
     except OAuthError as exc:
-        REFUSED.labels(exc.error, exc.client or client_id).inc()
-        return error_response(exc)
-    settings = service.settings
-    claims = claims_for(
-        client, audiences, scopes, issuer=settings.issuer, now=service.clock(), max_ttl=int(settings.token_ttl)
-    )
+        REFUSED.labels(exc.error, exc.client).inc()  # the client only once it authenticated
+        return error_answer(exc)
+    except RedisError as exc:
+        log.warning("request failed: Redis unreachable (%s)", type(exc).__name__)
+        return _unavailable("the issuer cannot reach its store")
+    except IssuerError as exc:
+        log.warning("request failed: %s", exc)
+        return _unavailable("the issuer cannot use its log right now")
+    except Exception:
+        log.exception("unexpected error on POST /token")
+        return Answer(500, b'{"error":"server_error"}', {})
+
+
+def _unavailable(description: str) -> Answer:
+    return error_answer(OAuthError("temporarily_unavailable", description, status=503, headers={"Retry-After": "1"}))
+
+
+async def _issue(service: Service, presented: Presented, form: Form) -> Answer:
+    client = await authenticate_client(service, presented.authorization, presented.address, form)
     try:
-        token = await service.runtime.signer.sign(claims)
+        template = service.template_for(client, form)
+    except OAuthError as exc:
+        exc.client = exc.client or client.client_id
+        raise
+    try:
+        token = await service.runtime.signer.sign(template.payload(service.clock()))
     except KeyNotFound:
-        REFUSED.labels("temporarily_unavailable", client_id).inc()
-        return error_response(OAuthError(
+        raise OAuthError(
             "temporarily_unavailable", "the issuer has no active signing key yet", status=503,
-            headers={"Retry-After": "1"},
-        ))
-    ISSUED.labels(client_id).inc()
-    body = {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": claims["exp"] - claims["iat"],
-        "scope": " ".join(scopes),
-    }
-    return service.json(body, headers=NO_STORE)
+            headers={"Retry-After": "1"}, client=client.client_id,
+        ) from None
+    template.issued.inc()
+    return Answer(200, (template.answer % token).encode(), NO_STORE)
