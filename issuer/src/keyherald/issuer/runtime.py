@@ -161,9 +161,10 @@ class IssuerRuntime:
         return listener
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        refreshing = self._refreshing
+        for task in [*self._tasks, *([refreshing] if refreshing is not None else [])]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *([refreshing] if refreshing is not None else [])]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
@@ -241,6 +242,7 @@ class IssuerRuntime:
                     log.info("the duty cycle works again")
                 self.redis_ok, self.duty_failures = True, 0
             except (RedisError, OSError) as exc:
+                _stop_if_cancelled()  # redis-py may turn a cancellation mid-command into a connection error
                 self.duty_failures += 1
                 if self.redis_ok:
                     log.warning("Redis unreachable (%s); retrying", type(exc).__name__)
@@ -253,6 +255,7 @@ class IssuerRuntime:
                 log.error("duty cycle failed: %s", exc)
                 await asyncio.sleep(min(1.0, self.tick_interval * 2))
             except Exception as exc:  # a surprise must not end the duty loop: no heartbeats, no rotation
+                _stop_if_cancelled()
                 self.duty_failures += 1
                 if self.duty_failures >= UNHEALTHY_AFTER:
                     self.problem = f"the duty cycle keeps failing ({type(exc).__name__})"
@@ -278,6 +281,7 @@ class IssuerRuntime:
             try:
                 await agent.start()
             except (BootstrapError, RedisError, OSError) as exc:
+                _stop_if_cancelled()
                 log.warning("admin API waits for the verifier agent: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -323,3 +327,12 @@ class IssuerRuntime:
         from .http.server import serve
 
         await serve(create_app(self), self.settings, listener)
+
+
+def _stop_if_cancelled() -> None:
+    """A loop that survives every error must not survive its own cancellation: redis-py may
+    turn a cancel that lands mid-command into a connection error, and swallowing it would
+    leave stop() waiting for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
