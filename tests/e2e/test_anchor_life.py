@@ -8,6 +8,7 @@ stopping and starting it again is exactly "Redis restarted without its data".
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,3 +222,38 @@ def test_anchor_rotation_with_replicas_and_running_agents(deployment: Deployment
     restarted = fleet.issuer(d.host("issuer-1", KEYHERALD_CONTROL_KEY_FILE=str(key_file)))
     restarted.wait_healthy()
     assert token_of(restarted.token("orders", secret))
+
+
+def test_a_rotation_whose_key_slot_a_redis_writer_empties_still_lands(
+    deployment: Deployment, fleet: Fleet, attacker: Redis,
+) -> None:
+    """A Redis writer deleting control-key:next while `anchor rotate` runs: the rotating
+    command signs from the key it made (never read back from Redis), writes it to its slot,
+    and the replica and agents go on with the new anchor instead of a log nobody can sign."""
+    d = deployment
+    d.init()
+    issuer = fleet.issuer(d.host("issuer-1"))
+    issuer.wait_healthy()
+    secret = d.client("orders")
+    agent = fleet.agent(d.agent_env("agent-1"))
+    stop = threading.Event()
+
+    def empty_the_slot() -> None:
+        while not stop.is_set():
+            attacker.delete(d.names.control_key_next)
+
+    thread = threading.Thread(target=empty_the_slot, daemon=True)
+    thread.start()
+    try:
+        code, out, err = d.operator("anchor", "rotate")
+    finally:
+        stop.set()
+        thread.join()
+    assert code == 0, err
+    new = out.split("KEYHERALD_TRUST_ANCHOR=", 1)[1].split()[0]
+    wait_for(lambda: agent.status()["anchor"] == new, 10, "the agent's pin moved")
+    token = token_of(issuer.token("orders", secret))
+    assert agent.refuses(token) is None
+    assert d.operator("revoke", "token", "--token", "-", stdin=token)[0] == 0
+    wait_for(lambda: agent.refuses(token) == "revoked", 5, "a revocation after the rotation")
+    assert issuer.health()[0] == 200 and not agent.status()["stale"]

@@ -29,6 +29,7 @@ async def rotate_anchor(ctx: IssuerContext, *, revoke_previous: bool = False) ->
     new = ControlKey.generate(old.alg)
     sealed = ctx.keystore.sealed_control(new)
     await ctx.redis.set(ctx.names.control_key_next, sealed)
+    ctx.log.signer.introduce(new)  # this writer never needs the slot back (a Redis writer may empty it)
 
     async def mutation(state: State, now: float) -> list[Draft]:
         current = ctx.log.control
@@ -38,6 +39,7 @@ async def rotate_anchor(ctx: IssuerContext, *, revoke_previous: bool = False) ->
         return [(str(EventType.ANCHOR_ROTATED), link.model_dump(mode="json"))]
 
     events = await ctx.log.commit(mutation)
+    await ctx.log.sync()  # now signing with the new key, from memory: the key file follows it
     await ctx.redis.set(ctx.names.control_key, sealed)
     await ctx.redis.delete(ctx.names.control_key_next)
     await ctx.log.checkpoint(force=True)

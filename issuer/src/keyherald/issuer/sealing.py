@@ -79,14 +79,22 @@ class LogSigner:
         self.anchor = control.anchor
         self._issuer = issuer
         self._load = load
+        self._introduced: dict[str, ControlKey] = {}
         self.on_change: list[Callable[[ControlKey], None]] = []
         """Called when the writer moved to a rotated control key (record file, key file)."""
+
+    def introduce(self, key: ControlKey) -> None:
+        """A key this writer made for an anchor rotation: followed to from memory, so that a
+        Redis writer deleting its slot meanwhile cannot leave the log on a key nobody holds."""
+        self._introduced[key.anchor.thumbprint] = key
 
     async def follow(self, state: State) -> bool:
         """Sign with the key ``state`` names; True when it changed."""
         if not state.anchor or state.anchor == self.control.anchor.thumbprint:
             return False
-        key = await self._load(state.anchor) if self._load is not None else None
+        key = self._introduced.pop(state.anchor, None)
+        if key is None and self._load is not None:
+            key = await self._load(state.anchor)
         if key is None:
             raise IssuerError(
                 f"the trust anchor was rotated to {state.anchor} and this writer cannot load that control key"
