@@ -272,7 +272,8 @@ def test_a_client_record_put_back_brings_no_leaked_secret_back(
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
 
 
-@pytest.mark.parametrize("wedge", ["junk checkpoint", "junk head", "rollback", "lease without a TTL", "wiped"])
+@pytest.mark.parametrize("wedge", ["junk checkpoint", "junk head", "head behind the stream", "head with another digest",
+                                   "rollback", "lease without a TTL", "wiped"])
 def test_one_write_to_redis_does_not_wedge_the_issuer(
     deployment: Deployment, fleet: Fleet, attacker: Redis, wedge: str
 ) -> None:
@@ -290,6 +291,11 @@ def test_one_write_to_redis_does_not_wedge_the_issuer(
         attacker.set(d.names.snapshot, "x" * 1000)
     elif wedge == "junk head":
         attacker.set(d.names.head, "not-a-head")
+    elif wedge in ("head behind the stream", "head with another digest"):
+        log_id, seq, head_digest = attacker.get(d.names.head).decode().split(":")
+        other = ("A" if head_digest[0] != "A" else "B") + head_digest[1:]
+        attacker.set(d.names.head, f"{log_id}:{int(seq) - 1}:{head_digest}" if wedge == "head behind the stream"
+                     else f"{log_id}:{seq}:{other}")
     elif wedge == "rollback":
         attacker.mset({d.names.snapshot: recorded[0], d.names.head: recorded[1]})
         attacker.delete(d.names.events)
