@@ -7,6 +7,7 @@ stopping and starting it again is exactly "Redis restarted without its data".
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -128,7 +129,10 @@ def test_backup_wipe_and_restore(own: Deployment, server: EmbeddedValkey, fleet:
 
     issuer.stop()
     _wipe(server)
+    # This host's record saw the later revocation: the older backup is refused unless accepted as such.
     code, out, err = d.operator("restore", str(backup), host="issuer-1")
+    assert code == 1 and "further than the backup" in err and "--older" in err, err
+    code, out, err = d.operator("restore", str(backup), "--older", "--confirm", d.namespace, host="issuer-1")
     assert code == 0 and "restored namespace" in out, err
     assert d.operator("restore", str(backup), host="issuer-1")[0] == 1  # once: the namespace holds a log now
     restarted = fleet.issuer(d.host("issuer-1"))
@@ -144,6 +148,40 @@ def test_backup_wipe_and_restore(own: Deployment, server: EmbeddedValkey, fleet:
     fresh = fleet.agent(d.agent_env("agent-2"))
     assert fresh.started and fresh.refuses(before) == "revoked" and fresh.refuses(fresh_token) is None
     assert fresh.refuses(after) is None
+
+
+@pytest.mark.parametrize("tamper", ["events cut off", "head edited", "a signing key replaced", "tag removed"])
+def test_an_altered_backup_is_refused_and_changes_nothing(
+    own: Deployment, server: EmbeddedValkey, fleet: Fleet, tamper: str,
+) -> None:
+    """The file is tagged under the KEK as a whole: cutting the newest events off (and fixing
+    its head to match) would have restored a log without the revocations in them."""
+    d = own
+    d.init()
+    issuer = fleet.issuer(d.host("issuer-1"))
+    issuer.wait_healthy()
+    secret = d.client("orders")
+    token = token_of(issuer.token("orders", secret))
+    assert d.operator("revoke", "token", "--token", "-", stdin=token)[0] == 0
+    backup = d.root / "backup.json"
+    assert d.operator("backup", str(backup))[0] == 0
+    issuer.stop()
+    document = json.loads(backup.read_text())
+    if tamper in ("events cut off", "head edited"):
+        cut = document["events"].pop()  # the revocation, or a heartbeat after it
+        seq = json.loads(base64.urlsafe_b64decode(cut.split(".")[1] + "==")).get("seq", 1)
+        log_id, _seq, _digest = document["head"].split(":")
+        document["head"] = f"{log_id}:{seq - 1}:{_digest}" if tamper == "head edited" else document["head"]
+    elif tamper == "a signing key replaced":
+        kids = sorted(document["signing_keys"])
+        document["signing_keys"][kids[0]] = document["signing_keys"][kids[-1]] if len(kids) > 1 else "{}"
+    else:
+        document["mac"] = ""
+    backup.write_text(json.dumps(document))
+    _wipe(server)
+    code, _out, err = d.operator("restore", str(backup), host="fresh-host")
+    assert code == 1 and ("altered" in err or "does not" in err), err
+    assert not Redis.from_url(d.redis_url).keys(f"{{{d.namespace}}}:*")
 
 
 def test_junk_over_the_keys_beside_the_log_is_repaired_by_the_leader(

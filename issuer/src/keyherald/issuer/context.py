@@ -5,7 +5,6 @@ the ``keyherald`` command (which acts with the issuer's settings, no running iss
 from __future__ import annotations
 
 import contextlib
-import glob
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from .controlfile import ControlKeyFile
 from .errors import NamespaceEmpty
 from .eventlog import Draft, EventLog
 from .eviction import check_eviction_policy
-from .highwater import RecordFile, RecordRefused
+from .highwater import RecordFile, record_key, records_here
 from .kek import KeyEncryptionKey
 from .keystore import KeyStore
 from .lifecycle import Policy
@@ -171,16 +170,7 @@ class IssuerContext:
 
     def _records_here(self, kek: KeyEncryptionKey) -> list[Path]:
         """This namespace's records on this host that verify under this KEK, oldest first."""
-        directory = self.settings.state_dir
-        if directory is None:
-            return []
-        key = kek.derive(f"keyherald/{self.names.namespace}/writer-record")
-        found = []
-        for path in directory.glob(f"{glob.escape(self.names.namespace)}-*.json"):
-            with contextlib.suppress(RecordRefused, OSError):
-                if RecordFile(path, key).read() is not None:
-                    found.append((path.stat().st_mtime, path))
-        return [path for _, path in sorted(found)]
+        return records_here(self.settings.state_dir, self.names.namespace, record_key(kek.derive, self.names.namespace))
 
     def _record_file(self, kek: KeyEncryptionKey, control: ControlKey) -> RecordFile | None:
         """One record per namespace and control key. A host that was down while the anchor was
@@ -198,7 +188,7 @@ class IssuerContext:
             if earlier:  # the anchor was rotated while this host was away: go on from its record
                 with contextlib.suppress(OSError):
                     shutil.copyfile(earlier[-1], path)
-        return RecordFile(path, kek.derive(f"keyherald/{self.names.namespace}/writer-record"))
+        return RecordFile(path, record_key(kek.derive, self.names.namespace))
 
     def _rotated(self, kek: KeyEncryptionKey, key: ControlKey) -> None:
         """The log moved to a rotated control key: keep the record, and the key file, with it."""

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import hmac
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,7 +35,7 @@ from keyherald.shared.lineage import Relation, relate
 
 from .errors import IssuerError
 
-__all__ = ["HighWater", "RecordFile", "RecordRefused"]
+__all__ = ["HighWater", "RecordFile", "RecordRefused", "newest_record", "records_here", "record_key"]
 
 log = logging.getLogger("keyherald.issuer")
 
@@ -153,3 +154,31 @@ class RecordFile:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def record_key(kek_derive: Callable[[str], bytes], namespace: str) -> bytes:
+    """The HMAC key of a namespace's records, derived from the KEK."""
+    return kek_derive(f"keyherald/{namespace}/writer-record")
+
+
+def records_here(directory: Path | None, namespace: str, key: bytes) -> list[Path]:
+    """This namespace's records in ``directory`` (one per control key) that verify, oldest first."""
+    if directory is None:
+        return []
+    found = []
+    for path in directory.glob(f"{glob.escape(namespace)}-*.json"):
+        with contextlib.suppress(RecordRefused, OSError):
+            if RecordFile(path, key).read() is not None:
+                found.append((path.stat().st_mtime, path))
+    return [path for _, path in sorted(found)]
+
+
+def newest_record(directory: Path | None, namespace: str, key: bytes) -> HighWater | None:
+    """Everything this host's records of ``namespace`` know, merged (the furthest point wins)."""
+    merged: HighWater | None = None
+    for path in records_here(directory, namespace, key):
+        with contextlib.suppress(RecordRefused, OSError):
+            record = RecordFile(path, key).read()
+            if record is not None:
+                merged = record if merged is None else merged.merged(record)
+    return merged

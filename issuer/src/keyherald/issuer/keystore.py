@@ -39,6 +39,10 @@ class KeyStore:
         key = SigningKey.from_private_bytes(doc["alg"], bytes.fromhex(doc["der"]))
         return key
 
+    def open_stored(self, blob: str, kid: str) -> SigningKey:
+        """A signing key as the hash holds it (a backup's): DamagedBlob or WrongKEK when it does not open."""
+        return self._open(blob, self._name(kid))
+
     def _name(self, kid: str) -> str:
         return f"{self._names.namespace}/signing-key/{kid}"
 

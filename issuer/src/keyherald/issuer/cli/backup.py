@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import OperationFailed, add_parser, add_settings_flags, opened_context, settings_from
+from ._common import OperationFailed, add_parser, add_settings_flags, confirmed, opened_context, settings_from
 
 __all__ = ["register"]
 
@@ -28,6 +28,15 @@ def register(sub: Any) -> None:
         " revocation they hold, fresh agents start from the backup",
     )
     restore.add_argument("file", metavar="FILE", help="a file `keyherald backup` wrote ('-': standard input)")
+    restore.add_argument(
+        "--older", action="store_true",
+        help="this host's record knows a later point than the backup, and it is the newest backup there is:"
+             " restore it anyway (revocations made after it are lost for agents that start from now on)",
+    )
+    restore.add_argument(
+        "--confirm", metavar="NAMESPACE",
+        help="with --older: the namespace's name, to confirm without the prompt (scripts)",
+    )
     add_settings_flags(restore)
     restore.set_defaults(handler=_restore)
 
@@ -57,7 +66,9 @@ async def _restore(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise OperationFailed(f"cannot read {args.file} ({exc.strerror})") from None
     backup = Backup.from_bytes(data)
-    state = await restore_backup(settings_from(args), backup)
+    if args.older and not confirmed(args.confirm, backup.namespace):
+        raise OperationFailed("not confirmed: nothing changed")
+    state = await restore_backup(settings_from(args), backup, older=args.older)
     print(f"restored namespace {backup.namespace}: new log {state.log} at seq {state.seq}, from the backup of"
           f" seq {backup.head.split(':')[1]}; revocations made after the backup are lost for agents that start"
           " from now on (revoke them again)")
