@@ -201,6 +201,18 @@ def test_junk_over_the_keys_beside_the_log_is_repaired_by_the_leader(
         attacker.delete(d.names.control_key)
         attacker.rpush(d.names.control_key, "x")
         wait_for(lambda: attacker.type(d.names.control_key) == b"string", 10, "the control key written back")
+        # A well-formed seal of another slot (a signing key's) over the control key: not "another
+        # KEK" but junk to the leader, which holds the key the log names.
+        kids = sorted(k.decode() for k in attacker.hkeys(d.names.signing_keys))
+        sealed_key = attacker.hget(d.names.signing_keys, kids[0])
+        attacker.set(d.names.control_key, sealed_key)
+        wait_for(lambda: attacker.get(d.names.control_key) != sealed_key, 10, "the control key written back")
+        # One signing key's field deleted, another's replaced by a third's: written back.
+        attacker.hdel(d.names.signing_keys, kids[0])
+        attacker.hset(d.names.signing_keys, kids[-1], attacker.hget(d.names.signing_keys, kids[0]) or "junk")
+        wait_for(lambda: attacker.hexists(d.names.signing_keys, kids[0]), 10, "the deleted signing key written back")
+        wait_for(lambda: attacker.hget(d.names.signing_keys, kids[-1]) != attacker.hget(d.names.signing_keys, kids[0]),
+                 10, "the replaced signing key written back")
         attacker.delete(d.names.signing_keys)
         attacker.set(d.names.signing_keys, "junk")
         wait_for(lambda: attacker.type(d.names.signing_keys) == b"hash", 10, "the signing keys written back")
@@ -218,7 +230,9 @@ def test_junk_over_the_keys_beside_the_log_is_repaired_by_the_leader(
     issuer.wait_healthy(10)  # the operator acted: healthy again
 
 
-def test_anchor_rotation_with_replicas_and_running_agents(deployment: Deployment, fleet: Fleet) -> None:
+def test_anchor_rotation_with_replicas_and_running_agents(
+    deployment: Deployment, fleet: Fleet, attacker: Redis,
+) -> None:
     """keyherald anchor rotate against two live replicas: running agents move their pin (the
     fleet view shows it), both replicas sign with the new key, an agent deployed with the old
     anchor still starts, and a replica restarted with its (rotated) key file goes on."""
@@ -233,6 +247,7 @@ def test_anchor_rotation_with_replicas_and_running_agents(deployment: Deployment
     cached = fleet.agent(d.agent_env("agent-1", KEYHERALD_CACHE_PATH=str(d.root / "agent.cache")))
     token = token_of(one.token("orders", secret))
     before_file = key_file.read_text()
+    old_blob = attacker.get(d.names.control_key)
 
     code, out, err = d.operator("anchor", "rotate")
     assert code == 0, err
@@ -256,10 +271,17 @@ def test_anchor_rotation_with_replicas_and_running_agents(deployment: Deployment
     again = fleet.agent(d.agent_env("agent-1", KEYHERALD_CACHE_PATH=str(d.root / "agent.cache")))
     assert again.started and again.status()["anchor"] == new
     # A replica restarted with its key file (now the new key) goes on.
+    # A Redis writer puts the old key back: the leader writes the current one again, and a
+    # replica restarted with its key file (now the new key) goes on.
+    attacker.set(d.names.control_key, old_blob)
+    wait_for(lambda: attacker.get(d.names.control_key) != old_blob, 10, "the current control key written back")
+    attacker.set(d.names.control_key, old_blob)
     one.stop()
+    two.stop()
     restarted = fleet.issuer(d.host("issuer-1", KEYHERALD_CONTROL_KEY_FILE=str(key_file)))
     restarted.wait_healthy()
     assert token_of(restarted.token("orders", secret))
+    assert attacker.get(d.names.control_key) != old_blob
 
 
 def test_a_rotation_whose_key_slot_a_redis_writer_empties_still_lands(

@@ -16,7 +16,7 @@ from keyherald.shared.names import Names
 
 from .controlfile import ControlKeyFile
 from .errors import ControlKeyMismatch, DamagedBlob, KeyNotFound, NamespaceEmpty
-from .kek import KeyEncryptionKey
+from .kek import KeyEncryptionKey, WrongKEK
 
 __all__ = ["KeyStore"]
 
@@ -29,6 +29,8 @@ class KeyStore:
         self._names = names
         self._kek = kek
         self._cache: dict[str, SigningKey] = {}
+        self._verified: dict[str, str] = {}
+        """kid -> the blob last seen opening to it (not opened again each audit)."""
 
     def _seal(self, key: SigningKey, name: str) -> str:
         inner = dumps({"alg": key.alg, "kid": key.kid, "der": key.private_bytes().hex()})
@@ -122,6 +124,29 @@ class KeyStore:
                 restored.append(kid)
         return restored
 
+    async def repair_fields(self) -> list[str]:
+        """Write back each signing key this process holds whose field is gone or does not open
+        to it (a Redis writer's HDEL or HSET); returns their kids."""
+        kids = list(self._cache)
+        if not kids:
+            return []
+        blobs = await self._redis.hmget(self._names.signing_keys, kids)
+        fixed = []
+        for kid, blob in zip(kids, blobs, strict=True):
+            if blob is not None and self._verified.get(kid) == blob:
+                continue
+            try:
+                ok = blob is not None and self._open(blob, self._name(kid)).kid == kid
+            except (DamagedBlob, WrongKEK, ValueError, KeyError):
+                ok = False
+            if ok:
+                self._verified[kid] = str(blob)
+                continue
+            sealed = loads_object(self._seal(self._cache[kid], self._name(kid)))
+            await self._redis.hset(self._names.signing_keys, kid, dumps({**sealed, "made_at": 0}).decode())
+            fixed.append(kid)
+        return fixed
+
     async def control_key(
         self, *, create: bool = True, alg: ControlAlgorithm = "PS256", file: ControlKeyFile | None = None,
     ) -> ControlKey:
@@ -140,15 +165,24 @@ class KeyStore:
                 raise SettingsError(
                     "KEYHERALD_CONTROL_KEY_FILE", f"{file.path} does not hold a sealed control key"
                 ) from None
-            if stored is None or damaged:
+            try:
+                held = self._open_stored(stored, name) if stored is not None and not damaged else None
+            except (DamagedBlob, WrongKEK):  # the file's key opened: the KEK is right, the blob is junk
+                held, damaged = None, True
+            if held is None:
                 await self._redis.set(self._names.control_key, kept, nx=not damaged)
-            elif (held := self._open_stored(stored, name)).anchor.thumbprint != key.anchor.thumbprint:
+            elif held.anchor.thumbprint != key.anchor.thumbprint and await self._rotated_from(key, key):
+                # The log's checkpoint is signed by the file's key: Redis holds a key the anchor was
+                # rotated away from (put back by a Redis writer), or another key: the file's wins.
+                await self._redis.set(self._names.control_key, kept)
+            elif held.anchor.thumbprint != key.anchor.thumbprint:
                 if not await self._rotated_from(key, held):
                     raise ControlKeyMismatch(
                         f"Redis holds another control key (anchor {held.anchor.thumbprint}) than {file.path}"
                         f" (anchor {key.anchor.thumbprint}), and no anchor rotation leads from the file's to it:"
                         " another deployment's namespace, or a wrong file"
                     )
+                assert stored is not None
                 file.replace(stored)  # rotated while this host was away: the file follows
                 return held
             return key

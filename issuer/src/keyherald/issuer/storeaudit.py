@@ -5,8 +5,10 @@ The leader holds the control key and the signing keys it loaded, so it writes th
 client records it cannot rebuild (it never holds them all), so a hash made junk is removed
 and reported: the clients are then unknown (401), not an outage of the token endpoint.
 
-Nothing here trusts what it reads: a control key that opens to another key, or one sealed
-under another KEK (an operator mid-way through a KEK change), is reported, not replaced.
+Nothing here trusts what it reads. The leader's control key is the one the log names (it
+follows anchor rotations before it judges), so any other blob in its slot (junk, another
+slot's seal, a key the anchor was rotated away from) is replaced by it; the same for each
+signing key it holds.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class StoreAudit:
             repaired.append(f"the signing keys were a {keys_type}: written back from memory")
         if keys_type != "hash":
             await ctx.keystore.restore(ctx.control)
+        else:
+            fixed = await ctx.keystore.repair_fields()
+            if fixed:
+                repaired.append(f"signing keys {', '.join(fixed)} were missing or not theirs: written back from memory")
         if clients_type not in ("none", "hash"):
             await ctx.redis.delete(names.clients)
             repaired.append(f"the client records were a {clients_type}: removed")
@@ -90,25 +96,22 @@ class StoreAudit:
             return None  # changed type in between: the next audit sees it
         if blob is None or blob == self._verified_blob:
             return None
+        if self._opens_to_ours(str(blob)):
+            self._verified_blob = str(blob)
+            return None
+        await ctx.log.sync()  # an anchor rotation may have moved the log on: judge against its key
+        if self._opens_to_ours(str(blob)):
+            self._verified_blob = str(blob)
+            return None
+        await ctx.redis.set(key, ctx.keystore.sealed_control(ctx.control))
+        self._verified_blob = None
+        return "the control key was not the one the log names (junk, another seal, or an older key): written back"
+
+    def _opens_to_ours(self, blob: str) -> bool:
         try:
-            held = ctx.keystore.open_control(str(blob))
-        except DamagedBlob:
-            await ctx.redis.set(key, ours)
-            self._verified_blob = None
-            return "the control key was junk: written back"
-        except WrongKEK:
-            problems.append("the control key in Redis is sealed under another KEK (a KEK change under way?)")
-            return None
-        if held.anchor.thumbprint != ctx.control.anchor.thumbprint:
-            state = ctx.log.state
-            rotated_away = state is not None and any(link.previous == held.anchor.thumbprint for link in state.anchors)
-            if rotated_away:  # the key an anchor rotation replaced (put back, or a rotation unfinished)
-                await ctx.redis.set(key, ours)
-                return "the control key was the one before the anchor rotation: the current one written"
-            problems.append(f"Redis holds another control key (anchor {held.anchor.thumbprint})")
-            return None
-        self._verified_blob = str(blob)
-        return None
+            return self._ctx.keystore.open_control(blob).anchor.thumbprint == self._ctx.control.anchor.thumbprint
+        except (DamagedBlob, WrongKEK):
+            return False
 
     async def _policy(self) -> list[str]:
         now = time.monotonic()
