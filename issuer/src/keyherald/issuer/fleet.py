@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,11 +149,12 @@ class Confirmation:
 
 
 async def wait_for_fleet(
-    redis: Redis, names: Names, head: Position, target: Target, *, timeout: float, every: float = 0.05
+    redis: Redis, names: Names, head: Position, target: Target, *, timeout: float, every: float = 0.05,
+    until: Callable[[Confirmation], bool] | None = None,
 ) -> Confirmation:
-    """Until every agent live when the wait began holds ``target`` (or ``timeout``): who did,
-    who did not. An agent that goes silent meanwhile stays awaited (a frozen agent must be
-    named, not quietly dropped as lost)."""
+    """Until every agent live when the wait began holds ``target`` (or ``timeout``, or ``until``
+    says so: a watcher that wants each change): who did, who did not. An agent that goes
+    silent meanwhile stays awaited (a frozen agent must be named, not quietly dropped as lost)."""
     started = time.monotonic()
     awaited = {a.agent_id: a for a in (await read_fleet(redis, names, head)).live}
     while True:
@@ -164,7 +165,7 @@ async def wait_for_fleet(
                 awaited[agent_id] = agent
         confirmed = tuple(a for a in awaited.values() if a.holds(target))
         missing = tuple(a for a in awaited.values() if not a.holds(target))
-        elapsed = time.monotonic() - started
-        if not missing or elapsed >= timeout:
-            return Confirmation(confirmed, missing, elapsed)
+        result = Confirmation(confirmed, missing, time.monotonic() - started)
+        if not missing or result.elapsed >= timeout or (until is not None and until(result)):
+            return result
         await asyncio.sleep(every)
