@@ -7,8 +7,10 @@
   console; either failing is a 403 that changes nothing.
 - A session serves only while its holder still holds the admin scope: a disabled or
   de-scoped client, a revoked subject or token ends it on its next request.
-- Every answer forbids framing, sniffing, referrers and caching, under a Content-Security-
-  Policy that runs no script but the console's own file.
+- Every answer forbids framing, sniffing, caching and referrers to other sites (same-origin:
+  with no referrer at all, browsers send ``Origin: null`` on form posts, which the origin
+  check could not tell from a sandboxed attacker), under a Content-Security-Policy that runs
+  no script but the console's own file.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
