@@ -258,6 +258,7 @@ def test_attacker_influenced_values_render_as_text(stack: Stack, page: Page) -> 
             stack.shot(page, "xss-as-text")
             page.click("nav >> text=Overview")
             expect(page.locator("#fleet-live")).to_contain_text(XSS)
+            page.locator("#fleet").screenshot(path=str(stack.shots / "fleet-fake-presence.png"))
             assert page.locator("img").count() == 0
             assert page.dialogs == []  # type: ignore[attr-defined]
         finally:

@@ -53,7 +53,7 @@ async def common(console: Console, session: Session, page: str) -> dict[str, Any
 
 async def overview(console: Console, request: Request, session: Session) -> Response:
     service = console.service
-    fleet = views.fleet_doc(await views.fleet(service))
+    fleet = views.fleet_doc(await views.fleet(service), service.settings.heartbeat_interval)
     return console.render.page(
         "overview.html", title="Overview", **await common(console, session, "overview"),
         keys=await views.keys(service), fleet=fleet, done=watched(request),
@@ -89,7 +89,8 @@ async def events_page(console: Console, request: Request, session: Session) -> R
 
 async def live(console: Console, request: Request, session: Session) -> Response:
     service = console.service
-    return json_response({"health": await views.health(service), "fleet": views.fleet_doc(await views.fleet(service))})
+    fleet = views.fleet_doc(await views.fleet(service), service.settings.heartbeat_interval)
+    return json_response({"health": await views.health(service), "fleet": fleet})
 
 
 async def confirm(console: Console, request: Request, session: Session) -> Response:

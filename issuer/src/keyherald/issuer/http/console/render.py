@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from .access import SECURITY_HEADERS
 
-__all__ = ["STATIC", "Renderer", "ago", "duration", "json_response", "redirect", "when"]
+__all__ = ["STATIC", "Renderer", "ago", "duration", "json_response", "redirect", "stamp", "when"]
 
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
 """The assets the console serves, from the installed package: no CDN, nothing else."""
@@ -28,6 +28,14 @@ def when(ts: float | None) -> str:
     if ts is None:
         return NONE
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def stamp(ts: float | None, now: float) -> str:
+    """A time in a table: the time of day (UTC) when it is today, else the date too."""
+    if ts is None:
+        return NONE
+    moment, today = datetime.fromtimestamp(ts, UTC), datetime.fromtimestamp(now, UTC)
+    return moment.strftime("%H:%M:%SZ" if moment.date() == today.date() else "%b %d %H:%MZ")
 
 
 def duration(seconds: float | None) -> str:
@@ -57,7 +65,7 @@ class Renderer:
             autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         )
         self.env.filters.update(when=when, duration=duration)
-        self.env.globals.update(ago=ago)
+        self.env.globals.update(ago=ago, stamp=stamp)
         base = resources.files("keyherald.issuer.http.console") / "static"
         self.static = {name: (base / name).read_bytes() for name in STATIC}
 

@@ -24,7 +24,7 @@ WIDTH = 1000
 @dataclass(frozen=True)
 class Segment:
     phase: str
-    """published | active | planned | retired | revoked"""
+    """published | active | planned (a standby, once it signs) | retired | revoked"""
     x: int
     width: int
 
@@ -81,10 +81,8 @@ def _segments(key: KeyRecord, next_at: int | None, start: float, end: float) -> 
     else:
         spans.append(("published", key.published_at, signed_from if signed_from is not None else key.published_at))
         stopped = key.retired_at if key.retired_at is not None else key.revoked_at
-        if signed_from is not None:
+        if signed_from is not None:  # a signing key: until the planned rotation (``now`` is marked)
             spans.append(("active", signed_from, stopped if stopped is not None else (next_at or end)))
-            if stopped is None and next_at is not None:
-                spans.append(("planned-end", next_at, end))
         if key.state is KeyState.RETIRED and key.retired_at is not None:
             spans.append(("retired", key.retired_at, key.expires_at or end))
         if key.state is KeyState.REVOKED and key.revoked_at is not None:
@@ -94,7 +92,7 @@ def _segments(key: KeyRecord, next_at: int | None, start: float, end: float) -> 
         left, right = x(a), x(b)
         if right > left or phase in ("active", "revoked"):
             found.append(Segment(phase, left, max(right - left, 3)))
-    return tuple(s for s in found if s.phase != "planned-end")
+    return tuple(found)
 
 
 def timeline(state: State, now: float, expired: Sequence[tuple[str, float]] = ()) -> Timeline:

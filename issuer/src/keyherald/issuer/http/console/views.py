@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from keyherald.shared.events import EventType
 
 from ...eventfeed import describe, recent
-from ...fleet import FleetView, read_fleet
+from ...fleet import AgentView, FleetView, read_fleet
 from .timeline import Timeline, timeline
 
 if TYPE_CHECKING:
@@ -42,25 +42,29 @@ async def health(service: Service) -> dict[str, Any]:
     if problem is None and not runtime.healthy:
         problem = "the duty cycle keeps failing"
     return {
-        "replica": runtime.replica_id, "role": runtime.role, "redis": runtime.redis_ok, "ok": runtime.healthy,
+        "replica": runtime.replica_id, "namespace": service.names.namespace, "role": runtime.role,
+        "redis": runtime.redis_ok, "ok": runtime.healthy,
         "seq": state.seq if state is not None else runtime.seq, "log": state.log if state is not None else None,
         "leader": leader, "leader_is_me": leader == runtime.replica_id, "problem": problem,
         "head_time": state.time if state is not None else None, "now": service.clock(),
     }
 
 
-def _agent(a: Any) -> dict[str, Any]:
+def _agent(a: AgentView, heartbeat: float) -> dict[str, Any]:
     doc: dict[str, Any] = a.as_dict()
-    doc["behind"] = a.lag_events is None or a.lag_events > 1 or a.record.stale
+    # An agent rewrites its record at most once a second, and a heartbeat it has not seen
+    # yet is no news: only a stale agent, one on another log, or one missing more than two
+    # heartbeats' worth of events needs a look.
+    doc["behind"] = a.record.stale or a.lag_events is None or a.lag_seconds > 2 * heartbeat + 2
     return doc
 
 
-def fleet_doc(view: FleetView) -> dict[str, Any]:
+def fleet_doc(view: FleetView, heartbeat: float) -> dict[str, Any]:
     """The fleet for the page: every agent, and which ones need a look."""
-    live = [_agent(a) for a in view.live]
+    live = [_agent(a, heartbeat) for a in view.live]
     return {
         "head": {"log": view.head.log, "seq": view.head.seq},
-        "live": live, "lost": [_agent(a) for a in view.lost], "unseen": view.unseen,
+        "live": live, "lost": [_agent(a, heartbeat) for a in view.lost], "unseen": view.unseen,
         "trouble": sum(1 for a in live if a["behind"]),
     }
 
