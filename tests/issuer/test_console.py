@@ -170,3 +170,42 @@ async def test_the_timeline_marks_the_signing_key_and_the_next_rotation(issuer: 
     assert states[before.signing.kid] == "revoked"
     assert [s.phase for s in next(r for r in after.rows if r.kid == before.signing.kid).segments][-1] == "revoked"
     assert all(0 <= s.x <= 1000 and s.x + s.width <= 1003 for row in after.rows for s in row.segments)
+
+
+def _csrf(page: str) -> str:
+    return page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+async def test_revoking_a_token_and_a_key_and_rotating_from_the_console(issuer: IssuerRuntime) -> None:
+    secret = await _admin(issuer)
+    orders = await add_client(issuer, "orders", ["inventory"])
+    async with _http(issuer) as http:
+        await _signed_in(http, "ops", secret)
+        csrf = _csrf((await http.get("/console/revoke")).text)
+        token = (await http.post("/token", data={"grant_type": "client_credentials"}, auth=("orders", orders))).json()
+        garbage = await http.post("/console/revoke/token", data={"csrf": csrf, "token": "not.a.token"})
+        assert garbage.status_code == 400 and "not a token this issuer signed" in garbage.text
+        asked = await http.post("/console/revoke/token", data={"csrf": csrf, "token": token["access_token"]})
+        assert asked.status_code == 200 and "Revoke a token?" in asked.text
+        jti = asked.text.split('name="jti" value="', 1)[1].split('"', 1)[0]
+        assert jti not in (await issuer.ctx.log.sync()).revoked_tokens
+        done = await http.post("/console/revoke/token", data={"csrf": csrf, "jti": jti, "exp": str(2**31),
+                                                              "confirmed": "yes"})
+        assert done.status_code == 303 and done.headers["location"].startswith("/console/revoke?done=token&seq=")
+        assert jti in (await issuer.ctx.log.sync()).revoked_tokens
+        state = await issuer.ctx.log.sync()
+        assert state.active_key is not None
+        signing = state.active_key.kid
+        rotated = await http.post("/console/keys/rotate", data={"csrf": csrf, "confirmed": "yes"})
+        assert rotated.status_code == 303 and "done=rotated" in rotated.headers["location"]
+        state = await issuer.ctx.log.sync()
+        assert state.keys[signing].state.value == "retired"
+        asked = await http.post("/console/revoke/key", data={"csrf": csrf, "kid": signing})
+        assert "Revoke a key?" in asked.text and state.keys[signing].state.value == "retired"
+        await http.post("/console/revoke/key", data={"csrf": csrf, "kid": signing, "confirmed": "yes"})
+        assert (await issuer.ctx.log.sync()).keys[signing].state.value == "revoked"
+        # No agent reports presence here: the progress says there is nothing to wait for.
+        seq = (await issuer.ctx.log.sync()).seq
+        progress = (await http.get(f"/console/api/confirm?seq={seq}")).json()
+        assert progress["live"] == 0 and progress["complete"]
+        assert (await http.get("/console/api/confirm?seq=999999")).status_code == 400
