@@ -55,6 +55,7 @@ class Stack:
     agents: list[AgentProcess]
     secrets: dict[str, str]
     shots: Path
+    fleet: Fleet
 
     @property
     def url(self) -> str:
@@ -90,7 +91,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         agents = [fleet.agent(d.agent_env(f"host-{n}", KEYHERALD_AGENT_ID=f"inventory-{n}",
                                           KEYHERALD_PRESENCE_INTERVAL="0.5s")) for n in ("a", "b")]
         assert all(a.started for a in agents)
-        yield Stack(d, issuer, agents, secrets, shots)
+        yield Stack(d, issuer, agents, secrets, shots, fleet)
     finally:
         fleet.close()
         cleanup_namespace(redis_url, namespace)
@@ -222,6 +223,32 @@ def test_the_operator_scenario(stack: Stack, page: Page, context: BrowserContext
         answer = replay.post("/console/revoke/subject", data={"csrf": csrf or "", "sub": "ops", "confirmed": "yes"})
         assert answer.status_code == 303 and answer.headers["location"] == "/console/signin"
     assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_an_agent_that_does_not_confirm_is_named(stack: Stack, page: Page) -> None:
+    """Frozen (SIGSTOP) when the revocation goes out: the bar waits, naming it, and fills once it
+    thaws. Its presence interval is long, so it stays awaited while frozen (a record lasts 6
+    intervals), as an agent in production would."""
+    frozen = stack.fleet.agent(stack.d.agent_env("host-c", KEYHERALD_AGENT_ID="inventory-frozen",
+                                                 KEYHERALD_PRESENCE_INTERVAL="5s"))
+    assert frozen.started
+    try:
+        sign_in(stack, page)
+        wait_for(lambda: "inventory-frozen" in _live_agents(page), 10, "the third agent on the page")
+        frozen.pause()
+        page.click("nav >> text=Revoke")
+        page.fill("#other-sub", "billing")
+        page.click("#revoke-subject-button")
+        page.click("#confirm-button")
+        expect(page.locator("#progress-text")).to_have_text(re.compile(r"^Waiting: 2 of 3 agents hold seq \d+"))
+        expect(page.locator("#progress-missing")).to_contain_text("inventory-frozen at seq")
+        expect(page.locator("#progress-missing li")).to_have_count(1)
+        stack.shot(page, "revoke-waiting")
+        frozen.resume()
+        expect(page.locator("#progress-text")).to_have_text(re.compile(r"^Applied by 3 of 3 agents in \d+ ms$"),
+                                                            timeout=15_000)
+    finally:
+        frozen.stop()  # a clean stop removes its record: the fleet is two agents again
 
 
 def test_attacker_influenced_values_render_as_text(stack: Stack, page: Page) -> None:

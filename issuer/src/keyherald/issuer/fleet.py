@@ -150,13 +150,19 @@ class Confirmation:
 
 async def wait_for_fleet(
     redis: Redis, names: Names, head: Position, target: Target, *, timeout: float, every: float = 0.05,
-    until: Callable[[Confirmation], bool] | None = None,
+    until: Callable[[Confirmation], bool] | None = None, silent_since: float | None = None,
 ) -> Confirmation:
     """Until every agent live when the wait began holds ``target`` (or ``timeout``, or ``until``
     says so: a watcher that wants each change): who did, who did not. An agent that goes
-    silent meanwhile stays awaited (a frozen agent must be named, not quietly dropped as lost)."""
+    silent meanwhile stays awaited (a frozen agent must be named, not quietly dropped as lost).
+    ``silent_since`` (seconds ago): await also the agents still live then, as long as their
+    record lasts (a page that asks again and again waits for those live at the event)."""
     started = time.monotonic()
-    awaited = {a.agent_id: a for a in (await read_fleet(redis, names, head)).live}
+    first = await read_fleet(redis, names, head)
+    awaited = {a.agent_id: a for a in first.live}
+    if silent_since is not None:
+        awaited.update({a.agent_id: a for a in first.lost
+                        if a.age - LIVE_INTERVALS * a.record.interval <= silent_since})
     while True:
         view = await read_fleet(redis, names, head)
         seen = {a.agent_id: a for a in (*view.live, *view.lost)}

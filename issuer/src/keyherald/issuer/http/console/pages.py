@@ -95,7 +95,9 @@ async def live(console: Console, request: Request, session: Session) -> Response
 
 async def confirm(console: Console, request: Request, session: Session) -> Response:
     """How far event ``seq`` got through the fleet; waits up to CONFIRM_WAIT for a change from
-    what the page saw (``seen`` agents holding it), so the bar moves as agents confirm."""
+    what the page saw (``seen`` agents holding it), so the bar moves as agents confirm. The
+    agents awaited are those live when the event was appended: one frozen since is named as
+    missing (while its record lasts), not dropped as lost."""
     service = console.service
     q = request.query_params
     seq, seen = q.get("seq", ""), q.get("seen", "")
@@ -108,8 +110,9 @@ async def confirm(console: Console, request: Request, session: Session) -> Respo
     def changed(result: Confirmation) -> bool:
         return len(result.confirmed) != known
 
+    since = max(0.0, service.clock() - target.time)
     result = await wait_for_fleet(service.redis, service.names, state.position, target, timeout=CONFIRM_WAIT,
-                                  until=changed)
+                                  until=changed, silent_since=since)
     total = len(result.confirmed) + len(result.missing)
     body: dict[str, Any] = {
         "seq": target.seq, "log": target.log, "live": total, "confirmed": len(result.confirmed),
