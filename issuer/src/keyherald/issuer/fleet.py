@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,13 +149,20 @@ class Confirmation:
 
 
 async def wait_for_fleet(
-    redis: Redis, names: Names, head: Position, target: Target, *, timeout: float, every: float = 0.05
+    redis: Redis, names: Names, head: Position, target: Target, *, timeout: float, every: float = 0.05,
+    until: Callable[[Confirmation], bool] | None = None, silent_since: float | None = None,
 ) -> Confirmation:
-    """Until every agent live when the wait began holds ``target`` (or ``timeout``): who did,
-    who did not. An agent that goes silent meanwhile stays awaited (a frozen agent must be
-    named, not quietly dropped as lost)."""
+    """Until every agent live when the wait began holds ``target`` (or ``timeout``, or ``until``
+    says so: a watcher that wants each change): who did, who did not. An agent that goes
+    silent meanwhile stays awaited (a frozen agent must be named, not quietly dropped as lost).
+    ``silent_since`` (seconds ago): await also the agents still live then, as long as their
+    record lasts (a page that asks again and again waits for those live at the event)."""
     started = time.monotonic()
-    awaited = {a.agent_id: a for a in (await read_fleet(redis, names, head)).live}
+    first = await read_fleet(redis, names, head)
+    awaited = {a.agent_id: a for a in first.live}
+    if silent_since is not None:
+        awaited.update({a.agent_id: a for a in first.lost
+                        if a.age - LIVE_INTERVALS * a.record.interval <= silent_since})
     while True:
         view = await read_fleet(redis, names, head)
         seen = {a.agent_id: a for a in (*view.live, *view.lost)}
@@ -164,7 +171,7 @@ async def wait_for_fleet(
                 awaited[agent_id] = agent
         confirmed = tuple(a for a in awaited.values() if a.holds(target))
         missing = tuple(a for a in awaited.values() if not a.holds(target))
-        elapsed = time.monotonic() - started
-        if not missing or elapsed >= timeout:
-            return Confirmation(confirmed, missing, elapsed)
+        result = Confirmation(confirmed, missing, time.monotonic() - started)
+        if not missing or result.elapsed >= timeout or (until is not None and until(result)):
+            return result
         await asyncio.sleep(every)

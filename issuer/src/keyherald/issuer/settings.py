@@ -99,6 +99,12 @@ class IssuerSettings(BaseKeyheraldSettings):
     """RFC 7009 revocations one client may publish per minute: each is remembered by every
     agent until the token expires, so a client may not grow everyone's state without bound."""
     admin_scope: str = "keyherald:admin"
+    console: bool = True
+    """Serve the operator console at /console (``on``/``off``). On: it grants nothing the admin
+    API does not (sign-in takes admin credentials, failures share the token endpoint's
+    limits); see docs/console.md."""
+    console_idle_timeout: Duration = 900.0
+    """A console session unused this long ends (its record expires in Redis)."""
     max_clock_skew: Duration = 5.0
     """Refuse to run when this host's clock is further than this from the Redis server's.
     Within it, event times and token ``iat`` use the host clock corrected to the server's, so
@@ -137,6 +143,13 @@ class IssuerSettings(BaseKeyheraldSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
         return ",".join(items)
+
+    @field_validator("console_idle_timeout")
+    @classmethod
+    def _console_idle(cls, value: float) -> float:
+        if not 60 <= value <= 8 * 3600:
+            raise ValueError("must be between 1m and 8h")
+        return value
 
     @field_validator("http_header_timeout", "http_keepalive_timeout")
     @classmethod

@@ -85,5 +85,9 @@ class Names:
         """A string with a TTL: one agent's presence record (advisory, unsigned)."""
         return self._key(f"presence:{agent_id}")
 
+    def console_session(self, digest: str) -> str:
+        """One operator console session, by the SHA-256 of its id (the id is only in the cookie)."""
+        return self._key(f"console:session:{digest}")
+
     def ratelimit(self, kind: str, ident: str) -> str:
         return self._key(f"ratelimit:{kind}:{ident}")

@@ -244,6 +244,9 @@ def _announce(settings: IssuerSettings, jwk: dict[str, Any], thumbprint: str, fo
         "",
         f"  token endpoint: {base}/token   (KEYHERALD_TOKEN_URL)",
         f"  JWKS:           {base}/.well-known/jwks.json",
+        *([f"  console:        {base}/console   (sign in with an admin client:"
+           f" keyherald clients create ops --audience {settings.issuer} --scope {settings.admin_scope})"]
+          if settings.console else []),
         f"  keys rotate every {format_duration(settings.rotation_period)};"
         f" tokens live {format_duration(settings.token_ttl)}",
         f"  dev KEK: {settings.kek_file} (keep it: it opens the stored keys)",

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from keyherald.shared.anchorchain import open_event_by_any
-from keyherald.shared.errors import ProtocolError
 from keyherald.shared.events import Event, EventType
+
+from ..eventfeed import describe, open_entries
 
 if TYPE_CHECKING:
     from ..runtime import IssuerRuntime
@@ -26,30 +26,6 @@ __all__ = ["describe", "watch"]
 
 _STYLES = {"token.revoked": "red", "subject.revoked": "red", "key.revoked": "bold red", "key.activated": "green",
            "key.published": "cyan", "log.started": "yellow", "client.updated": "magenta"}
-
-
-def describe(event: Event) -> str:
-    """What an event concerns, in a few words (a jti only by its first characters)."""
-    data = event.data
-    kind = event.type
-    if kind.startswith("key.") and kind != EventType.KEY_EXPIRED:
-        key = data.get("key") or {}
-        return f"kid {str(key.get('kid', ''))[:12]}… ({key.get('alg', '')})"
-    if kind == EventType.KEY_EXPIRED:
-        return f"kid {str(data.get('kid', ''))[:12]}…"
-    if kind == EventType.TOKEN_REVOKED:
-        return f"jti {str(data.get('jti', ''))[:8]}…"
-    if kind == EventType.SUBJECT_REVOKED:
-        return f"subject {data.get('sub', '')}"
-    if kind == EventType.CLIENT_UPDATED:
-        return f"client {data.get('client_id', '')}{' (deleted)' if data.get('record') is None else ''}"
-    if kind == EventType.POLICY:
-        return f"max token lifetime {data.get('max_token_ttl')}s, heartbeat {data.get('heartbeat_interval')}s"
-    if kind == EventType.LOG_STARTED:
-        previous = data.get("previous") or {}
-        after = f" after log {str(previous.get('log', ''))[:8]} seq {previous.get('seq')}" if previous else ""
-        return f"log {event.log[:8]} ({data.get('reason')}){after}"
-    return ""
 
 
 class _Out:
@@ -80,7 +56,7 @@ async def watch(runtime: IssuerRuntime, *, every: float = 0.2) -> None:
     """Until cancelled: print new events, and the live agent count when it changes."""
     out = _Out()
     ctx = runtime.ctx
-    issuer, names = ctx.settings.issuer, ctx.names
+    names = ctx.names
     last = (await ctx.log.sync()).seq
     agents: int | None = None
     ticks = 0
@@ -91,14 +67,10 @@ async def watch(runtime: IssuerRuntime, *, every: float = 0.2) -> None:
             raise asyncio.CancelledError
         with contextlib.suppress(RedisError, OSError, UnicodeDecodeError):
             entries = await ctx.redis.xrange(names.events, min=f"({last}-0", max="+") or []
-            for raw_id, fields in entries:
-                with contextlib.suppress(ProtocolError, ValueError):
-                    chain = ctx.log.state.anchors if ctx.log.state is not None else []
-                    text = str((fields or {}).get("event"))
-                    event = open_event_by_any(ctx.control.anchor, chain, text, issuer=issuer)
-                    if event.type != EventType.HEARTBEAT:
-                        out.event(event)
-                last = max(last, int(str(raw_id).split("-", 1)[0]))
+            for seq, event in open_entries(ctx, entries):
+                if event is not None and event.type != EventType.HEARTBEAT:
+                    out.event(event)
+                last = max(last, seq)
             ticks += 1
         if me is not None and me.cancelling():
             raise asyncio.CancelledError

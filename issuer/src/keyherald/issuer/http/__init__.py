@@ -7,6 +7,7 @@
     GET  /healthz                                role, Redis reachability, seq
     GET  /metrics                                Prometheus metrics
     /admin/...                                   operator actions, admin-scoped tokens (RFC 6750)
+    /console/...                                 the operator console: pages for people (docs/console.md)
 
 docs/api.md documents each; FastAPI serves the OpenAPI document at /openapi.json.
 No answer carries a stack trace: Redis trouble is a 503, anything unexpected a bare 500.
@@ -273,4 +274,8 @@ def create_app(runtime: IssuerRuntime) -> FastAPI:
         return JSONResponse(body, status_code=200 if runtime.healthy else 503)
 
     app.include_router(admin_router(service))
+    if service.settings.console:
+        from .console import mount_console
+
+        mount_console(app, service)
     return app

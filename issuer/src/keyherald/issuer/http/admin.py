@@ -26,9 +26,12 @@ from ..tokens import verified_claims
 from .openapi import errors
 
 if TYPE_CHECKING:
+    from keyherald.shared.state import State
+
+    from ..fleet import Target
     from . import Service
 
-__all__ = ["ADMIN_CLAIMS", "AdminDenied", "admin_router", "check_admin"]
+__all__ = ["ADMIN_CLAIMS", "AdminDenied", "admin_claims", "admin_router", "check_admin", "fleet_target"]
 
 log = logging.getLogger("keyherald.issuer")
 
@@ -88,42 +91,44 @@ def _bad(description: str, status: int = 400, error: str = "invalid_request") ->
 
 def check_admin(service: Service, request: Request) -> dict[str, Any]:
     """The claims of the admin token on ``request``; AdminDenied (RFC 6750) otherwise."""
-    settings = service.settings
-    agent = service.runtime.agent
-    if agent is None:
-        raise AdminDenied(503, "temporarily_unavailable", "the issuer's verifier agent is starting")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        if service.runtime.agent is None:
+            raise AdminDenied(503, "temporarily_unavailable", "the issuer's verifier agent is starting")
         raise AdminDenied(401, None, "a bearer token is required")
-    from keyherald.verifier.errors import InvalidToken
-
-    try:
-        claims = agent.verify(token.strip())
-    except InvalidToken as exc:
-        log.info("admin API refused a token: %s", exc.reason)
-        raise AdminDenied(401, "invalid_token", "the access token is not valid") from None
-    if settings.admin_scope not in str(claims.get("scope", "")).split():
-        raise AdminDenied(403, "insufficient_scope", "the token lacks the admin scope", settings.admin_scope)
+    claims = admin_claims(service, token.strip())
     log.info("admin API call by %s: %s %s", claims.get("sub"), request.method, request.url.path)
     return claims
 
 
-async def _event_time(service: Service, seq: int) -> float:
-    """The issuer time of event ``seq`` while the stream still holds it (else 0: any later log
-    counts as holding it)."""
-    from keyherald.shared.anchorchain import open_event_by_any
-    from keyherald.shared.errors import ProtocolError
+def admin_claims(service: Service, token: str) -> dict[str, Any]:
+    """The claims of ``token`` when it is an admin token (audience: this issuer, the admin
+    scope), checked by the issuer's own agent; AdminDenied otherwise."""
+    agent = service.runtime.agent
+    if agent is None:
+        raise AdminDenied(503, "temporarily_unavailable", "the issuer's verifier agent is starting")
+    from keyherald.verifier.errors import InvalidToken
 
-    entries = await service.redis.xrange(service.names.events, min=f"{seq}-0", max=f"{seq}-0") or []
-    for _, fields in entries:
-        try:
-            ctx = service.runtime.ctx
-            chain = ctx.log.state.anchors if ctx.log.state is not None else []
-            event = open_event_by_any(ctx.control.anchor, chain, str((fields or {}).get("event")))
-        except (ProtocolError, ValueError):
-            continue
-        return event.time
-    return 0.0
+    try:
+        claims = agent.verify(token)
+    except InvalidToken as exc:
+        log.info("admin API refused a token: %s", exc.reason)
+        raise AdminDenied(401, "invalid_token", "the access token is not valid") from None
+    if service.settings.admin_scope not in str(claims.get("scope", "")).split():
+        raise AdminDenied(403, "insufficient_scope", "the token lacks the admin scope", service.settings.admin_scope)
+    return claims
+
+
+async def fleet_target(service: Service, state: State, seq: int, log: str | None = None) -> Target | None:
+    """The event an operator waits for the fleet to hold: ``seq`` of the current log (or of
+    ``log``); None when the current log has no such event."""
+    from ..eventfeed import event_time
+    from ..fleet import Target
+
+    if seq < 1 or (seq > state.seq and (log is None or log == state.log)):
+        return None
+    when = state.time if seq >= state.seq else await event_time(service.runtime.ctx, seq)
+    return Target(log or state.log, seq, when)
 
 
 def admin_router(service: Service) -> APIRouter:
@@ -158,13 +163,12 @@ def admin_router(service: Service) -> APIRouter:
     @router.get("/fleet/confirm", responses=errors(400),
                 summary="how many live agents hold event seq (of the current log, or of log), and which do not")
     async def confirm(seq: int, log: str | None = None) -> Any:
-        from ..fleet import Target, read_fleet
+        from ..fleet import read_fleet
 
         state = await service.runtime.ctx.log.sync()
-        if seq < 1 or (seq > state.seq and (log is None or log == state.log)):
+        target = await fleet_target(service, state, seq, log)
+        if target is None:
             return _bad("seq must name an event of the log")
-        when = state.time if seq >= state.seq else await _event_time(service, seq)
-        target = Target(log or state.log, seq, when)
         view = await read_fleet(service.redis, service.names, state.position)
         missing = view.missing(target)
         return {"log": target.log, "seq": seq, "live": len(view.live), "confirmed": len(view.live) - len(missing),
