@@ -105,6 +105,41 @@ async def test_a_session_ends_when_idle_and_when_its_holder_loses_the_admin_scop
         assert (await http.get("/console")).status_code == 303
 
 
+async def test_rotating_the_secret_or_revoking_the_token_key_ends_the_sessions_opened_with_them(
+    issuer: IssuerRuntime,
+) -> None:
+    """A leaked admin secret, rotated: the session its thief opened ends with it (as the old
+    secret's tokens do). A session opened with an admin token ends when its key is revoked."""
+    secret = await _admin(issuer)
+    async with _http(issuer) as thief, _http(issuer) as holder:
+        await _signed_in(thief, "ops", secret)
+        assert (await thief.get("/console")).status_code == 200
+        new_secret = (await issuer.ctx.clients().rotate_secret("ops")).secret
+        assert (await thief.get("/console")).status_code == 303
+        await _signed_in(holder, "ops", new_secret)
+        assert (await holder.get("/console")).status_code == 200
+        grant = {"grant_type": "client_credentials", "audience": issuer.settings.issuer,
+                 "scope": issuer.settings.admin_scope}
+        token = (await holder.post("/token", data=grant, auth=("ops", new_secret))).json()["access_token"]
+    async with _http(issuer) as by_token:
+        assert (await by_token.post("/console/signin", data={"token": token})).status_code == 303
+        assert (await by_token.get("/console")).status_code == 200
+        state = await issuer.ctx.log.read_state()
+        signing = next(kid for kid, key in state.keys.items() if key.state.value == "active")
+        await issuer.admin.revoke_key(signing)
+        assert (await by_token.get("/console")).status_code == 303
+
+
+async def test_numbers_in_links_and_forms_that_are_not_numbers_are_refused_not_errors(issuer: IssuerRuntime) -> None:
+    secret = await _admin(issuer)
+    async with _http(issuer) as http:
+        await _signed_in(http, "ops", secret)
+        for path in ("/console?done=rotated&seq=%C2%B2", "/console/revoke?done=token&seq=" + "9" * 5000):
+            assert (await http.get(path)).status_code == 200, path
+        for query in ("seq=%C2%B2", "seq=1&seen=%C2%B2", "seq=" + "9" * 5000):
+            assert (await http.get(f"/console/api/confirm?{query}")).status_code in (200, 400), query
+
+
 async def test_an_admin_token_signs_in_and_a_plain_client_does_not(issuer: IssuerRuntime) -> None:
     secret = await _admin(issuer)
     plain = await add_client(issuer, "orders", [issuer.settings.issuer])

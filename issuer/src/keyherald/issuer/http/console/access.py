@@ -24,7 +24,7 @@ from starlette.requests import Request
 from ...settings import is_loopback_url
 from ..gate import BodyTooLarge, ClientGone, read_body
 from ..oauth import MAX_BODY
-from .sessions import Session, SessionStore
+from .sessions import Session, SessionStore, credential_of
 
 if TYPE_CHECKING:
     from .. import Service
@@ -87,9 +87,11 @@ async def still_admin(service: Service, session: Session) -> bool:
     if cut is not None and cut.revoked_at >= int(session.created):
         return False
     if session.kind == "token":
-        return session.jti not in state.revoked_tokens
+        key = state.keys.get(session.kid)
+        return session.jti not in state.revoked_tokens and key is not None and key.revoked_at is None
     client = await service.runtime.ctx.clients().get(session.principal)
-    return client is not None and admits(service, client.scopes, client.audiences, client.disabled)
+    return (client is not None and admits(service, client.scopes, client.audiences, client.disabled)
+            and hmac.compare_digest(credential_of(client.secret_salt, client.secret_hash), session.credential))
 
 
 def admits(service: Service, scopes: tuple[str, ...], audiences: tuple[str, ...], disabled: bool) -> bool:
@@ -132,3 +134,11 @@ async def read_fields(request: Request) -> dict[str, str]:
     for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
         fields.setdefault(name, value)
     return fields
+
+
+def whole_number(text: str, *, digits: int = 15) -> int | None:
+    """``text`` as a non-negative integer of at most ``digits`` ASCII digits; None otherwise
+    (``str.isdigit`` alone admits '²', and int() of 5,000 digits raises)."""
+    if not text or len(text) > digits or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)

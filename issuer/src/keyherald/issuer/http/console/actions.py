@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from ...errors import ClientExists, ClientNotFound, KeyNotFound
 from ...tokens import verified_claims
-from .access import check_csrf, read_fields, require_same_origin
+from .access import check_csrf, read_fields, require_same_origin, whole_number
 from .render import redirect
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ async def revoke_token(console: Console, request: Request, session: Session) -> 
             return await _revoke_error(console, request, session,
                                        "That is not a token this issuer signed with a key it still holds.")
         exp = str(found)
-    if not jti or len(jti) > 256 or not exp.isdigit():
+    if not jti or len(jti) > 256 or whole_number(exp, digits=12) is None:
         return await _revoke_error(console, request, session,
                                    "Paste the token, or give its jti and its exp (Unix seconds).")
     if fields.get("confirmed") != "yes":
@@ -163,7 +163,7 @@ async def create_client(console: Console, request: Request, session: Session) ->
     scopes = [s for s in _SPLIT.split(fields.get("scopes", "")) if s]
     ttl_text = fields.get("ttl", "").strip()
     try:
-        if ttl_text and not ttl_text.isdigit():
+        if ttl_text and whole_number(ttl_text, digits=9) is None:
             raise ValueError("the token lifetime is a whole number of seconds")
         client, secret = await console.service.runtime.ctx.clients().create(
             name, audiences=audiences, scopes=scopes, ttl=int(ttl_text) if ttl_text else None)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from ...fleet import Confirmation, wait_for_fleet
 from ..admin import fleet_target
 from . import views
+from .access import whole_number
 from .render import json_response
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def watched(request: Request) -> dict[str, Any] | None:
     if code not in DONE:
         return None
     seq = q.get("seq", "")
-    return {"text": DONE[code], "seq": int(seq) if seq.isdigit() else None, "log": q.get("log", "")[:64]}
+    return {"text": DONE[code], "seq": whole_number(seq), "log": q.get("log", "")[:64]}
 
 
 async def common(console: Console, session: Session, page: str) -> dict[str, Any]:
@@ -102,10 +103,12 @@ async def confirm(console: Console, request: Request, session: Session) -> Respo
     q = request.query_params
     seq, seen = q.get("seq", ""), q.get("seen", "")
     state = await service.state()
-    target = await fleet_target(service, state, int(seq), q.get("log") or None) if seq.isdigit() else None
+    number = whole_number(seq)
+    target = await fleet_target(service, state, number, q.get("log") or None) if number is not None else None
     if target is None:
         return json_response({"error": "seq must name an event of the log"}, 400)
-    known = int(seen) if seen.isdigit() else -1
+    known = whole_number(seen)
+    known = -1 if known is None else known
 
     def changed(result: Confirmation) -> bool:
         return len(result.confirmed) != known

@@ -45,6 +45,11 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(32)
 
 
+def credential_of(secret_salt: str, secret_hash: str) -> str:
+    """What a session keeps of the secret it was opened with: a digest of its stored hash."""
+    return hashlib.sha256(f"{secret_salt}:{secret_hash}".encode()).hexdigest()[:32]
+
+
 def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -60,6 +65,11 @@ class Session:
     expires: float
     jti: str = ""
     """The admin token's jti (kind "token"): revoking that token ends the session too."""
+    kid: str = ""
+    """The key that signed the admin token (kind "token"): revoking that key ends it too."""
+    credential: str = ""
+    """A digest of the client's secret record at sign-in (kind "client"): rotating the secret
+    ends every session opened with the old one, as it ends the old secret's tokens."""
 
 
 class SessionStore:
@@ -69,20 +79,22 @@ class SessionStore:
     def _tag(self, digest: str, body: dict[str, object]) -> str:
         return hmac.new(self._key, digest.encode() + b"\n" + dumps(body), hashlib.sha256).hexdigest()
 
-    async def _write(self, digest: str, session: Session) -> None:
+    async def _write(self, digest: str, session: Session, *, new: bool) -> None:
+        """``new``: create the record (never over another); else refresh it only if it is
+        still there, so a request racing a sign-out cannot write the ended session back."""
         body = asdict(session)
         record = json.dumps({**body, "mac": self._tag(digest, body)}, separators=(",", ":"))
         ttl = max(1, int(min(self.idle, session.expires - self._clock()) + 1))
-        await self._redis.set(self._names.console_session(digest), record, ex=ttl)
+        await self._redis.set(self._names.console_session(digest), record, ex=ttl, nx=new, xx=not new)
 
     async def create(self, principal: str, kind: Literal["client", "token"], *, expires: float | None = None,
-                     jti: str = "") -> tuple[str, Session]:
+                     jti: str = "", kid: str = "", credential: str = "") -> tuple[str, Session]:
         """A new session; returns its id (for the cookie, never stored) and the session."""
         now = self._clock()
         end = min(now + MAX_AGE, expires) if expires is not None else now + MAX_AGE
-        session = Session(principal, kind, secrets.token_urlsafe(32), now, now, end, jti)
+        session = Session(principal, kind, secrets.token_urlsafe(32), now, now, end, jti, kid, credential)
         session_id = new_session_id()
-        await self._write(_digest(session_id), session)
+        await self._write(_digest(session_id), session, new=True)
         return session_id, session
 
     async def get(self, session_id: str | None) -> Session | None:
@@ -101,7 +113,7 @@ class SessionStore:
             return None
         if now - session.seen >= TOUCH_EVERY:
             session = replace(session, seen=now)
-            await self._write(digest, session)
+            await self._write(digest, session, new=False)
         return session
 
     def _opened(self, digest: str, raw: object) -> Session | None:

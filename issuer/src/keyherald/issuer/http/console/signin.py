@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keyherald.shared.encoding import b64url_decode, loads_object
+from keyherald.shared.jws import split_compact
+
 from ..admin import AdminDenied, admin_claims
 from ..oauth import peer_address
 from .access import admits, cookie_name, read_fields, require_same_origin, secure
 from .render import redirect
+from .sessions import credential_of
 
 if TYPE_CHECKING:
     from . import Console, Route
@@ -71,7 +75,7 @@ async def signin(console: Console, request: Request) -> Response:
         exp = claims.get("exp")
         session_id, _ = await store.create(
             str(claims.get("sub", "")), "token", expires=float(exp) if isinstance(exp, int) else None,
-            jti=str(claims.get("jti", "")),
+            jti=str(claims.get("jti", "")), kid=token_kid(token),
         )
         who = str(claims.get("sub", ""))
     else:
@@ -79,7 +83,8 @@ async def signin(console: Console, request: Request) -> Response:
         if client is None or not admits(service, client.scopes, client.audiences, client.disabled):
             reason = "wrong credentials" if client is None else "not an admin client"
             return await _failed(console, counted, address, "client", reason)
-        session_id, _ = await store.create(client.client_id, "client")
+        session_id, _ = await store.create(client.client_id, "client",
+                                           credential=credential_of(client.secret_salt, client.secret_hash))
         who = client.client_id
     log.info("console: %r signed in from %s", who, address)
     response = redirect("/console")
@@ -123,3 +128,12 @@ def routes(console: Console) -> list[Route]:
         ("/console/signin", console.open(signin), ["POST"]),
         ("/console/signout", console.open(signout), ["POST"]),
     ]
+
+
+def token_kid(token: str) -> str:
+    """The kid of a token the agent just verified (so its header is well formed)."""
+    try:
+        kid = loads_object(b64url_decode(split_compact(token)[0])).get("kid", "")
+    except ValueError:
+        return ""
+    return kid if isinstance(kid, str) else ""
