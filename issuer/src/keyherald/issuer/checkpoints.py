@@ -15,6 +15,7 @@ reported, and the writer starts a new log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -114,7 +115,10 @@ class Checkpoints:
         now = self._clock()
         if not force and not self.due(state, now):
             return False
-        text = self.control.seal_snapshot(state.to_snapshot())
+        # Sorting, serializing and signing a million revocations takes seconds: done on a
+        # thread, from a copy (the state goes on moving on the loop), so appends go on.
+        frozen, control = state.copy(), self.control
+        text = await asyncio.to_thread(lambda: control.seal_snapshot(frozen.to_snapshot()))
         if len(text) > MAX_SNAPSHOT_LENGTH:
             raise SnapshotTooLarge(
                 f"the checkpoint would be {len(text)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"
@@ -124,10 +128,10 @@ class Checkpoints:
             if self.sum is None:
                 self.sum = str(await self._sum_script(keys=[self._names.snapshot]))
             result = int(await self._write(
-                keys=[self._names.head, self._names.snapshot], args=[state.log, state.seq, self.sum, text],
+                keys=[self._names.head, self._names.snapshot], args=[frozen.log, frozen.seq, self.sum, text],
             ))
             if result == 1:
-                self.known(state.seq, now, text)
+                self.known(frozen.seq, now, text)
                 return True
             if result == 0:  # the head is on another log, or behind: not ours to write
                 return False

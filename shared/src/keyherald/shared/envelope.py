@@ -29,7 +29,9 @@ __all__ = [
     "EVENT_TYP",
     "MAX_EVENT_LENGTH",
     "MAX_SNAPSHOT_LENGTH",
+    "CRIT",
     "MIN_CONTROL_RSA_BITS",
+    "MUST_UNDERSTAND",
     "PROTOCOL_MAJOR",
     "PROTOCOL_VERSION",
     "SNAPSHOT_TYP",
@@ -39,7 +41,7 @@ __all__ = [
     "control_verifying_key",
 ]
 
-PROTOCOL_VERSION = "2.1"
+PROTOCOL_VERSION = "2.2"
 """Carried in every envelope's header as ``khv``. A reader refuses a major version it does not
 know (a minor one adds only what older readers may ignore)."""
 PROTOCOL_MAJOR = 2
@@ -52,6 +54,11 @@ MAX_SNAPSHOT_LENGTH = 64 << 20
 """A snapshot grows with live revocations (about 60 bytes each): 64 MiB holds a million."""
 MIN_CONTROL_RSA_BITS = 3072
 """The control key outlives many token keys: 128-bit strength (NIST SP 800-57), not 112."""
+CRIT = ("khv",)
+"""The one ``crit`` allowed (2.2): events an older reader must not skip carry it, and a 2.1
+reader refuses any ``crit``: it misses the event, sees a gap and resyncs from the checkpoint
+(written right after), instead of following on without it."""
+MUST_UNDERSTAND = frozenset({"tokens.revoked"})
 _M = TypeVar("_M", bound=BaseModel)
 _THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 _MAX_HEADERS = 16
@@ -121,7 +128,9 @@ class ControlKey:
         return TrustAnchor(self._key.kid, self._key.public)
 
     def seal_event(self, event: Event) -> str:
-        header = {"typ": EVENT_TYP, "khv": PROTOCOL_VERSION}
+        header: dict[str, Any] = {"typ": EVENT_TYP, "khv": PROTOCOL_VERSION}
+        if event.type in MUST_UNDERSTAND:
+            header["crit"] = list(CRIT)
         return sign_compact(header, dumps(event.model_dump(mode="json")), self._key)
 
     def seal_snapshot(self, snapshot: Snapshot) -> str:
@@ -221,8 +230,9 @@ class TrustAnchor:
             raise MalformedMessage("envelope header has no kid or alg")
         if kid != self.thumbprint:
             raise UntrustedSigner("signed by a control key other than the pinned one")
-        if header.get("alg") != key.alg or "crit" in header:  # the algorithm is the key's
-            raise MalformedMessage(f"envelope header is not {key.alg} without crit")
+        crit = header.get("crit", CRIT)
+        if header.get("alg") != key.alg or (crit != list(CRIT) and crit != CRIT):  # the algorithm is the key's
+            raise MalformedMessage(f"envelope header is not {key.alg} without a crit other than khv")
         if header.get("typ") != typ and unsupported is None:
             raise MalformedMessage(f"envelope typ is not {typ}")
         return unsupported
