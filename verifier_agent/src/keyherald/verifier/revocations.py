@@ -80,8 +80,8 @@ class CompactRevocations:
     def __init__(self) -> None:
         self._parts: tuple[_Base, dict[int, int]] = (_EMPTY, {})
         self._horizon = 0.0
-        self._shadowed = 0
-        """Overlay entries whose hash the base holds too (a token revoked again, later)."""
+        self._shadowed: set[int] = set()
+        """Overlay keys the base holds too (a token revoked again, later): rare, and counted once."""
         self.generation = next_generation()
 
     @classmethod
@@ -126,8 +126,10 @@ class CompactRevocations:
     def __len__(self) -> int:
         """Live revocations: the base's not yet passed, plus the overlay's new ones."""
         base, recent = self._parts
-        passed = bisect_left(base.ends_sorted, self._horizon)
-        return len(base.keys) - passed + len(recent) - self._shadowed
+        horizon = self._horizon
+        passed = bisect_left(base.ends_sorted, horizon)
+        twins = sum(1 for k in self._shadowed if (self._in_base(base, k) or 0) >= horizon) if self._shadowed else 0
+        return len(base.keys) - passed + len(recent) - twins
 
     def __bool__(self) -> bool:
         return len(self) > 0
@@ -163,7 +165,7 @@ class CompactRevocations:
             return
         recent[key] = end
         if in_base is not None:
-            self._shadowed += 1
+            self._shadowed.add(key)
 
     @staticmethod
     def _in_base(base: _Base, key: int) -> int | None:
@@ -189,7 +191,7 @@ class CompactRevocations:
             old = (p for p in old if (p >> 32) not in recent)
         new = (_packed(k, e) for k, e in recent.items() if e >= horizon)
         self._parts = (_base([*old, *new]), {})
-        self._shadowed = 0
+        self._shadowed = set()
 
     def prune(self, horizon: float) -> None:
         self._horizon = max(self._horizon, horizon)
@@ -197,8 +199,7 @@ class CompactRevocations:
         gone = [k for k, end in recent.items() if end < horizon] if recent else []
         for key in gone:
             del recent[key]
-            if self._shadowed and self._in_base(base, key) is not None:
-                self._shadowed -= 1
+            self._shadowed.discard(key)
         passed = bisect_left(base.ends_sorted, self._horizon)
         if passed and passed * 8 >= len(base.keys):
             self._rebuild()
@@ -236,7 +237,7 @@ class CompactRevocations:
         clone = CompactRevocations()
         base, recent = self._parts
         clone._parts = (base, dict(recent))
-        clone._horizon, clone._shadowed = self._horizon, self._shadowed
+        clone._horizon, clone._shadowed = self._horizon, set(self._shadowed)
         return clone
 
     def __repr__(self) -> str:
