@@ -272,6 +272,8 @@ class SignedState:
                 raise BrokenAnchorChain("anchor.rotated does not start at the current anchor")
             outcome = self.keys.apply(event, digest(text))
         except ProtocolError as exc:
+            if exc.code == "unsupported_version":  # genuine (it verified): the operator must act
+                log.error("%s; this agent stays at seq %d and goes stale", exc, self.keys.state.seq)
             self._refuse(exc.code)
             return None, None
         except (ValueError, TypeError):
