@@ -8,13 +8,16 @@ aim collisions, and the validator's lookup costs no extra hashing):
 - a **base**: the hashes sorted in one ``array('Q')``, each one's end (``array('I')``, Unix
   seconds) beside it, a directory of where each top-bits bucket starts (a lookup bisects
   about 32 entries), and how many end at each second (how many have passed, in one bisect);
-- a small **overlay** dict for events since, merged into a new base once it holds
-  ``max(MERGE_MIN, len(base) // 16)`` entries.
+- a small **overlay** dict, jti -> end, for events since, merged into a new base once it
+  holds ``max(MERGE_MIN, len(base) // 16)`` entries. While the base is empty (a few thousand
+  revocations) the overlay is the whole store, and a lookup costs what a dict's does: the
+  validator reads :attr:`CompactRevocations.view` and asks the base only when it holds any.
 
 A revocation goes as soon as no token it covers can be valid: the overlay drops it at the
 next prune (each heartbeat); the base is rebuilt without its passed entries once they are an
 eighth of it, and until then a passed entry can only match a token that has expired anyway.
-Readers on other threads see whole objects: a rebuild swaps one tuple.
+Readers on other threads see whole objects: a rebuild swaps one tuple (an overlay is never
+written again once merged, so a reader holding the old pair still finds everything).
 
 The hashes mean nothing outside this process: this store cannot be written back as jtis
 (the checkpoint and the events it came from can; the cache file keeps those).
@@ -25,7 +28,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import accumulate, compress, repeat
 from operator import add, and_, ge, lshift, or_, rshift
 from typing import NamedTuple
@@ -56,11 +59,16 @@ class _Base(NamedTuple):
     shift: int
 
 
-def _base(packed: Iterable[int]) -> _Base:
-    """A base from ``(key << 32) | end`` values, in any order (sorting is the one cost)."""
+def _base(packed: Iterable[int], *, dedupe: bool = False) -> _Base:
+    """A base from ``(key << 32) | end`` values, in any order (sorting is the one cost).
+    ``dedupe``: a key given twice keeps its latest end (merging stores that overlap)."""
     merged = sorted(packed)
     keys = array("Q", map(rshift, merged, repeat(32)))
     ends = array("I", map(and_, merged, repeat(_END_MAX)))
+    if dedupe and len(keys) > 1:
+        latest = dict(zip(keys, ends, strict=True))  # sorted by (key, end): the last end wins
+        if len(latest) < len(keys):
+            keys, ends = array("Q", latest.keys()), array("I", latest.values())
     n = len(keys)
     bits = max(0, (n // _BUCKET).bit_length())
     shift = 64 - bits
@@ -80,21 +88,37 @@ def _passed(base: _Base, horizon: float) -> int:
 _EMPTY = _base(())
 
 
-def _packed(key: int, end: int) -> int:
-    return (key << 32) | min(max(end, 0), _END_MAX)
+def _clamp(end: int) -> int:
+    return min(max(end, 0), _END_MAX)
+
+
+def _in(base: _Base, key: int) -> int | None:
+    """The end of ``key`` in ``base``, or None."""
+    keys, directory = base.keys, base.directory
+    bucket = key >> base.shift
+    hi = directory[bucket + 1]
+    i = bisect_left(keys, key, directory[bucket], hi)
+    return base.ends[i] if i < hi and keys[i] == key else None
 
 
 class CompactRevocations:
     """jti -> end, as :class:`keyherald.shared.revocations.TokenSet` asks, in about 13 B each."""
 
-    __slots__ = ("_horizon", "_parts", "_shadowed", "generation")
+    __slots__ = ("_horizon", "_parts", "_shadowed", "generation", "view")
 
     def __init__(self) -> None:
-        self._parts: tuple[_Base, dict[int, int]] = (_EMPTY, {})
+        self._parts: tuple[_Base, dict[str, int]] = (_EMPTY, {})
+        self.view: tuple[dict[str, int], bool] = ({}, False)
+        """(overlay, the base holds anything): a jti in the overlay is revoked; one that is not
+        needs a base lookup (``in``) only when the flag says so."""
         self._horizon = 0.0
-        self._shadowed: set[int] = set()
-        """Overlay keys the base holds too (a token revoked again, later): rare, and counted once."""
+        self._shadowed: set[str] = set()
+        """Overlay jtis the base holds too (a token revoked again, later): rare, counted once."""
         self.generation = next_generation()
+
+    def _swap(self, base: _Base, recent: dict[str, int]) -> None:
+        self._parts = (base, recent)
+        self.view = (recent, len(base.keys) > 0)
 
     @classmethod
     def from_dict(cls, tokens: dict[str, int]) -> CompactRevocations:
@@ -103,45 +127,43 @@ class CompactRevocations:
         keys = map(add, map(hash, tokens.keys()), repeat(_OFFSET))
         values = tokens.values()
         in_range = not tokens or (min(values) >= 0 and max(values) <= _END_MAX)
-        ends: Iterable[int] = values if in_range else (min(max(e, 0), _END_MAX) for e in values)
-        store._parts = (_base(map(or_, map(lshift, keys, repeat(32)), ends)), {})
+        ends: Iterable[int] = values if in_range else map(_clamp, values)
+        store._swap(_base(map(or_, map(lshift, keys, repeat(32)), ends)), {})
         return store
 
     # -- lookups (any thread) --------------------------------------------------------------
 
     def __contains__(self, jti: object) -> bool:
         base, recent = self._parts
-        key = hash(jti) + _OFFSET
-        if key in recent:
+        if jti in recent:
             return True
-        keys, directory = base.keys, base.directory
-        bucket = key >> base.shift
-        hi = directory[bucket + 1]
-        i = bisect_left(keys, key, directory[bucket], hi)
-        return i < hi and keys[i] == key
-
-    def _find(self, key: int) -> int | None:
-        base, recent = self._parts
-        end = recent.get(key)
-        if end is not None:
-            return end
-        keys, directory = base.keys, base.directory
-        bucket = key >> base.shift
-        hi = directory[bucket + 1]
-        i = bisect_left(keys, key, directory[bucket], hi)
-        return base.ends[i] if i < hi and keys[i] == key else None
+        if not base.keys:
+            return False
+        return _in(base, hash(jti) + _OFFSET) is not None
 
     def get(self, jti: str, default: int = 0) -> int:
-        end = self._find(hash(jti) + _OFFSET)
+        base, recent = self._parts
+        end = recent.get(jti)
+        if end is None:
+            end = _in(base, hash(jti) + _OFFSET)
         return default if end is None else end
+
+    def _key_lookup(self) -> Callable[[int], int]:
+        """key -> its end (0: absent), the overlay's jtis hashed once (for :meth:`beyond`)."""
+        base, recent = self._parts
+        hashed = {hash(jti) + _OFFSET: end for jti, end in recent.items()}
+
+        def find(key: int) -> int:
+            return max(_in(base, key) or 0, hashed.get(key, 0))
+
+        return find
 
     def __len__(self) -> int:
         """Live revocations: the base's not yet passed, plus the overlay's new ones."""
         base, recent = self._parts
         horizon = self._horizon
-        passed = _passed(base, horizon)
-        twins = sum(1 for k in self._shadowed if (self._in_base(base, k) or 0) >= horizon) if self._shadowed else 0
-        return len(base.keys) - passed + len(recent) - twins
+        twins = sum(1 for j in self._shadowed if (_in(base, hash(j) + _OFFSET) or 0) >= horizon)
+        return len(base.keys) - _passed(base, horizon) + len(recent) - twins
 
     def __bool__(self) -> bool:
         return len(self) > 0
@@ -155,92 +177,85 @@ class CompactRevocations:
     # -- changes (the follower only) --------------------------------------------------------
 
     def revoke(self, jti: str, expires_at: int) -> None:
-        self._add(hash(jti) + _OFFSET, expires_at)
+        self._add(jti, expires_at)
         self._maybe_merge()
         self.generation = next_generation()
 
     def revoke_many(self, tokens: Iterable[tuple[str, int]]) -> None:
         for jti, expires_at in tokens:
-            self._add(hash(jti) + _OFFSET, expires_at)
+            self._add(jti, expires_at)
         self._maybe_merge()
         self.generation = next_generation()
 
-    def _add(self, key: int, end: int) -> None:
+    def _add(self, jti: str, end: int) -> None:
         base, recent = self._parts
-        held = recent.get(key)
+        end = _clamp(end)
+        held = recent.get(jti)
         if held is not None:
             if end > held:
-                recent[key] = end
+                recent[jti] = end
             return
-        in_base = self._in_base(base, key)
+        in_base = _in(base, hash(jti) + _OFFSET) if base.keys else None
         if in_base is not None and in_base >= end:
             return
-        recent[key] = end
+        recent[jti] = end
         if in_base is not None:
-            self._shadowed.add(key)
-
-    @staticmethod
-    def _in_base(base: _Base, key: int) -> int | None:
-        keys, directory = base.keys, base.directory
-        bucket = key >> base.shift
-        hi = directory[bucket + 1]
-        i = bisect_left(keys, key, directory[bucket], hi)
-        return base.ends[i] if i < hi and keys[i] == key else None
+            self._shadowed.add(jti)
 
     def _maybe_merge(self) -> None:
         base, recent = self._parts
         if len(recent) >= max(MERGE_MIN, len(base.keys) // 16):
             self._rebuild()
 
-    def _rebuild(self) -> None:
-        """A new base: the old one without passed entries (nor those the overlay supersedes),
-        plus the overlay; swapped in whole."""
+    def _live_packed(self) -> list[int]:
+        """Every entry not passed, as ``(key << 32) | end`` (overlay jtis hashed)."""
         base, recent = self._parts
         horizon = int(self._horizon)
         keep = map(ge, base.ends, repeat(horizon))
-        old: Iterable[int] = compress(map(or_, map(lshift, base.keys, repeat(32)), base.ends), keep)
-        if self._shadowed:
-            old = (p for p in old if (p >> 32) not in recent)
-        new = (_packed(k, e) for k, e in recent.items() if e >= horizon)
-        self._parts = (_base([*old, *new]), {})
+        old = compress(map(or_, map(lshift, base.keys, repeat(32)), base.ends), keep)
+        new = (((hash(j) + _OFFSET) << 32) | e for j, e in recent.items() if e >= horizon)
+        return [*old, *new]
+
+    def _rebuild(self, extra: Iterable[int] = ()) -> None:
+        """A new base: the old one without passed entries, plus the overlay (and ``extra``);
+        swapped in whole. A token in both keeps its latest end."""
+        dedupe = bool(self._shadowed) or bool(extra)
+        self._swap(_base([*self._live_packed(), *extra], dedupe=dedupe), {})
         self._shadowed = set()
 
     def prune(self, horizon: float) -> None:
         self._horizon = max(self._horizon, horizon)
         base, recent = self._parts
-        gone = [k for k, end in recent.items() if end < horizon] if recent else []
-        for key in gone:
-            del recent[key]
-            self._shadowed.discard(key)
+        gone = [j for j, end in recent.items() if end < horizon] if recent else []
+        for jti in gone:
+            del recent[jti]
+            self._shadowed.discard(jti)
         passed = _passed(base, self._horizon)
         if passed and passed * 8 >= len(base.keys):
             self._rebuild()
 
     def absorb(self, other: TokenSet, horizon: float) -> None:
         if isinstance(other, CompactRevocations):
-            obase, orecent = other._parts
-            live = compress(zip(obase.keys, obase.ends, strict=True), map(ge, obase.ends, repeat(horizon)))
-            for key, end in [*live, *((k, e) for k, e in orecent.items() if e >= horizon)]:
-                self._add(key, end)
+            live = [p for p in other._live_packed() if (p & _END_MAX) >= horizon]
+            if live:
+                self._rebuild(live)
         elif isinstance(other, RevokedTokens):
             for jti, end in other.items():
                 if end >= horizon:
-                    self._add(hash(jti) + _OFFSET, end)
+                    self._add(jti, end)
+            self._maybe_merge()
         else:
             raise TypeError(f"cannot absorb a {type(other).__name__}")
-        self._maybe_merge()
         self.generation = next_generation()
 
     def beyond(self, other: TokenSet) -> CompactRevocations:
         """What ``self`` holds that ``other`` lacks (or ends earlier): rare (a new log), O(n)."""
-        base, recent = self._parts
-        extra = CompactRevocations()
-        find = other._find if isinstance(other, CompactRevocations) else None
-        if find is None:
+        if not isinstance(other, CompactRevocations):
             raise TypeError("a compact store compares with another compact store only")
-        live = compress(zip(base.keys, base.ends, strict=True), map(ge, base.ends, repeat(int(self._horizon))))
-        missing = [(k, e) for k, e in [*live, *recent.items()] if (find(k) or 0) < e]
-        extra._parts = (_base(_packed(k, e) for k, e in missing), {})
+        find = other._key_lookup()
+        missing = [p for p in self._live_packed() if find(p >> 32) < (p & _END_MAX)]
+        extra = CompactRevocations()
+        extra._swap(_base(missing, dedupe=True), {})
         extra._horizon = self._horizon
         return extra
 
@@ -248,7 +263,7 @@ class CompactRevocations:
         """Shares the base (never changed in place); the overlay is copied."""
         clone = CompactRevocations()
         base, recent = self._parts
-        clone._parts = (base, dict(recent))
+        clone._swap(base, dict(recent))
         clone._horizon, clone._shadowed = self._horizon, set(self._shadowed)
         return clone
 

@@ -302,8 +302,10 @@ class Validator:
             raise KeyNotActive("token issued when its key was not signing")
         revoked = state.revoked_tokens
         generation = revoked.generation
-        if jti is not None and jti in revoked:
-            raise TokenRevoked("token is revoked")
+        if jti is not None:
+            recent, deep = revoked.view  # a dict, and whether a compact base is behind it
+            if jti in recent or (deep and jti in revoked):
+                raise TokenRevoked("token is revoked")
         if sub is not None:
             cut = state.revoked_subjects.get(sub)
             if cut is not None and iat <= cut.revoked_at:
