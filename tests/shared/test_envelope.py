@@ -293,3 +293,16 @@ def test_a_bulk_revocation_says_it_must_be_understood_and_nothing_else_may(
                             dumps(event.model_dump(mode="json")), control.signing_key)
         with pytest.raises(MalformedMessage, match="crit"):
             anchor.open_event(text)
+
+
+@pytest.mark.parametrize("tokens", [{"j": "1800000300"}, {"j": 1.5}, {"j": True}, {"j": None}, ["j"]])
+def test_a_checkpoint_whose_revoked_tokens_are_not_integers_is_refused(
+    control: ControlKey, anchor: TrustAnchor, tokens: object
+) -> None:
+    document = {**VECTORS["snapshot"]["snapshot"], "revoked_tokens": tokens}
+    header = {"typ": "keyherald-snapshot+jws", "khv": "2.2", "jwk": control.signing_key.public.jwk}
+    with pytest.raises(MalformedMessage, match="not a valid document"):
+        anchor.open_snapshot(sign_compact(header, dumps(document), control.signing_key))
+    good = {**document, "revoked_tokens": {"j": 1800000300}}
+    assert anchor.open_snapshot(sign_compact(header, dumps(good), control.signing_key)).revoked_tokens == {
+        "j": 1800000300}
