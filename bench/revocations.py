@@ -229,8 +229,8 @@ async def measure(url: str, n: int, appends: int, reference: bool) -> dict[str, 
         await follower.stop()
         checkpoint = int(await ctx.redis.strlen(ctx.names.snapshot))
         sign = min(timeit.repeat(lambda: ctx.control.signing_key.sign(b"x" * 600), number=20, repeat=3)) / 20
-        took = _appends(ctx, appends)
-        samples = await took
+        await _appends(ctx, 20)  # warm-up: connections, caches, the allocator
+        samples = await _appends(ctx, appends)
         await ctx.log.checkpoint(force=True)  # the agents below start with every revocation in it
         probes = Path(f"/tmp/keyherald-bench-probes-{uuid.uuid4().hex[:8]}.json")
         probes.write_text(json.dumps([jti for jti, _ in tokens[:: max(1, n // 1000)]]))

@@ -10,7 +10,10 @@ Each action appends signed events to the log and returns the seq of the last one
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+
+from redis.exceptions import RedisError
 
 from keyherald.shared.events import Event, EventType, KeyRecord
 from keyherald.shared.state import State
@@ -20,6 +23,8 @@ from .context import FreshKeys, IssuerContext
 from .eventlog import Draft
 
 __all__ = ["BULK_BYTES", "Admin", "bulk_chunks"]
+
+log = logging.getLogger("keyherald.issuer")
 
 BULK_BYTES = 256 << 10
 """Data per ``tokens.revoked`` event: a quarter of the 1 MiB an agent reads."""
@@ -124,7 +129,10 @@ class Admin:
             return [(str(EventType.TOKENS_REVOKED), {"tokens": chunk}) for chunk in bulk_chunks(tokens, last)]
 
         seq = await self._last_seq(await self._ctx.commit_with_keys(decide))
-        await self._ctx.log.checkpoint(force=True)
+        try:
+            await self._ctx.log.checkpoint(force=True)
+        except RedisError as exc:  # the revocations are in the log: the leader checkpoints later
+            log.warning("bulk revocation appended; its checkpoint was not written (%s)", type(exc).__name__)
         return seq
 
     async def revoke_subject(self, sub: str) -> int:

@@ -137,9 +137,15 @@ class CompactRevocations:
         base, recent = self._parts
         if jti in recent:
             return True
-        if not base.keys:
+        keys = base.keys
+        if not keys:
             return False
-        return _in(base, hash(jti) + _OFFSET) is not None
+        key = hash(jti) + _OFFSET  # _in, inlined: this is the validator's lookup
+        directory = base.directory
+        bucket = key >> base.shift
+        hi = directory[bucket + 1]
+        i = bisect_left(keys, key, directory[bucket], hi)
+        return i < hi and keys[i] == key
 
     def get(self, jti: str, default: int = 0) -> int:
         base, recent = self._parts
