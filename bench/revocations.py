@@ -46,6 +46,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from redis.exceptions import RedisError
+
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.kek import generate_kek_text
@@ -231,7 +233,13 @@ async def measure(url: str, n: int, appends: int, reference: bool) -> dict[str, 
         sign = min(timeit.repeat(lambda: ctx.control.signing_key.sign(b"x" * 600), number=20, repeat=3)) / 20
         await _appends(ctx, 20)  # warm-up: connections, caches, the allocator
         samples = await _appends(ctx, appends)
-        await ctx.log.checkpoint(force=True)  # the agents below start with every revocation in it
+        for attempt in range(3):  # the agents below start with every revocation in it
+            try:
+                await ctx.log.checkpoint(force=True)
+                break
+            except RedisError:
+                if attempt == 2:
+                    raise
         probes = Path(f"/tmp/keyherald-bench-probes-{uuid.uuid4().hex[:8]}.json")
         probes.write_text(json.dumps([jti for jti, _ in tokens[:: max(1, n // 1000)]]))
         try:
