@@ -63,14 +63,23 @@ class TokenSet(Protocol):
 class RevokedTokens:
     """A dict jti -> end, plus a heap of ends: :meth:`prune` pops only what it drops."""
 
-    __slots__ = ("_by_end", "_ends", "_map", "generation")
+    __slots__ = ("_by_end", "_ends", "_indexed", "_map", "generation")
 
     def __init__(self, items: Iterable[tuple[str, int]] = ()) -> None:
         self._map: dict[str, int] = {}
         self._ends: list[int] = []
         self._by_end: dict[int, list[str]] = {}
+        self._indexed = True
+        """False for a copy until it changes: copying (a checkpoint's, a reader's) costs one
+        dict copy, and a copy that stays read-only never builds its index."""
         self.generation = next_generation()
         self.revoke_many(items)
+
+    def _index(self) -> None:
+        if not self._indexed:
+            self._indexed = True
+            held, self._map, self._ends, self._by_end = self._map, {}, [], {}
+            self.revoke_many(held.items())
 
     @classmethod
     def from_dict(cls, tokens: dict[str, int]) -> RevokedTokens:
@@ -109,6 +118,8 @@ class RevokedTokens:
         return self._map.items()
 
     def revoke(self, jti: str, expires_at: int) -> None:
+        if not self._indexed:
+            self._index()
         held = self._map.get(jti)
         if held is not None and held >= expires_at:
             return
@@ -125,6 +136,7 @@ class RevokedTokens:
             self.revoke(jti, expires_at)
 
     def prune(self, horizon: float) -> None:
+        self._index()
         ends, by_end, held = self._ends, self._by_end, self._map
         while ends and ends[0] < horizon:
             end = heapq.heappop(ends)
@@ -133,7 +145,7 @@ class RevokedTokens:
                     del held[jti]
 
     def clear(self) -> None:
-        self._map, self._ends, self._by_end = {}, [], {}
+        self._map, self._ends, self._by_end, self._indexed = {}, [], {}, True
         self.generation = next_generation()
 
     def absorb(self, other: TokenSet, horizon: float) -> None:
@@ -147,6 +159,5 @@ class RevokedTokens:
     def copy(self) -> RevokedTokens:
         clone = RevokedTokens()
         clone._map = dict(self._map)
-        clone._ends = list(self._ends)
-        clone._by_end = {end: list(jtis) for end, jtis in self._by_end.items()}
+        clone._indexed = False
         return clone
