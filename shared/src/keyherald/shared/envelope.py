@@ -23,7 +23,7 @@ from .encoding import b64url_decode, dumps, loads_object
 from .errors import BadSignature, MalformedMessage, UnsupportedVersion, UntrustedSigner, WrongIssuer
 from .events import Event, Snapshot
 from .jwk import CONTROL_ALGORITHMS, ControlAlgorithm, SigningKey, VerifyingKey
-from .jws import sign_compact, split_compact
+from .jws import compact_header, sign_compact, split_compact
 
 __all__ = [
     "EVENT_TYP",
@@ -218,7 +218,7 @@ class TrustAnchor:
     @staticmethod
     def _header(text: str) -> dict[str, Any]:
         try:
-            return loads_object(b64url_decode(split_compact(text, max_length=MAX_SNAPSHOT_LENGTH)[0]))
+            return loads_object(b64url_decode(compact_header(text, max_length=MAX_SNAPSHOT_LENGTH)))
         except ValueError:
             raise MalformedMessage("not a compact JWS") from None
 
