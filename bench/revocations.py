@@ -149,9 +149,10 @@ async def _agent_worker(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _agent(url: str, namespace: str, anchor: str, probes: Path, store: str, *, traced: bool = False) -> dict[str, Any]:
-    argv = [sys.executable, __file__, "--agent-worker", url, namespace, anchor, str(probes), store]
-    done = subprocess.run([*argv, *(["--traced"] if traced else [])], capture_output=True, text=True,
-                          timeout=600, check=False)
+    job = {"url": url, "namespace": namespace, "anchor": anchor, "probes": str(probes), "store": store,
+           "traced": traced}  # one JSON argument: a thumbprint may start with '-'
+    done = subprocess.run([sys.executable, __file__, "--agent-worker", json.dumps(job)], capture_output=True,
+                          text=True, timeout=600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"agent worker failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -344,11 +345,7 @@ async def run(sizes: list[int], appends: int, *, reference: bool = True, runs: i
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--agent-worker":
-        worker = argparse.ArgumentParser()
-        for name in ("url", "namespace", "anchor", "probes", "store"):
-            worker.add_argument(name)
-        worker.add_argument("--traced", action="store_true")
-        print(json.dumps(asyncio.run(_agent_worker(worker.parse_args(sys.argv[2:])))))
+        print(json.dumps(asyncio.run(_agent_worker(argparse.Namespace(**json.loads(sys.argv[2]))))))
         return
     parser = argparse.ArgumentParser(description="Revocations at scale: issuer appends and agent store.")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated live revocation counts")
