@@ -185,14 +185,13 @@ class Validator:
             if exp <= now - self._leeway:
                 self._evict(token)
                 raise TokenExpired("token has expired")
-            if jti is not None:
+            if jti is not None and seen != state.revoked_tokens.generation:  # revoked since: look
                 revoked = state.revoked_tokens
                 generation = revoked.generation
-                if seen != generation:
-                    if jti in revoked:
-                        self._evict(token)
-                        raise TokenRevoked("token is revoked")
-                    entry[7] = generation
+                if jti in revoked:
+                    self._evict(token)
+                    raise TokenRevoked("token is revoked")
+                entry[7] = generation
             if sub is not None:
                 cut = state.revoked_subjects.get(sub)
                 if cut is not None and iat <= cut.revoked_at:
