@@ -69,6 +69,11 @@ def _base(packed: Iterable[int], *, dedupe: bool = False) -> _Base:
         latest = dict(zip(keys, ends, strict=True))  # sorted by (key, end): the last end wins
         if len(latest) < len(keys):
             keys, ends = array("Q", latest.keys()), array("I", latest.values())
+    return _indexed(keys, ends)
+
+
+def _indexed(keys: array[int], ends: array[int]) -> _Base:
+    """The directory and the count of ends, for sorted distinct ``keys`` and their ``ends``."""
     n = len(keys)
     bits = max(0, (n // _BUCKET).bit_length())
     shift = 64 - bits
@@ -78,6 +83,30 @@ def _base(packed: Iterable[int], *, dedupe: bool = False) -> _Base:
     distinct = array("I", (end for end, _ in counts))
     before = array("q", accumulate((c for _, c in counts), initial=0))
     return _Base(keys, ends, distinct, before, directory, shift)
+
+
+def _merged(base: _Base, horizon: int, adds: list[tuple[int, int]]) -> _Base:
+    """``base`` without entries ending before ``horizon``, with ``adds`` (sorted, distinct
+    keys) merged in: a key in both keeps the later end."""
+    keys, ends = base.keys, base.ends
+    if _passed(base, horizon):
+        live = list(map(ge, ends, repeat(horizon)))
+        keys, ends = array("Q", compress(keys, live)), array("I", compress(ends, live))
+    new_keys, new_ends = array("Q"), array("I")
+    start, n = 0, len(keys)
+    for key, end in adds:
+        i = bisect_left(keys, key, start)
+        new_keys.extend(keys[start:i])
+        new_ends.extend(ends[start:i])
+        if i < n and keys[i] == key:
+            end = max(end, ends[i])
+            i += 1
+        new_keys.append(key)
+        new_ends.append(end)
+        start = i
+    new_keys.extend(keys[start:])
+    new_ends.extend(ends[start:])
+    return _indexed(new_keys, new_ends)
 
 
 def _passed(base: _Base, horizon: float) -> int:
@@ -224,9 +253,24 @@ class CompactRevocations:
 
     def _rebuild(self, extra: Iterable[int] = ()) -> None:
         """A new base: the old one without passed entries, plus the overlay (and ``extra``);
-        swapped in whole. A token in both keeps its latest end."""
-        dedupe = bool(self._shadowed) or bool(extra)
-        self._swap(_base([*self._live_packed(), *extra], dedupe=dedupe), {})
+        swapped in whole. A token in both keeps its latest end.
+
+        The follower runs on the embedding service's loop, so this is kept short: while what
+        is added is small beside the base, the base is filtered and the additions merged in
+        by slices (no repacking, no sort of the whole); otherwise everything is sorted anew."""
+        base, recent = self._parts
+        horizon = int(self._horizon)
+        extra = list(extra)
+        adds: dict[int, int] = {}
+        for key, end in [*((hash(j) + _OFFSET, e) for j, e in recent.items()), *((p >> 32, p & _END_MAX)
+                                                                               for p in extra)]:
+            if end >= horizon and end > adds.get(key, -1):
+                adds[key] = end
+        if len(adds) * 4 > len(base.keys):
+            dedupe = bool(self._shadowed) or bool(extra)
+            self._swap(_base([*self._live_packed(), *extra], dedupe=dedupe), {})
+        else:
+            self._swap(_merged(base, horizon, sorted(adds.items())), {})
         self._shadowed = set()
 
     def prune(self, horizon: float) -> None:
