@@ -61,3 +61,20 @@ def test_the_issuing_benchmark_drives_the_real_command_with_wrk() -> None:
                               "--load-seconds", "1"], capture_output=True, text=True, timeout=120, check=False)
     assert profile.returncode == 0, profile.stderr
     assert "ES256 signature" in profile.stdout and "served, 16 connections" in profile.stdout
+
+
+def test_the_revocations_benchmark_measures_issuer_and_agent_store(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A smoke size of each figure (timings are not asserted): the agent figures come from
+    fresh processes, beside the previous store."""
+    from bench import revocations
+
+    monkeypatch.setenv("KEYHERALD_TEST_REDIS_URL", redis_url)
+    table = asyncio.run(revocations.run([500], 6, runs=1))
+    rows = [line for line in table.splitlines() if line.startswith("| 500")]
+    assert len(rows) == 2, table
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1].count(" / ") == 1 and "s (" in cells[2] and cells[3].endswith(" ms") and " MB, " in cells[3]
+    assert cells[4].endswith("ms") and " B / " in cells[5] and cells[6].endswith("ns")
+    assert "previous agent store" in rows[1]

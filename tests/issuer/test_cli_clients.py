@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,36 @@ def test_revoke_subject_of_a_registered_client_needs_no_force(env: IssuerSetting
     assert err.startswith("note: no issuer replica is running to witness it")
     code, _, err = cli("revoke", "subject", "ordres")  # the typo of the issue
     assert code == 1 and "'ordres'" in err and "ordres" not in _state(env).revoked_subjects
+
+
+def test_revoke_a_jti_file_revokes_every_token_or_none(env: IssuerSettings, cli: Cli, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An incident: thousands of jtis from a log, one request. A bad line anywhere revokes
+    nothing and names the line, so the operator fixes the file and runs it again."""
+    soon = int(time.time()) + 120
+    iso = datetime.fromtimestamp(soon, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    good = tmp_path / "jtis.txt"
+    good.write_text("# from the proxy's log\n" + "".join(f"bulk-{i} {soon}\n" for i in range(5000))
+                    + f"\nbulk-iso {iso}\nbulk-old 1000\n")
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"fine-1 {soon}\nno-expiry\nfine-2 tomorrow\nfine-3 {soon} extra\n")
+    assert cli("revoke", "token", "--jti", "first", "--expires-at", str(soon))[0] == 0
+    seq = _state(env).seq
+
+    code, out, err = cli("revoke", "token", "--jti-file", str(bad))
+    assert code != 0 and out == "" and "Traceback" not in err
+    assert "3 bad line(s)" in err and "line 2:" in err and "line 3:" in err and "line 4:" in err
+    assert "line 1:" not in err and "nothing was revoked" in err
+    assert _state(env).seq == seq and "fine-1" not in _state(env).revoked_tokens
+
+    code, out, err = cli("revoke", "token", "--jti-file", str(good), "--json")
+    assert code == 0, err
+    state = _state(env)
+    assert json.loads(out)["seq"] == state.seq > seq
+    assert all(f"bulk-{i}" in state.revoked_tokens for i in range(5000))
+    assert state.revoked_tokens["bulk-iso"] == soon and "bulk-old" not in state.revoked_tokens
+    assert len(state.revoked_tokens) == 5002  # first, 5000 and the ISO one
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"from-stdin {soon}\n"))
+    code, out, _ = cli("revoke", "token", "--jti-file", "-")
+    assert code == 0 and "1 tokens" in out and "from-stdin" in _state(env).revoked_tokens

@@ -301,10 +301,11 @@ async def test_the_openapi_document_names_every_error_answer(issuer_settings: Is
     assert {"304", "503"} <= answers["HEAD", "/.well-known/jwks.json"]
     assert "503" in answers["GET", "/healthz"]
     admin = {key: codes for key, codes in answers.items() if key[1].startswith("/admin")}
-    assert len(admin) == 12 and all({"401", "403", "503"} <= codes for codes in admin.values())
+    assert len(admin) == 13 and all({"401", "403", "503"} <= codes for codes in admin.values())
     assert "400" in answers["GET", "/admin/fleet/confirm"]
     assert all({"400", "413"} <= codes for (method, path), codes in admin.items() if path in (
-        "/admin/revoke/subject", "/admin/revoke/token", "/admin/revoke/key", "/admin/keys/rotate", "/admin/clients")
+        "/admin/revoke/subject", "/admin/revoke/token", "/admin/revoke/tokens", "/admin/revoke/key",
+        "/admin/keys/rotate", "/admin/clients")
         and method == "POST")
     assert "404" in answers["POST", "/admin/revoke/key"] and "409" in answers["POST", "/admin/clients"]
     assert "404" in answers["POST", "/admin/clients/{client_id}/disable"]

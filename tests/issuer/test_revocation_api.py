@@ -242,3 +242,22 @@ async def test_admin_bodies_are_checked_after_the_token_and_never_echoed(
                              headers=admin_headers)
     assert echoed.status_code == 400 and echoed.json()["error"] == "invalid_request"
     assert "12345678901234567890" not in echoed.text and "detail" not in echoed.text
+
+
+async def test_admin_bulk_revocation_reaches_the_agent_all_or_nothing(
+    issuer: IssuerRuntime, http: httpx.AsyncClient, admin_headers: dict[str, str], agent: VerifierAgent
+) -> None:
+    """An incident: 20,000 jtis in one request (well over the 16 KiB of other admin bodies);
+    the agent counts every one. One bad entry in a request: nothing of it is revoked."""
+    now = int(issuer.clock())
+    before = agent.status().revoked_tokens
+    bad = await http.post("/admin/revoke/tokens", headers=admin_headers,
+                          json={"tokens": [{"jti": "fine", "expires_at": now + 60}, {"jti": "", "expires_at": now}]})
+    assert bad.status_code == 400 and "fine" not in (await issuer.ctx.log.read_state()).revoked_tokens
+    tokens = [{"jti": f"incident-{i}", "expires_at": now + 120} for i in range(20_000)]
+    response = await http.post("/admin/revoke/tokens", headers=admin_headers,
+                               json={"tokens": [*tokens, {"jti": "long-gone", "expires_at": now - 10}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["revoked"] == 20_000 and response.json()["expired"] == 1
+    await eventually(lambda: _async(agent.status().revoked_tokens == before + 20_000), within=5.0)
+    assert "incident-19999" in agent.keys.state.revoked_tokens and "long-gone" not in agent.keys.state.revoked_tokens

@@ -10,11 +10,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from keyherald.shared.chain import digest, genesis_head
-from keyherald.shared.encoding import b64url_decode, b64url_encode
+from keyherald.shared.encoding import b64url_decode, b64url_encode, dumps
 from keyherald.shared.envelope import ControlKey, TrustAnchor
 from keyherald.shared.errors import BadSignature, MalformedMessage, UnsupportedVersion, UntrustedSigner, WrongIssuer
 from keyherald.shared.events import Event, Snapshot
 from keyherald.shared.jwk import SigningKey
+from keyherald.shared.jws import sign_compact
 from keyherald.shared.state import Outcome, State
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "protocol.json").read_text())
@@ -113,9 +114,7 @@ def test_junk_claiming_a_future_version_is_only_junk(anchor: TrustAnchor) -> Non
 
 
 def test_an_envelope_without_a_version_is_protocol_1_and_refused(anchor: TrustAnchor, control: ControlKey) -> None:
-    from keyherald.shared.encoding import dumps
     from keyherald.shared.envelope import EVENT_TYP
-    from keyherald.shared.jws import sign_compact
 
     text = sign_compact({"typ": EVENT_TYP}, dumps(VECTORS["events"][0]["event"]), control.signing_key)
     with pytest.raises(UnsupportedVersion, match="version 1"):
@@ -273,3 +272,37 @@ def test_a_control_key_is_ps256_by_default_and_signs_what_its_anchor_opens() -> 
         ControlKey(SigningKey.generate("ES256"))
     with pytest.raises(ValueError):
         ControlKey(SigningKey.generate("PS256", rsa_bits=2048))
+
+
+def test_a_bulk_revocation_says_it_must_be_understood_and_nothing_else_may(
+    control: ControlKey, anchor: TrustAnchor
+) -> None:
+    """``tokens.revoked`` carries crit ["khv"]: a 2.1 reader (no crit allowed) refuses it and
+    resyncs instead of following on without it; a 2.2 reader opens it, and refuses any other crit."""
+    bulk = VECTORS["events"][REVOKED + 1]
+    assert bulk["event"]["type"] == "tokens.revoked"
+    header = json.loads(b64url_decode(bulk["jws"].split(".")[0]))
+    assert header["crit"] == ["khv"] and header["khv"] == "2.2"
+    assert anchor.open_event(bulk["jws"]).data["tokens"] == {"5a2d": 1800000290, "6b3e": 1800000300}
+    single = json.loads(b64url_decode(VECTORS["events"][REVOKED]["jws"].split(".")[0]))
+    assert "crit" not in single
+    event = Event.model_validate(bulk["event"])
+    for crit in (["exp"], ["khv", "exp"], "khv", []):
+
+        text = sign_compact({"typ": "keyherald-event+jws", "khv": "2.2", "crit": crit},
+                            dumps(event.model_dump(mode="json")), control.signing_key)
+        with pytest.raises(MalformedMessage, match="crit"):
+            anchor.open_event(text)
+
+
+@pytest.mark.parametrize("tokens", [{"j": "1800000300"}, {"j": 1.5}, {"j": True}, {"j": None}, ["j"]])
+def test_a_checkpoint_whose_revoked_tokens_are_not_integers_is_refused(
+    control: ControlKey, anchor: TrustAnchor, tokens: object
+) -> None:
+    document = {**VECTORS["snapshot"]["snapshot"], "revoked_tokens": tokens}
+    header = {"typ": "keyherald-snapshot+jws", "khv": "2.2", "jwk": control.signing_key.public.jwk}
+    with pytest.raises(MalformedMessage, match="not a valid document"):
+        anchor.open_snapshot(sign_compact(header, dumps(document), control.signing_key))
+    good = {**document, "revoked_tokens": {"j": 1800000300}}
+    assert anchor.open_snapshot(sign_compact(header, dumps(good), control.signing_key)).revoked_tokens == {
+        "j": 1800000300}

@@ -7,7 +7,8 @@ an agent written in another language can check itself against this file. PS256 (
 default control key, RSA-3072) signs with a random salt: its section holds a key made for
 the file and envelopes to verify, not to reproduce.
 
-Protocol 2.1: every event names its log and carries ``prev``, the digest (SHA-256,
+Protocol 2.2 (2.1 plus ``tokens.revoked``, the bulk form, whose envelope carries
+``crit: ["khv"]``): every event names its log and carries ``prev``, the digest (SHA-256,
 base64url) of the previous event's compact JWS; the first event's ``prev`` is the log's
 genesis digest. The file holds the chain of digests, the base checkpoint (seq 0) and the
 checkpoint the events fold into, an event spliced from another log, and an envelope of a
@@ -52,6 +53,7 @@ def _drafts(token_key: SigningKey) -> list[tuple[str, float, dict[str, Any]]]:
         ("key.published", 1800000000.0, {"key": published.model_dump(mode="json")}),
         ("key.activated", 1800000000.0, {"key": record.model_dump(mode="json")}),
         ("token.revoked", 1800000010.5, {"jti": "4f1c", "expires_at": 1800000300}),
+        ("tokens.revoked", 1800000011.0, {"tokens": {"5a2d": 1800000290, "6b3e": 1800000300}}),
         ("client.updated", 1800000012.0, {"client_id": "orders", "record": digest("a stored record")}),
         ("heartbeat", 1800000015.0, {"active_kid": token_key.kid}),
     ]

@@ -13,6 +13,7 @@ import pytest
 from keyherald.issuer.tokens import sign_token
 from keyherald.shared.events import EventType, KeyState
 from keyherald.shared.jwk import ALGORITHMS, SigningKey
+from keyherald.shared.revocations import RevokedTokens
 from keyherald.verifier.keycache import KeyCache
 from keyherald.verifier.validator import REASONS, Validator
 
@@ -127,7 +128,9 @@ def test_a_lifetime_beyond_the_published_maximum_is_refused(es: Kit) -> None:
 
 
 def test_without_a_published_maximum_lifetime_every_token_is_refused(es: Kit) -> None:
-    snapshot = es.cache.state.to_snapshot().model_copy(update={"max_token_ttl": 0})
+    state = es.cache.state.copy()
+    state.revoked_tokens = RevokedTokens()  # the agent's compact store cannot be written out
+    snapshot = state.to_snapshot().model_copy(update={"max_token_ttl": 0})
     cache = KeyCache(ISSUER)
     cache.load_snapshot(snapshot)
     validator = Validator(cache, issuer=ISSUER, audience=AUDIENCE, clock=es.clock)

@@ -10,7 +10,10 @@ Each action appends signed events to the log and returns the seq of the last one
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from redis.exceptions import RedisError
 
 from keyherald.shared.events import Event, EventType, KeyRecord
 from keyherald.shared.state import State
@@ -19,7 +22,34 @@ from . import lifecycle
 from .context import FreshKeys, IssuerContext
 from .eventlog import Draft
 
-__all__ = ["Admin"]
+__all__ = ["BULK_BYTES", "Admin", "bulk_chunks"]
+
+log = logging.getLogger("keyherald.issuer")
+
+BULK_BYTES = 256 << 10
+"""Data per ``tokens.revoked`` event: a quarter of the 1 MiB an agent reads."""
+
+
+def bulk_chunks(tokens: Sequence[tuple[str, int]], last: int) -> list[dict[str, int]]:
+    """jti -> end maps of at most BULK_BYTES of JSON each; an end is at most ``last`` (no
+    token outlives now + the longest lifetime issued: a later end only costs memory)."""
+    chunks: list[dict[str, int]] = []
+    chunk: dict[str, int] = {}
+    size = 0
+    for jti, expires_at in tokens:
+        end = min(int(expires_at), last)
+        if jti in chunk:
+            chunk[jti] = max(chunk[jti], end)
+            continue
+        cost = len(jti.encode()) * 2 + 16  # quoted, escaped at worst, and the number
+        if chunk and size + cost > BULK_BYTES:
+            chunks.append(chunk)
+            chunk, size = {}, 0
+        chunk[jti] = end
+        size += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 class Admin:
@@ -82,6 +112,28 @@ class Admin:
             return [(str(EventType.TOKEN_REVOKED), {"jti": jti, "expires_at": until})]
 
         return await self._last_seq(await self._ctx.commit_with_keys(decide))
+
+    async def revoke_tokens(self, tokens: Sequence[tuple[str, int]]) -> int:
+        """Revoke many tokens at once (an incident): ``tokens.revoked`` events of at most
+        BULK_BYTES of data each, appended together; then a checkpoint, so that agents that
+        cannot read the bulk form (2.1) resync from it rather than miss them."""
+        for jti, _ in tokens:
+            if not jti or len(jti) > 256:
+                raise ValueError("every jti must be 1-256 characters")
+        if not tokens:
+            raise ValueError("no token to revoke")
+        ttl = self._ctx.policy.token_ttl
+
+        def decide(state: State, now: float, fresh: FreshKeys) -> list[Draft]:
+            last = int(now) + max(ttl, state.max_token_ttl)
+            return [(str(EventType.TOKENS_REVOKED), {"tokens": chunk}) for chunk in bulk_chunks(tokens, last)]
+
+        seq = await self._last_seq(await self._ctx.commit_with_keys(decide))
+        try:
+            await self._ctx.log.checkpoint(force=True)
+        except RedisError as exc:  # the revocations are in the log: the leader checkpoints later
+            log.warning("bulk revocation appended; its checkpoint was not written (%s)", type(exc).__name__)
+        return seq
 
     async def revoke_subject(self, sub: str) -> int:
         """Refuse every token issued to ``sub`` up to now, this second included."""

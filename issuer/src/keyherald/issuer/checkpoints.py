@@ -15,6 +15,7 @@ reported, and the writer starts a new log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from keyherald.shared.names import EVENT_FIELD, Names
 from keyherald.shared.state import State
 
 from . import scripts
+from .checkpointseal import seal_checkpoint
 from .errors import SnapshotTooLarge
 from .logreader import raw
 
@@ -97,10 +99,11 @@ class Checkpoints:
         then starts with the policy and keys, and the freshness they set)."""
         self._summed_at = float("-inf")
 
-    def known(self, seq: int, at: float, text: str | None, *, base: bool = False) -> None:
-        """The checkpoint Redis holds now, as this writer read or wrote it."""
+    def known(self, seq: int, at: float, text: str | None, *, base: bool = False, sum: str | None = None) -> None:
+        """The checkpoint Redis holds now, as this writer read or wrote it (``sum``: its SHA-1,
+        when already taken off the loop)."""
         self.seq, self.time, self.base = seq, at, base
-        self.sum = sha1(text) if text is not None else None
+        self.sum = sum if sum is not None else (sha1(text) if text is not None else None)
         self.length = len(text) if text is not None else None
         self._summed_at = time.monotonic()
 
@@ -114,7 +117,11 @@ class Checkpoints:
         now = self._clock()
         if not force and not self.due(state, now):
             return False
-        text = self.control.seal_snapshot(state.to_snapshot())
+        # Sorting, serializing and signing a million revocations takes seconds: done on a
+        # thread, in small steps, from a copy (the state goes on moving on the loop).
+        frozen = state.copy()
+        sealed = await asyncio.to_thread(seal_checkpoint, self.control, frozen)
+        text = sealed.text
         if len(text) > MAX_SNAPSHOT_LENGTH:
             raise SnapshotTooLarge(
                 f"the checkpoint would be {len(text)} bytes, over {MAX_SNAPSHOT_LENGTH}: too many live"
@@ -124,10 +131,10 @@ class Checkpoints:
             if self.sum is None:
                 self.sum = str(await self._sum_script(keys=[self._names.snapshot]))
             result = int(await self._write(
-                keys=[self._names.head, self._names.snapshot], args=[state.log, state.seq, self.sum, text],
+                keys=[self._names.head, self._names.snapshot], args=[frozen.log, frozen.seq, self.sum, text],
             ))
             if result == 1:
-                self.known(state.seq, now, text)
+                self.known(frozen.seq, now, text, sum=sealed.sha1)
                 return True
             if result == 0:  # the head is on another log, or behind: not ours to write
                 return False

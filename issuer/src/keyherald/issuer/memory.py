@@ -13,6 +13,7 @@ import time
 
 from keyherald.shared.clock import Clock
 from keyherald.shared.events import REVOCATION_GRACE, EventType, KeyState
+from keyherald.shared.revocations import RevokedTokens
 from keyherald.shared.state import State
 
 from .drafts import Draft
@@ -81,7 +82,9 @@ class WriterMemory:
             return []
         horizon = state.time - REVOCATION_GRACE
         drafts: list[Draft] = []
-        for jti, expires_at in sorted(lost.revoked_tokens.items()):
+        lost_tokens = lost.revoked_tokens
+        assert isinstance(lost_tokens, RevokedTokens)  # the issuer's own store
+        for jti, expires_at in sorted(lost_tokens.items()):
             if expires_at >= horizon and state.revoked_tokens.get(jti, 0) < expires_at:
                 drafts.append((str(EventType.TOKEN_REVOKED), {"jti": jti, "expires_at": expires_at}))
         for sub, cut in sorted(lost.revoked_subjects.items()):

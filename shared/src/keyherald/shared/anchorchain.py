@@ -18,7 +18,7 @@ from .envelope import MAX_SNAPSHOT_LENGTH, PROTOCOL_VERSION, ControlKey, TrustAn
 from .errors import BadSignature, BrokenAnchorChain, MalformedMessage, UntrustedSigner
 from .events import AnchorLink, Event, EventType, Snapshot
 from .jwk import VerifyingKey
-from .jws import sign_compact, split_compact
+from .jws import compact_header, sign_compact, split_compact
 
 __all__ = [
     "LINK_TYP",
@@ -123,14 +123,14 @@ def open_snapshot(anchor: TrustAnchor, text: str, *, issuer: str | None = None) 
     is read from the checkpoint, then every link verified, then the checkpoint's signature);
     returns the checkpoint and the anchor that signed it."""
     try:
-        head, body, _ = split_compact(text, max_length=MAX_SNAPSHOT_LENGTH)
-        header = loads_object(b64url_decode(head))
+        header = loads_object(b64url_decode(compact_header(text, max_length=MAX_SNAPSHOT_LENGTH)))
     except ValueError:
         raise MalformedMessage("not a compact JWS") from None
     signer = header.get("kid")
     if signer == anchor.thumbprint or not isinstance(signer, str):
         return anchor.open_snapshot(text, issuer=issuer), anchor
     try:
+        _, body, _ = split_compact(text, max_length=MAX_SNAPSHOT_LENGTH)
         payload = loads_object(b64url_decode(body))
         raw = payload.get("anchors", [])
         chain = [AnchorLink.model_validate(link) for link in raw[-MAX_CHAIN:]] if isinstance(raw, list) else []

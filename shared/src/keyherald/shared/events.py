@@ -35,6 +35,7 @@ __all__ = [
     "SubjectRevocation",
     "SubjectRevokedData",
     "TokenRevokedData",
+    "TokensRevokedData",
 ]
 
 REVOCATION_GRACE = 300
@@ -53,6 +54,8 @@ class EventType(StrEnum):
     KEY_REVOKED = "key.revoked"
     KEY_EXPIRED = "key.expired"
     TOKEN_REVOKED = "token.revoked"
+    TOKENS_REVOKED = "tokens.revoked"
+    """Many tokens in one event (2.2): a bulk revocation, chunked to stay well under the limits."""
     SUBJECT_REVOKED = "subject.revoked"
     POLICY = "policy.updated"
     HEARTBEAT = "heartbeat"
@@ -101,6 +104,11 @@ class KeyExpiredData(_Model):
 class TokenRevokedData(_Model):
     jti: str
     expires_at: int
+
+
+class TokensRevokedData(_Model):
+    tokens: dict[str, int] = Field(min_length=1)
+    """jti -> its token's exp (Unix seconds)."""
 
 
 class SubjectRevocation(_Model):

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from .encoding import b64url_decode, b64url_encode, dumps, loads_object
 from .jwk import SigningKey
 
-__all__ = ["CompactJWS", "parse_compact", "sign_compact", "split_compact"]
+__all__ = ["CompactJWS", "compact_header", "parse_compact", "sign_compact", "split_compact"]
 
 MAX_COMPACT_LENGTH = 1 << 20
 
@@ -39,6 +39,17 @@ def split_compact(text: str, *, max_length: int = MAX_COMPACT_LENGTH) -> tuple[b
     if len(parts) != 3:
         raise ValueError("not a compact JWS")
     return parts[0], parts[1], parts[2]
+
+
+def compact_header(text: str, *, max_length: int = MAX_COMPACT_LENGTH) -> bytes:
+    """The header part of a compact JWS as ASCII bytes, not decoded, without copying the rest
+    (a checkpoint can be 50 MB); ValueError unless it has the shape ``a.b.c``."""
+    if not isinstance(text, str) or len(text) > max_length:
+        raise ValueError("not a compact JWS")
+    first = text.find(".")
+    if first < 0 or text.find(".", first + 1) < 0:
+        raise ValueError("not a compact JWS")
+    return text[:first].encode("ascii")  # UnicodeEncodeError is a ValueError
 
 
 def parse_compact(text: str, *, max_length: int = MAX_COMPACT_LENGTH) -> CompactJWS:

@@ -10,6 +10,7 @@ and says why (:class:`Outcome`), so a reader can refuse a splice and resync on a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -37,8 +38,10 @@ from .events import (
     SubjectRevocation,
     SubjectRevokedData,
     TokenRevokedData,
+    TokensRevokedData,
 )
 from .names import stream_id
+from .revocations import RevokedTokens, TokenSet
 
 __all__ = ["KEY_RANK", "Outcome", "State"]
 
@@ -70,13 +73,18 @@ class State:
     max_token_ttl: int = 0
     heartbeat_interval: float = DEFAULT_HEARTBEAT
     keys: dict[str, KeyRecord] = field(default_factory=dict)
-    revoked_tokens: dict[str, int] = field(default_factory=dict)
+    revoked_tokens: TokenSet = field(default_factory=RevokedTokens)
+    """jti -> end: the issuer's :class:`RevokedTokens`, an agent's compact store."""
     revoked_subjects: dict[str, SubjectRevocation] = field(default_factory=dict)
     clients: dict[str, ClientMark] = field(default_factory=dict)
     anchor: str = ""
     """Thumbprint of the control key since the last anchor rotation ('' before any)."""
     anchors: list[AnchorLink] = field(default_factory=list)
     """The rotation links that lead to it, oldest first, at most MAX_CHAIN."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.revoked_tokens, dict):  # a plain jti -> end mapping: index it
+            self.revoked_tokens = RevokedTokens(self.revoked_tokens.items())
 
     @classmethod
     def empty(cls, issuer: str, log: str, *, seq: int = 0) -> State:
@@ -127,7 +135,9 @@ class State:
             self.keys.pop(KeyExpiredData.model_validate(data).kid, None)
         elif kind == EventType.TOKEN_REVOKED:
             token = TokenRevokedData.model_validate(data)
-            self.revoked_tokens[token.jti] = max(token.expires_at, self.revoked_tokens.get(token.jti, 0))
+            self.revoked_tokens.revoke(token.jti, token.expires_at)
+        elif kind == EventType.TOKENS_REVOKED:
+            self.revoked_tokens.revoke_many(TokensRevokedData.model_validate(data).tokens.items())
         elif kind == EventType.SUBJECT_REVOKED:
             subject = SubjectRevokedData.model_validate(data)
             old = self.revoked_subjects.get(subject.sub)
@@ -174,8 +184,7 @@ class State:
     def prune(self, now: float) -> None:
         """Drop revocations no token can need any more (deterministic: uses issuer time)."""
         horizon = now - REVOCATION_GRACE
-        for jti in [j for j, exp in self.revoked_tokens.items() if exp < horizon]:
-            del self.revoked_tokens[jti]
+        self.revoked_tokens.prune(horizon)
         for sub in [s for s, r in self.revoked_subjects.items() if r.expires_at < horizon]:
             del self.revoked_subjects[sub]
 
@@ -204,7 +213,7 @@ class State:
             max_token_ttl=self.max_token_ttl,
             heartbeat_interval=self.heartbeat_interval,
             keys=sorted(self.keys.values(), key=lambda k: (k.published_at, k.kid)),
-            revoked_tokens=dict(sorted(self.revoked_tokens.items())),
+            revoked_tokens=_jtis(self.revoked_tokens),
             revoked_subjects=dict(sorted(self.revoked_subjects.items())),
             clients=dict(sorted(self.clients.items())),
             anchor=self.anchor,
@@ -212,7 +221,10 @@ class State:
         )
 
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot) -> State:
+    def from_snapshot(
+        cls, snapshot: Snapshot, *, tokens: Callable[[dict[str, int]], TokenSet] | None = None,
+    ) -> State:
+        """``tokens`` builds the revoked-token store from the checkpoint's (an agent's is compact)."""
         return cls(
             issuer=snapshot.issuer,
             log=snapshot.log,
@@ -224,7 +236,7 @@ class State:
             max_token_ttl=snapshot.max_token_ttl,
             heartbeat_interval=snapshot.heartbeat_interval,
             keys={k.kid: k for k in snapshot.keys},
-            revoked_tokens=dict(snapshot.revoked_tokens),
+            revoked_tokens=(tokens or RevokedTokens.from_dict)(snapshot.revoked_tokens),
             revoked_subjects=dict(snapshot.revoked_subjects),
             clients=dict(snapshot.clients),
             anchor=snapshot.anchor,
@@ -239,9 +251,7 @@ class State:
 
         This is how a log replacing another never rolls a revocation back."""
         horizon = self.time - REVOCATION_GRACE
-        for jti, expires_at in other.revoked_tokens.items():
-            if expires_at >= horizon:
-                self.revoked_tokens[jti] = max(expires_at, self.revoked_tokens.get(jti, 0))
+        self.revoked_tokens.absorb(other.revoked_tokens, horizon)
         for sub, revocation in other.revoked_subjects.items():
             known = self.revoked_subjects.get(sub)
             if revocation.expires_at >= horizon and (known is None or known.revoked_at < revocation.revoked_at):
@@ -255,10 +265,8 @@ class State:
         """What ``self`` would add to ``other`` through :meth:`absorb` (its revocations and key
         states ``other`` lacks), as a state of its own, or None: what a reader keeps, outside
         the signed log, after adopting a log that lacks it."""
-        extra = State(issuer=self.issuer, time=self.time)
-        for jti, expires_at in self.revoked_tokens.items():
-            if other.revoked_tokens.get(jti, 0) < expires_at:
-                extra.revoked_tokens[jti] = expires_at
+        extra = State(issuer=self.issuer, time=self.time,
+                      revoked_tokens=self.revoked_tokens.beyond(other.revoked_tokens))
         for sub, revocation in self.revoked_subjects.items():
             known = other.revoked_subjects.get(sub)
             if known is None or known.revoked_at < revocation.revoked_at:
@@ -283,9 +291,15 @@ class State:
             issuer=self.issuer, log=self.log, seq=self.seq, head=self.head, time=self.time,
             log_started=self.log_started, previous=self.previous, max_token_ttl=self.max_token_ttl,
             heartbeat_interval=self.heartbeat_interval, keys=dict(self.keys),
-            revoked_tokens=dict(self.revoked_tokens), revoked_subjects=dict(self.revoked_subjects),
+            revoked_tokens=self.revoked_tokens.copy(), revoked_subjects=dict(self.revoked_subjects),
             clients=dict(self.clients), anchor=self.anchor, anchors=list(self.anchors),
         )
+
+
+def _jtis(tokens: TokenSet) -> dict[str, int]:
+    if not isinstance(tokens, RevokedTokens):
+        raise TypeError("only the issuer's store of revoked tokens can be written as a checkpoint")
+    return dict(sorted(tokens.items()))
 
 
 KEY_RANK = {KeyState.PUBLISHED: 0, KeyState.ACTIVE: 1, KeyState.RETIRED: 2, KeyState.REVOKED: 3}

@@ -72,6 +72,7 @@ class VerifierAgent:
         self.keys.configure(self.settings.max_staleness, self.settings.leeway)
         self._signed = SignedState(self.keys, self.settings.anchor(), issuer=self.settings.issuer)
         self._signed.listeners.append(self._on_event)
+        self._signed.keep_texts = self.settings.cache_path is not None
         self.validator = Validator(
             self.keys,
             issuer=self.settings.issuer,

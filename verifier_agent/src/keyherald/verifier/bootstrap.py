@@ -34,7 +34,7 @@ from .cachefile import CacheFileError, read_material
 from .catchup import Candidate, MaterialError, from_material, from_redis
 from .errors import BootstrapError
 from .settings import VerifierSettings
-from .signedstate import Material, SignedState
+from .signedstate import Material, SignedState, with_jtis
 from .source import CheckpointTooLarge, LogSource, NoSnapshot
 
 __all__ = ["Boot", "is_fresh"]
@@ -125,7 +125,7 @@ class Boot:
                 )
                 self._load(floor, current=False, origin="cache")  # current at the next fresh event
                 return
-            kept = floor.state.beyond(candidate.state)
+            kept = with_jtis(floor.state.beyond(candidate.state), floor.material, candidate.state)
             candidate.state.absorb(floor.state)
             left = floor.material.left
             if relation is Relation.NEWER_LOG:

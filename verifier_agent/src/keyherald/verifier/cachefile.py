@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from keyherald.shared.encoding import loads_object
 from keyherald.shared.events import KeyRecord, SubjectRevocation
 from keyherald.shared.files import replace_file
+from keyherald.shared.revocations import RevokedTokens
 from keyherald.shared.state import State
 
 from .signedstate import Material, SignedState
@@ -77,8 +78,10 @@ def read_material(path: Path) -> Material:
 def _kept_document(kept: State | None) -> dict[str, object] | None:
     if kept is None:
         return None
+    tokens = kept.revoked_tokens
     return {
-        "revoked_tokens": kept.revoked_tokens,
+        # A compact store holds hashes only this process can read: its entries are not written.
+        "revoked_tokens": dict(tokens.items()) if isinstance(tokens, RevokedTokens) else {},
         "revoked_subjects": {sub: r.model_dump(mode="json") for sub, r in kept.revoked_subjects.items()},
         "keys": [k.model_dump(mode="json") for k in kept.keys.values()],
     }
@@ -99,7 +102,8 @@ def _kept_state(document: object) -> State | None:
         keys = [KeyRecord.model_validate(k) for k in document.get("keys", [])]
     except (TypeError, AttributeError, ValidationError):
         raise CacheFileError("the cache file's kept revocations are not in the expected format") from None
-    return State(issuer="", revoked_tokens={str(j): e for j, e in tokens.items()}, revoked_subjects=subjects,
+    return State(issuer="", revoked_tokens=RevokedTokens((str(j), e) for j, e in tokens.items()),
+                 revoked_subjects=subjects,
                  keys={k.kid: k for k in keys})
 
 

@@ -23,6 +23,8 @@ from keyherald.shared.events import Event, EventType, KeyRecord, KeyState, Snaps
 from keyherald.shared.jwk import VerifyingKey
 from keyherald.shared.state import Outcome, State
 
+from .revocations import CompactRevocations
+
 __all__ = ["MAX_TOMBSTONES", "TOMBSTONE_MARGIN", "KeyCache", "Staleness", "Tombstone"]
 
 Staleness = float | Literal["auto"] | None
@@ -44,7 +46,7 @@ class Tombstone:
 
 class KeyCache:
     def __init__(self, issuer: str) -> None:
-        self.state = State(issuer=issuer)
+        self.state = State(issuer=issuer, revoked_tokens=CompactRevocations())
         self._verifying: dict[str, VerifyingKey] = {}
         self.bootstrapped = False
         self.tombstones: dict[str, Tombstone] = {}
@@ -88,7 +90,7 @@ class KeyCache:
 
     def load_snapshot(self, snapshot: Snapshot, *, current: bool = True) -> None:
         """Replace everything with a verified snapshot (bootstrap, resync or reset)."""
-        self.load_state(State.from_snapshot(snapshot), current=current)
+        self.load_state(State.from_snapshot(snapshot, tokens=CompactRevocations.from_dict), current=current)
 
     def load_state(self, state: State, *, current: bool = True) -> None:
         self._swap(state, expired=())

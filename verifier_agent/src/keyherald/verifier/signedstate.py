@@ -23,15 +23,18 @@ from enum import Enum
 from keyherald.shared.anchorchain import after_event, follow
 from keyherald.shared.anchorchain import open_snapshot as open_chained
 from keyherald.shared.chain import Position, digest
+from keyherald.shared.encoding import b64url_decode, loads_object
 from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.errors import BrokenAnchorChain, ProtocolError
 from keyherald.shared.events import Event, EventType, Snapshot
 from keyherald.shared.lineage import Relation, relate
+from keyherald.shared.revocations import RevokedTokens
 from keyherald.shared.state import Outcome, State
 
 from .keycache import KeyCache
+from .revocations import CompactRevocations
 
-__all__ = ["MAX_LEFT", "Adoption", "Material", "SignedState", "set_shared_verification"]
+__all__ = ["MAX_LEFT", "Adoption", "Material", "SignedState", "held_jtis", "set_shared_verification", "with_jtis"]
 
 log = logging.getLogger("keyherald.verifier")
 
@@ -94,6 +97,35 @@ class Material:
     only make the state refuse more (applied with :meth:`State.absorb`)."""
 
 
+def held_jtis(material: Material) -> RevokedTokens:
+    """The revoked jtis that signed material holds (texts verified when they were applied):
+    what a compact store's hashes cannot give back."""
+    held = RevokedTokens()
+    try:
+        held.revoke_many(loads_object(b64url_decode(material.snapshot.split(".")[1])).get("revoked_tokens", {}).items())
+        for text in material.events:
+            event = loads_object(b64url_decode(text.split(".")[1]))
+            data = event.get("data", {})
+            if event.get("type") == EventType.TOKEN_REVOKED:
+                held.revoke(data["jti"], data["expires_at"])
+            elif event.get("type") == EventType.TOKENS_REVOKED:
+                held.revoke_many(data["tokens"].items())
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError):
+        log.error("could not read back the revocations of the signed texts held")
+    if material.kept is not None and isinstance(material.kept.revoked_tokens, RevokedTokens):
+        held.absorb(material.kept.revoked_tokens, float("-inf"))
+    return held
+
+
+def with_jtis(kept: State | None, material: Material | None, new: State) -> State | None:
+    """``kept`` (what a new log lacks) with its tokens as jtis, read from ``material``, so that
+    the cache file can keep them; as it is without material (nothing to write then)."""
+    if kept is None or material is None or not material.snapshot or not kept.revoked_tokens:
+        return kept
+    kept.revoked_tokens = held_jtis(material).beyond(new.revoked_tokens)
+    return kept
+
+
 class SignedState:
     """Opens envelopes, folds them into a KeyCache, counts what it refuses."""
 
@@ -114,6 +146,9 @@ class SignedState:
         """Bumped whenever the material changes: the cache file writer watches it."""
         self.listeners: list[Callable[[Event], None]] = []
         """Called with each event applied (metrics, benchmarks); must be quick and not raise."""
+        self.keep_texts = True
+        """Keep the signed texts (for the cache file). Off, the checkpoint's text (about 50 B
+        per revocation) is not held after loading it."""
 
     @property
     def position(self) -> Position:
@@ -156,9 +191,10 @@ class SignedState:
         """Take a state built and verified elsewhere (a scratch SignedState), with its texts."""
         self.keys.load_state(state, current=current)
         self._follow_anchor()
-        self._snapshot = material.snapshot
+        self._snapshot = material.snapshot if self.keep_texts else ""
         self._base_seq = state.seq - len(material.events)
-        self._events = [(self._base_seq + i, text) for i, text in enumerate(material.events, start=1)]
+        self._events = [(self._base_seq + i, text) for i, text in enumerate(material.events, start=1)
+                        if self.keep_texts]
         for log_id in material.left:
             self._leave(log_id)
         self._kept = material.kept
@@ -212,8 +248,9 @@ class SignedState:
         """Load ``snapshot`` keeping what the state knew that it may lack: revocations never
         roll back, a key keeps the furthest state it reached, and the key cache's tombstones
         keep revoked and expired keys unusable. Keys the checkpoint does not hold are dropped."""
-        new = State.from_snapshot(snapshot)
-        self._kept = self.keys.state.beyond(new)
+        new = State.from_snapshot(snapshot, tokens=CompactRevocations.from_dict)
+        material = self.material if self.keep_texts else None
+        self._kept = with_jtis(self.keys.state.beyond(new), material, new)
         new.absorb(self.keys.state)
         self.keys.load_state(new, current=False)
         self._follow_anchor()
@@ -235,6 +272,8 @@ class SignedState:
                 raise BrokenAnchorChain("anchor.rotated does not start at the current anchor")
             outcome = self.keys.apply(event, digest(text))
         except ProtocolError as exc:
+            if exc.code == "unsupported_version":  # genuine (it verified): the operator must act
+                log.error("%s; this agent stays at seq %d and goes stale", exc, self.keys.state.seq)
             self._refuse(exc.code)
             return None, None
         except (ValueError, TypeError):
@@ -248,7 +287,8 @@ class SignedState:
             if event.type == EventType.ANCHOR_ROTATED:
                 self.anchor = after_event(self.anchor, event)
                 log.warning("the trust anchor was rotated at seq %d: now %s", event.seq, self.anchor.thumbprint)
-            self._events.append((event.seq, text))
+            if self.keep_texts:
+                self._events.append((event.seq, text))
             self.version += 1
             for listener in self.listeners:
                 listener(event)
@@ -264,12 +304,12 @@ class SignedState:
         to it (the cache file then needs only the events after it)."""
         if snapshot.seq < self._base_seq:
             return
-        self._snapshot, self._base_seq = text, snapshot.seq
+        self._snapshot, self._base_seq = (text if self.keep_texts else ""), snapshot.seq
         self._events = [(seq, t) for seq, t in self._events if seq > snapshot.seq]
         self.version += 1
 
     def _remember(self, text: str, seq: int) -> None:
-        self._snapshot, self._base_seq = text, seq
+        self._snapshot, self._base_seq = (text if self.keep_texts else ""), seq
         self._events = []
         self.version += 1
 

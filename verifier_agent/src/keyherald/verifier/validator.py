@@ -84,7 +84,9 @@ _MAX_CACHED_HEADERS = 256
 _a2b = binascii.a2b_base64
 
 
-_Entry = tuple[dict[str, Any], float, float, str, "str | None", "str | None", tuple[str, ...]]
+_Entry = list[Any]
+"""[claims, exp, iat, kid, jti, sub, nested, generation]: the last is the revoked-token store's
+generation when the jti was last found not revoked (a hit looks it up again only if it moved)."""
 """A cached token: (claims, exp, iat, kid, jti, sub, names of claims holding lists or objects).
 A plain tuple: built and unpacked faster than a NamedTuple, and this is the hot path."""
 
@@ -174,7 +176,7 @@ class Validator:
             if entry is None:
                 return self._verify_uncached(token)
             # Cache hit: the token's own checks hold; re-check what time and events change.
-            claims, exp, iat, kid, jti, sub, nested = entry
+            claims, exp, iat, kid, jti, sub, nested, seen = entry
             keys = self._keys
             state = keys.state
             now = self._clock()
@@ -183,9 +185,13 @@ class Validator:
             if exp <= now - self._leeway:
                 self._evict(token)
                 raise TokenExpired("token has expired")
-            if jti is not None and jti in state.revoked_tokens:
-                self._evict(token)
-                raise TokenRevoked("token is revoked")
+            if jti is not None and seen != state.revoked_tokens.generation:  # revoked since: look
+                revoked = state.revoked_tokens
+                generation = revoked.generation
+                if jti in revoked:
+                    self._evict(token)
+                    raise TokenRevoked("token is revoked")
+                entry[7] = generation
             if sub is not None:
                 cut = state.revoked_subjects.get(sub)
                 if cut is not None and iat <= cut.revoked_at:
@@ -200,7 +206,7 @@ class Validator:
             except KeyError:  # evicted by another thread meanwhile: still valid
                 pass
             self._hits += 1
-            result = claims.copy()
+            result: dict[str, Any] = claims.copy()
             for name in nested:
                 result[name] = thaw(result[name])
             return result
@@ -293,8 +299,12 @@ class Validator:
         end = record.retired_at if record.retired_at is not None else record.revoked_at
         if iat < start - leeway or (end is not None and iat > end + leeway):
             raise KeyNotActive("token issued when its key was not signing")
-        if jti is not None and jti in state.revoked_tokens:
-            raise TokenRevoked("token is revoked")
+        revoked = state.revoked_tokens
+        generation = revoked.generation
+        if jti is not None:
+            recent, deep = revoked.view  # a dict, and whether a compact base is behind it
+            if jti in recent or (deep and jti in revoked):
+                raise TokenRevoked("token is revoked")
         if sub is not None:
             cut = state.revoked_subjects.get(sub)
             if cut is not None and iat <= cut.revoked_at:
@@ -315,7 +325,7 @@ class Validator:
         except RecursionError:  # parsed just below the limit: too deep to copy
             raise MalformedToken("token claims nest too deeply") from None
         cache = self._cache
-        cache[token] = (claims, exp, iat, kid, jti, sub, nested)
+        cache[token] = [claims, exp, iat, kid, jti, sub, nested, generation]
         if len(cache) > size:
             try:
                 cache.popitem(last=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from ..context import IssuerContext
 
-__all__ = ["parse_time", "register"]
+__all__ = ["parse_time", "read_jti_lines", "register"]
 
 
 def parse_time(text: str) -> int:
@@ -46,6 +47,10 @@ def register(sub: Any) -> None:
     token = add_parser(revoke_sub, "token", "one token, by its jti and exp, or the token itself")
     which = token.add_mutually_exclusive_group(required=True)
     which.add_argument("--jti", help="the token's jti (give --expires-at too)")
+    which.add_argument(
+        "--jti-file", metavar="FILE", help="many tokens: one 'JTI EXPIRES_AT' per line (Unix seconds or ISO 8601;"
+        " blank lines and '#' comments skipped); '-' reads standard input. Any bad line: nothing is revoked",
+    )
     which.add_argument(
         "--token", help="the token itself (checked against the issuer's keys); '-' reads it from standard"
         " input, which keeps a live token out of the process list and the shell history",
@@ -78,8 +83,78 @@ async def _done(ctx: IssuerContext, args: argparse.Namespace, what: str, seq: in
     return await confirm(ctx, args, seq, {"seq": seq})
 
 
+MAX_BAD_LINES = 20
+"""Bad lines listed in the error (all are counted)."""
+
+
+def read_jti_lines(lines: Iterable[str], source: str) -> list[tuple[str, int]]:
+    """``JTI EXPIRES_AT`` pairs, or ValueError naming every bad line (nothing is revoked)."""
+    tokens: list[tuple[str, int]] = []
+    bad: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split()
+        if len(fields) != 2:
+            bad.append(f"line {number}: expected 'JTI EXPIRES_AT', got {len(fields)} field(s)")
+            continue
+        jti, when = fields
+        if len(jti) > 256:
+            bad.append(f"line {number}: the jti is longer than 256 characters")
+            continue
+        try:
+            tokens.append((jti, parse_time(when)))
+        except argparse.ArgumentTypeError:
+            bad.append(f"line {number}: {when[:40]!r} is neither Unix seconds nor an ISO 8601 time")
+    if bad:
+        shown = "\n  ".join(bad[:MAX_BAD_LINES])
+        more = f"\n  ... and {len(bad) - MAX_BAD_LINES} more" if len(bad) > MAX_BAD_LINES else ""
+        raise ValueError(f"{len(bad)} bad line(s) in {source}; nothing was revoked:\n  {shown}{more}")
+    if not tokens:
+        raise ValueError(f"{source} names no token; nothing was revoked")
+    return tokens
+
+
+def _read_jti_file(name: str) -> list[tuple[str, int]]:
+    if name == "-":
+        return read_jti_lines(sys.stdin, "standard input")
+    try:
+        with open(name, encoding="utf-8") as handle:
+            return read_jti_lines(handle, name)
+    except OSError as exc:
+        raise ValueError(f"cannot read {name}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} is not UTF-8 text; nothing was revoked") from None
+
+
+async def _tokens(args: argparse.Namespace) -> int:
+    from ..admin import Admin
+
+    if args.expires_at is not None:
+        raise ValueError("--expires-at goes with --jti; a --jti-file gives each token's own")
+    tokens = _read_jti_file(args.jti_file)
+    async with opened_context(args) as ctx:
+        now = int(ctx.clock())
+        live = [(jti, end) for jti, end in tokens if end >= now]
+        if not live:
+            print("every token in the file has expired already; nothing to revoke", file=sys.stderr)
+            return 0
+        admin = Admin(ctx)
+
+        async def revoke() -> tuple[int, list[Event]]:
+            return await admin.revoke_tokens(live), admin.last_events
+
+        seq = await acted(ctx, revoke)
+        skipped = f" ({len(tokens) - len(live)} expired already, skipped)" if len(live) < len(tokens) else ""
+        return await _done(ctx, args, f"{len(live)} tokens{skipped}", seq)
+
+
 async def _token(args: argparse.Namespace) -> int:
     from ..admin import Admin
+
+    if args.jti_file is not None:
+        return await _tokens(args)
     from ..tokens import verified_claims
 
     if args.jti is not None and args.expires_at is None:

@@ -66,6 +66,17 @@ class TokenRevocation(BaseModel):
     expires_at: int | None = None
 
 
+class BulkToken(BaseModel):
+    jti: str = Field(min_length=1, max_length=256)
+    expires_at: int
+
+
+class BulkRevocation(BaseModel):
+    """Many tokens by jti and exp: all are revoked, or (any bad entry) none."""
+
+    tokens: list[BulkToken] = Field(min_length=1, max_length=1_000_000)
+
+
 class SubjectRevocation(BaseModel):
     sub: str = Field(min_length=1, max_length=256)
 
@@ -202,6 +213,15 @@ def admin_router(service: Service) -> APIRouter:
         if body.jti is None or body.expires_at is None:
             return _bad("give either token, or jti and expires_at")
         return {"seq": await admin.revoke_token(body.jti, body.expires_at), "jti": body.jti}
+
+    @router.post("/revoke/tokens", responses=with_body, summary="revoke many tokens by jti and exp, in bulk")
+    async def revoke_tokens(body: BulkRevocation) -> Any:
+        now = int(service.clock())
+        live = [(t.jti, t.expires_at) for t in body.tokens if t.expires_at >= now]
+        if not live:
+            return {"seq": (await service.state()).seq, "revoked": 0, "expired": len(body.tokens)}
+        seq = await admin.revoke_tokens(live)
+        return {"seq": seq, "revoked": len(live), "expired": len(body.tokens) - len(live)}
 
     @router.get("/clients", summary="registered clients (never their secrets)")
     async def clients() -> Any:

@@ -1,0 +1,78 @@
+"""The agent's compact store answers exactly as the issuer's store of jtis, at every step."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from keyherald.shared.revocations import RevokedTokens
+from keyherald.verifier import revocations
+from keyherald.verifier.revocations import CompactRevocations
+
+
+def _same(compact: CompactRevocations, reference: RevokedTokens, probes: list[str], now: int) -> None:
+    assert len(compact) == len(reference)
+    for jti in probes:
+        if jti in reference:
+            assert jti in compact and compact.get(jti) == reference.get(jti), jti
+        else:  # gone, or passed and not yet rebuilt away: it can only match an expired token
+            assert compact.get(jti, 0) < now, jti
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_it_follows_the_issuers_store_through_revocations_prunes_and_merges(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random revocations (some of a jti again, later or earlier), prunes as time goes on, and
+    overlay merges (made frequent here) leave the same live set as the jti dict."""
+    monkeypatch.setattr(revocations, "MERGE_MIN", 64)
+    rng = random.Random(seed)
+    jtis = [f"jti-{i}" for i in range(3000)]
+    start = {j: 1000 + rng.randrange(600) for j in jtis[:1500]}
+    reference = RevokedTokens(start.items())
+    compact = CompactRevocations.from_dict(start)
+    now = 1000
+    for step in range(40):
+        batch = [(rng.choice(jtis), now + rng.randrange(900)) for _ in range(rng.randrange(1, 120))]
+        reference.revoke_many(batch)
+        compact.revoke_many(batch)
+        if step % 3 == 0:
+            jti, end = rng.choice(jtis), now + rng.randrange(900)
+            reference.revoke(jti, end)
+            compact.revoke(jti, end)
+        now += rng.randrange(40)
+        reference.prune(now)
+        compact.prune(now)
+        _same(compact, reference, rng.sample(jtis, 400), now)
+    # What is live is never lost; what a merge dropped had passed.
+    assert all(j in compact for j in reference)
+    assert compact.held <= len(reference) * 9 // 8 + 64 * 2
+
+
+def test_passed_entries_go_and_a_lookup_of_a_stranger_misses() -> None:
+    compact = CompactRevocations.from_dict({f"t{i}": 100 + i for i in range(1000)})
+    assert "t999" in compact and "stranger" not in compact and len(compact) == 1000
+    compact.prune(600)  # every end below 600 passed: more than an eighth, so the base is rebuilt
+    assert len(compact) == 500 and compact.held == 500 and "t499" not in compact and "t500" in compact
+
+
+def test_a_copy_is_independent_and_the_generation_moves_on_every_revocation() -> None:
+    compact = CompactRevocations.from_dict({"a": 500})
+    copy, generation = compact.copy(), compact.generation
+    copy.revoke("b", 600)
+    assert "b" in copy and "b" not in compact and compact.generation == generation
+    compact.revoke("c", 600)
+    assert compact.generation != generation
+
+
+def test_what_a_new_log_lacks_is_kept_and_absorbed_back() -> None:
+    """A log replacing another (Redis restored) lacks a revocation: the agent keeps it."""
+    old = CompactRevocations.from_dict({"kept": 900, "both": 900})
+    new = CompactRevocations.from_dict({"both": 900})
+    extra = old.beyond(new)
+    assert len(extra) == 1 and "kept" in extra
+    new.absorb(extra, 0)
+    assert "kept" in new and len(new) == 2
+    new.absorb(RevokedTokens([("from-file", 950)]), 0)
+    assert "from-file" in new and len(new) == 3
