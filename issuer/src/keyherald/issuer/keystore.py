@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from redis.asyncio import Redis
@@ -124,9 +125,13 @@ class KeyStore:
                 restored.append(kid)
         return restored
 
-    async def repair_fields(self) -> list[str]:
-        """Write back each signing key this process holds whose field is gone or does not open
-        to it (a Redis writer's HDEL or HSET); returns their kids."""
+    async def repair_fields(self, usable: Collection[str]) -> list[str]:
+        """Write back each ``usable`` signing key this process holds whose field is gone or
+        does not open to it (a Redis writer's HDEL or HSET); returns their kids. Keys no longer
+        usable (expired, revoked: another writer deleted them on purpose) are forgotten here."""
+        for kid in [k for k in self._cache if k not in usable]:
+            del self._cache[kid]
+            self._verified.pop(kid, None)
         kids = list(self._cache)
         if not kids:
             return []

@@ -18,6 +18,8 @@ import time
 
 from redis.exceptions import ResponseError
 
+from keyherald.shared.events import KeyState
+
 from .context import IssuerContext
 from .errors import DamagedBlob
 from .eviction import unsafe_policy
@@ -61,7 +63,9 @@ class StoreAudit:
         if keys_type != "hash":
             await ctx.keystore.restore(ctx.control)
         else:
-            fixed = await ctx.keystore.repair_fields()
+            state = ctx.log.state
+            usable = {k.kid for k in state.keys_in(KeyState.ACTIVE, KeyState.PUBLISHED)} if state is not None else set()
+            fixed = await ctx.keystore.repair_fields(usable)
             if fixed:
                 repaired.append(f"signing keys {', '.join(fixed)} were missing or not theirs: written back from memory")
         if clients_type not in ("none", "hash"):
