@@ -12,12 +12,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.connect import close_client, open_client
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.errors import SettingsError
 from keyherald.shared.events import Event
@@ -42,23 +43,23 @@ __all__ = ["FreshKeys", "IssuerContext", "connect_redis"]
 
 
 async def connect_redis(url: str, *, max_connections: int = 64) -> Redis:
-    """A client that fails fast with a SettingsError naming KEYHERALD_REDIS_URL.
+    """A client of the primary (any topology: see keyherald.shared.connect) that fails fast
+    with a SettingsError naming KEYHERALD_REDIS_URL.
 
     The pool blocks (up to 5 s) for a free connection instead of failing a burst of
     requests outright, as redis-py's default pool does once it holds 100 connections.
     """
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=5, decode_responses=True,
+    client = await open_client(
+        url, max_connections=max_connections, blocking_timeout=5, decode_responses=True,
         socket_connect_timeout=3, health_check_interval=15,
     )
-    client = Redis(connection_pool=pool)
     try:
         await client.ping()
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        await client.aclose(close_connection_pool=True)
+        await close_client(client)
         raise SettingsError("KEYHERALD_REDIS_URL", f"cannot reach Redis ({type(exc).__name__})") from None
     except RedisError as exc:
-        await client.aclose(close_connection_pool=True)
+        await close_client(client)
         raise SettingsError("KEYHERALD_REDIS_URL", f"Redis refused us: {exc}") from None
     return client
 
@@ -223,7 +224,7 @@ class IssuerContext:
         if self._log is not None:
             self._log.write_record()
         if self._redis is not None:
-            await self._redis.aclose(close_connection_pool=True)
+            await close_client(self._redis)
             self._redis = None
 
     async def __aenter__(self) -> Self:

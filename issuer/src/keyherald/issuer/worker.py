@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 from faststream import FastStream
-from faststream.redis import RedisBroker
 
 from keyherald.shared.clock import Clock, system_clock
 
@@ -35,13 +34,12 @@ def create_worker(
     # FastStream's own loggers colour their lines whatever the output: ours format them
     # (text, coloured only on a terminal, or JSON; see keyherald.shared.logs).
     faststream_log = logging.getLogger("keyherald.faststream")
-    broker = RedisBroker(settings.redis_url, log_level=logging.DEBUG, logger=faststream_log)
+    # No broker: nothing is consumed (the log is followed by the replica's agent), and a
+    # broker would be one more place that connects to Redis, blind to Sentinel and Cluster.
 
     async def started() -> None:
         await runtime.start()
         log.info("issuer %s: replica %s started", settings.issuer, runtime.replica_id)
 
-    # The runtime starts before the broker, so the first replica creates the control key
-    # and the genesis keys before anything is consumed; it stops after the broker.
-    app = FastStream(broker, logger=faststream_log, on_startup=[started], after_shutdown=[runtime.stop])
+    app = FastStream(logger=faststream_log, on_startup=[started], after_shutdown=[runtime.stop])
     return app, runtime

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from keyherald.shared.clock import Clock
+from keyherald.shared.connect import node_client
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
@@ -65,7 +66,7 @@ class Service:
         self.settings: IssuerSettings = runtime.settings
         self.clock: Clock = runtime.clock
         self._limiter: AuthFailureLimiter | None = None
-        self.lookup = LookupBatcher(lambda: self.redis)
+        self.lookup = LookupBatcher(lambda: node_client(self.redis, self.settings.names.head))
         """The reads of each token request (the log's head, both failure counters), batched."""
         runtime.closing.append(self.lookup.close)
         self.clients = ClientView(runtime)
