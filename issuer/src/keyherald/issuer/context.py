@@ -29,6 +29,7 @@ from keyherald.shared.state import State
 from .clients import RecordSeal
 from .clocksync import RedisClock
 from .controlfile import ControlKeyFile
+from .durability import Durability
 from .errors import NamespaceEmpty
 from .eventlog import Draft, EventLog
 from .eviction import check_eviction_policy
@@ -120,6 +121,7 @@ class IssuerContext:
         self._keystore: KeyStore | None = None
         self._control: ControlKey | None = None
         self._client_seal: RecordSeal | None = None
+        self._durability: Durability | None = None
 
     async def open(self, *, create: bool | None = None, sync: bool = True) -> Self:
         """Connect and load the control key; ``create=False`` (admin commands) refuses a
@@ -134,6 +136,8 @@ class IssuerContext:
             if self._create if create is None else create:  # about to prepare a namespace: Redis must keep it
                 await check_eviction_policy(self._redis)
             self._keystore = KeyStore(self._redis, self.names, kek)
+            self._durability = Durability(self._redis, self.names, min_replicas=self.settings.min_replicas,
+                                          timeout=self.settings.replica_timeout)
             self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
             may_create = self._create if create is None else create
             before = self._ran_here_before(kek) if may_create else None
@@ -253,6 +257,12 @@ class IssuerContext:
     def keystore(self) -> KeyStore:
         assert self._keystore is not None, "IssuerContext is not open"
         return self._keystore
+
+    @property
+    def durability(self) -> Durability:
+        """When a revocation may be reported done (enough replicas hold it)."""
+        assert self._durability is not None, "IssuerContext is not open"
+        return self._durability
 
     @property
     def client_seal(self) -> RecordSeal:

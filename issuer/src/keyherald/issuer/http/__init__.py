@@ -33,7 +33,7 @@ from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
 from ..clients import Client
-from ..errors import IssuerError
+from ..errors import IssuerError, NotReplicated
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
 from .admin import AdminDenied, admin_router
@@ -183,8 +183,12 @@ def _redis_down(exc: RedisError) -> Response:
 
 def _log_unusable(exc: IssuerError) -> Response:
     log.warning("request failed: %s", exc)
-    body = {"error": "temporarily_unavailable", "error_description": "the issuer cannot use its log right now"}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"})
+    description, retry = "the issuer cannot use its log right now", 1
+    if isinstance(exc, NotReplicated):  # in the log, but a failover could still lose it: not done
+        description, retry = "too few Redis replicas confirmed the revocation in time; it is not done: retry", \
+            exc.retry_after
+    body = {"error": "temporarily_unavailable", "error_description": description}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(retry), "Cache-Control": "no-store"})
 
 
 def create_app(runtime: IssuerRuntime) -> FastAPI:
