@@ -64,6 +64,7 @@ def _sentinel_client(target: RedisTarget, role: Role, seed: str, options: dict[s
     sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
     sentinel_options.update(target.sentinel_connection_options())
     data = {**target.connection_options(), **options}
+    data.pop("blocking_timeout", None)  # Sentinel's pool does not block for a free connection
     manager = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_options, **data)  # type: ignore[no-untyped-call]
     if role == "primary":
         return cast(Redis, manager.master_for(target.service))
@@ -73,6 +74,7 @@ def _sentinel_client(target: RedisTarget, role: Role, seed: str, options: dict[s
 def _cluster_client(target: RedisTarget, role: Role, options: dict[str, Any]) -> Redis:
     data = {**target.connection_options(), **options}
     data.pop("db", None)
+    data.pop("blocking_timeout", None)
     data.pop("health_check_interval", None)
     data.pop("retry_on_timeout", None)
     max_connections = int(data.pop("max_connections", 64))

@@ -106,7 +106,7 @@ class VerifierSettings(BaseKeyheraldSettings):
     at most once a second); a record not rewritten within three intervals counts as lost."""
     agent_id: str | None = None
     """This agent's id in the fleet view; default: host name, pid and a random suffix."""
-    read_url: str | None = None
+    redis_read_url: str | None = None
     """Follow the log here rather than on KEYHERALD_REDIS_URL's primary: a replica's URL (or
     several, ``redis://h1:p1,h2:p2``: the agent picks one by its id), a ``redis+sentinel://``
     URL (a replica of that service), or ``replicas`` (those of KEYHERALD_REDIS_URL's Sentinel
@@ -145,7 +145,7 @@ class VerifierSettings(BaseKeyheraldSettings):
             raise ValueError("must be between 0.5s and 1h")
         return value
 
-    @field_validator("read_url")
+    @field_validator("redis_read_url")
     @classmethod
     def _read_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
