@@ -19,7 +19,7 @@ import pytest
 
 from keyherald.issuer.kek import generate_kek_text
 from keyherald.shared.names import Names
-from tests.procs import AgentProcess, Fleet, IssuerProcess, wait_for
+from tests.procs import AgentProcess, Fleet, IssuerProcess, cli, wait_for
 from tests.servers import fresh_namespace
 from tests.topology import ClusterSetup, Node, SentinelSetup
 
@@ -205,7 +205,9 @@ def test_a_failover_that_lost_writes_is_repaired_by_the_issuer_and_no_agent_roll
         # what they hold; the agent adopts it without forgetting anything.
         def carried_on() -> bool:
             fresh = issuers[0].token("orders", secret)
-            return fresh.status_code == 200 and _revoke(issuers[0], "orders", secret, fresh.json()["access_token"]) == 200
+            if fresh.status_code != 200:
+                return False
+            return _revoke(issuers[0], "orders", secret, fresh.json()["access_token"]) == 200
 
         wait_for(carried_on, 60, "the issuer to append again", every=0.25)
         assert all(agent.refuses(t) == "revoked" for t in kept + lost)
@@ -266,33 +268,75 @@ def test_two_namespaces_on_two_shards_of_a_cluster_survive_a_shard_failover(
 
     revoked = wait_for(appends_again, 60, "the issuer of the failed shard to append again", every=0.25)
     wait_for(lambda: agent.refuses(revoked) == "revoked", 20, "its agent to apply it")
-    other_d, other_issuer, other_secret, other_agent = tenants[1]
+    _, other_issuer, other_secret, other_agent = tenants[1]
     token = token_of(other_issuer.token("orders", other_secret))
     assert other_agent.refuses(token) is None
 
 
-def test_an_agent_on_a_cut_off_replica_reports_stale_fails_closed_and_recovers(fleet: Fleet, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def pair() -> Iterator[SentinelSetup]:
+    """A primary and one replica, no sentinels."""
     setup = SentinelSetup(replicas=1, sentinels=0)
     try:
-        replica = setup.replicas[0]
-        d = _deployment(f"redis://{setup.primary.address}/0", tmp_path)
-        d.init()
-        issuer = fleet.issuer(d.host("issuer"))
-        issuer.wait_healthy(30)
-        secret = d.client("orders")
-        agent = fleet.agent(d.agent_env("agent", KEYHERALD_REDIS_READ_URL=f"redis://{replica.address}/0",
-                                        KEYHERALD_MAX_STALENESS="2s"))
-        assert agent.started, agent.stderr()
-        assert _followers(replica, d.names) == 1 and _followers(setup.primary, d.names) == 0
-        token = token_of(issuer.token("orders", secret))
-        assert agent.refuses(token) is None
-        replica.pause()
-        status = wait_for(lambda: (s := agent.status())["stale"] and s, 20, "the agent to report stale")
-        assert status["issuer"] == d.issuer
-        wait_for(lambda: agent.refuses(token) == "stale", 20, "the agent to fail closed")
-        replica.resume()
-        wait_for(lambda: agent.refuses(token) is None, 30, "the agent to recover")
-        assert not agent.status()["stale"]
+        yield setup
     finally:
-        fleet.close()
         setup.close()
+
+
+def test_a_revocation_too_few_replicas_hold_is_reported_not_done(pair: SentinelSetup, fleet: Fleet,
+                                                                 tmp_path: Path) -> None:
+    replica = pair.replicas[0]
+    d = _deployment(f"redis://{pair.primary.address}/0", tmp_path, KEYHERALD_REPLICA_TIMEOUT="0.5s")
+    d.init()
+    issuer = fleet.issuer(d.host("issuer"))
+    issuer.wait_healthy(30)
+    secret = d.client("orders")
+    token = token_of(issuer.token("orders", secret))
+    assert _revoke(issuer, "orders", secret, token) == 200  # auto: the primary has a replica, 1 must hold it
+    replica.pause()
+    try:
+        with pair.primary.client() as client:
+            client.client_kill_filter(_type="replica")
+        token = token_of(issuer.token("orders", secret))
+        response = httpx.post(f"{issuer.url}/revoke", data={"token": token}, auth=("orders", secret), timeout=10)
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+        assert response.json()["error"] == "temporarily_unavailable" and "replicas" in response.text
+        # A new process cannot tell a primary whose replica dropped out from a lone server:
+        # production sets KEYHERALD_MIN_REPLICAS (docs/protocol.md, "Durability").
+        done = cli({**d.host("operator"), "KEYHERALD_MIN_REPLICAS": "1"}, "revoke", "subject", "orders")
+        code, out, err = done.returncode, done.stdout, done.stderr
+        assert code == 1 and "replica" in err and "not done" in err and "Traceback" not in err, (out, err)
+    finally:
+        replica.resume()
+    wait_for(lambda: _revoke(issuer, "orders", secret, token) == 200, 30, "the revocation to be confirmed")
+    code, _, err = d.operator("revoke", "subject", "orders")
+    assert code == 0, err
+    # Asking for more replicas than exist is never silently accepted either.
+    strict = {**d.host("operator"), "KEYHERALD_MIN_REPLICAS": "2", "KEYHERALD_REPLICA_TIMEOUT": "0.3s"}
+    done = cli(strict, "revoke", "subject", "orders")
+    assert done.returncode == 1 and "only 1 of the 2 replica(s)" in done.stderr, done.stderr
+
+
+def test_an_agent_on_a_cut_off_replica_reports_stale_fails_closed_and_recovers(
+    pair: SentinelSetup, fleet: Fleet, tmp_path: Path,
+) -> None:
+    setup = pair
+    replica = setup.replicas[0]
+    d = _deployment(f"redis://{setup.primary.address}/0", tmp_path)
+    d.init()
+    issuer = fleet.issuer(d.host("issuer"))
+    issuer.wait_healthy(30)
+    secret = d.client("orders")
+    agent = fleet.agent(d.agent_env("agent", KEYHERALD_REDIS_READ_URL=f"redis://{replica.address}/0",
+                                    KEYHERALD_MAX_STALENESS="2s"))
+    assert agent.started, agent.stderr()
+    assert _followers(replica, d.names) == 1 and _followers(setup.primary, d.names) == 0
+    token = token_of(issuer.token("orders", secret))
+    assert agent.refuses(token) is None
+    replica.pause()
+    status = wait_for(lambda: (s := agent.status())["stale"] and s, 20, "the agent to report stale")
+    assert status["issuer"] == d.issuer
+    wait_for(lambda: agent.refuses(token) == "stale", 20, "the agent to fail closed")
+    replica.resume()
+    wait_for(lambda: agent.refuses(token) is None, 30, "the agent to recover")
+    assert not agent.status()["stale"]

@@ -24,6 +24,7 @@ from keyherald.shared.errors import SettingsError
 from keyherald.shared.events import Event
 from keyherald.shared.jwk import SigningKey, VerifyingKey
 from keyherald.shared.names import Names
+from keyherald.shared.redisurl import Topology, parse_redis_url
 from keyherald.shared.state import State
 
 from .clients import RecordSeal
@@ -136,8 +137,9 @@ class IssuerContext:
             if self._create if create is None else create:  # about to prepare a namespace: Redis must keep it
                 await check_eviction_policy(self._redis)
             self._keystore = KeyStore(self._redis, self.names, kek)
-            self._durability = Durability(self._redis, self.names, min_replicas=self.settings.min_replicas,
-                                          timeout=self.settings.replica_timeout)
+            self._durability = Durability(
+                self._redis, self.names, min_replicas=self.settings.min_replicas, timeout=self.settings.replica_timeout,
+                replicated_topology=parse_redis_url(self.settings.redis_url).topology is Topology.SENTINEL)
             self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
             may_create = self._create if create is None else create
             before = self._ran_here_before(kek) if may_create else None

@@ -30,16 +30,22 @@ __all__ = ["Durability", "replicas_needed"]
 log = logging.getLogger("keyherald.issuer")
 
 
-def replicas_needed(setting: int | None, connected: int) -> int:
-    """KEYHERALD_MIN_REPLICAS, or by default (``auto``) 1 when the primary has a replica."""
+def replicas_needed(setting: int | None, connected: int, *, had_replicas: bool = False) -> int:
+    """KEYHERALD_MIN_REPLICAS, or by default (``auto``) 1 when the primary has a replica, or
+    had one (a replica that dropped out does not make the primary a lone server: a revocation
+    would then live on one machine)."""
     if setting is not None:
         return setting
-    return 1 if connected > 0 else 0
+    return 1 if connected > 0 or had_replicas else 0
 
 
 class Durability:
-    def __init__(self, redis: Redis, names: Names, *, min_replicas: int | None, timeout: float) -> None:
+    def __init__(self, redis: Redis, names: Names, *, min_replicas: int | None, timeout: float,
+                 replicated_topology: bool = False) -> None:
+        """``replicated_topology``: the URL names Sentinel (or a cluster), whose primaries are
+        meant to have replicas: ``auto`` then asks for 1 even when none is connected now."""
         self._redis = redis
+        self._had_replicas = replicated_topology
         self._names = names
         self.min_replicas = min_replicas
         self.timeout = timeout
@@ -52,7 +58,9 @@ class Durability:
         server = node_client(self._redis, self._names.head)
         try:
             info = await server.info("replication")
-            needed = replicas_needed(self.min_replicas, int(info.get("connected_slaves", 0)))
+            connected = int(info.get("connected_slaves", 0))
+            needed = replicas_needed(self.min_replicas, connected, had_replicas=self._had_replicas)
+            self._had_replicas = self._had_replicas or connected > 0
             if needed == 0:
                 return 0
             async with server.pipeline(transaction=False) as pipe:

@@ -91,8 +91,10 @@ class IssuerSettings(BaseKeyheraldSettings):
     """The leader lease; a replica takes over within about this long after the leader dies."""
     min_replicas: Annotated[int | None, BeforeValidator(_auto_or_int)] = None
     """Replicas that must hold a revocation (of a token, a subject or a key, or an emergency
-    rotation) before it is reported done (Redis WAIT). None (``auto``, the default): 1 when the
-    primary reports a connected replica, 0 on a lone server."""
+    rotation) before it is reported done (Redis WAIT). None (``auto``, the default): 1 through
+    Sentinel, or when the primary reports a connected replica (or this process saw one); 0 on
+    a lone server. Set it in production: a new process cannot tell a primary whose replicas
+    all dropped out from a lone server."""
     replica_timeout: Duration = 2.0
     """How long a revocation waits for those replicas before it is reported not done."""
     stream_retain: int = Field(default=10_000, ge=100)

@@ -16,6 +16,8 @@ The client type is given as ``Redis``: ``RedisCluster`` answers every command ke
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal, cast
@@ -159,6 +161,11 @@ def read_target(redis_url: str, read_url: str | None) -> tuple[RedisTarget, Role
     return target, "replica" if target.topology in (Topology.SENTINEL, Topology.CLUSTER) else "primary"
 
 
+@functools.cache
+def _redis_parameters() -> frozenset[str]:
+    return frozenset(inspect.signature(Redis.__init__).parameters)
+
+
 def node_client(client: Redis, key: str) -> Redis:
     """A plain client for the server that holds ``key`` (the client itself, unless it is a
     cluster): for code that drives a connection by hand (the token endpoint's batcher)."""
@@ -166,8 +173,9 @@ def node_client(client: Redis, key: str) -> Redis:
         node = client.get_node_from_key(key)
         if node is None:
             raise SettingsError("KEYHERALD_REDIS_URL", "the cluster has no node for this namespace's slot")
+        accepted = _redis_parameters() - {"host", "port", "connection_pool"}
         return Redis(host=node.host, port=node.port, **{
-            k: v for k, v in node.connection_kwargs.items() if k not in {"host", "port", "connection_class"}})
+            k: v for k, v in node.connection_kwargs.items() if k in accepted})
     return client
 
 
