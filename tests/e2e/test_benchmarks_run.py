@@ -61,3 +61,22 @@ def test_the_issuing_benchmark_drives_the_real_command_with_wrk() -> None:
                               "--load-seconds", "1"], capture_output=True, text=True, timeout=120, check=False)
     assert profile.returncode == 0, profile.stderr
     assert "ES256 signature" in profile.stdout and "served, 16 connections" in profile.stdout
+
+
+def test_the_fleet_scale_benchmark_runs_agents_in_processes_on_the_primary_and_on_replicas() -> None:
+    """A small fleet (8 agents in 4 processes), both layouts: every agent applies every
+    revocation, and the servers' figures are read (their values are not asserted)."""
+    from bench import fleet_scale
+
+    results = asyncio.run(fleet_scale.run(8, 4, 3, quick=True))
+    assert [r["layout"] for r in results] == ["primary", "2 replicas"]
+    for result in results:
+        assert result["missing"] == 0 and result["p50_ms"] > 0
+        servers = result["servers"]
+        assert set(servers) == {"primary", "replica-0", "replica-1"}
+    on_primary, on_replicas = (r["servers"] for r in results)
+    # Where the agents' connections are is what the layouts differ by: all on the primary,
+    # then none there (the issuer's and this bench's own remain).
+    assert on_primary["primary"]["connections"] >= 8 > on_replicas["primary"]["connections"]
+    assert on_replicas["replica-0"]["connections"] + on_replicas["replica-1"]["connections"] >= 8
+    assert "| 2 replicas | 8 / 4 |" in fleet_scale.table(results)

@@ -126,7 +126,8 @@ class VerifierAgent:
             return  # fed in memory (keyherald.verifier.testing): nothing to follow
         if self._redis is None:
             self._redis, self._primary = await follow_clients(
-                self.settings.redis_url, self.settings.redis_read_url, seed=self.agent_id)
+                self.settings.redis_url, self.settings.redis_read_url, seed=self.agent_id,
+                presence=self.settings.presence)
         source = LogSource(self._redis, self.settings.names, own_connection=self._own_redis)
         if self._client_name is not None:
             source.client_name = self._client_name

@@ -82,13 +82,15 @@ def connect(url: str, *, block_ms: int | None = None, role: Role = "primary", se
     return build_client(url, role=role, seed=seed, **_options(block_ms), retry_on_timeout=False)
 
 
-async def follow_clients(redis_url: str, read_url: str | None, seed: str) -> tuple[Redis, Redis | None]:
+async def follow_clients(
+    redis_url: str, read_url: str | None, seed: str, *, presence: bool = True,
+) -> tuple[Redis, Redis | None]:
     """The client the agent follows the log with (KEYHERALD_REDIS_READ_URL's server, or a
-    replica picked by ``seed``, or the primary), and, when that is not the primary, a client of
-    the primary for the presence record (None: write it where we read)."""
+    replica picked by ``seed``, or the primary), and, when that is not the primary and the agent
+    writes its presence, a client of the primary for that (None: none needed)."""
     target, role = read_target(redis_url, read_url)
     reader = await open_client(target, role=role, seed=seed, **_options(None))
-    if read_url is None or not read_url.strip():
+    if read_url is None or not read_url.strip() or not presence:
         return reader, None
     return reader, await open_client(redis_url, **_options(None))
 
