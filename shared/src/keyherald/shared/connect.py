@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.cluster import LoadBalancingStrategy
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SlaveNotFoundError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -81,8 +82,10 @@ def _cluster_client(target: RedisTarget, role: Role, options: dict[str, Any]) ->
     data.pop("retry_on_timeout", None)
     max_connections = int(data.pop("max_connections", 64))
     nodes = [ClusterNode(host, port) for host, port in target.hosts]
+    # A follower on replicas reads from the shard's replicas only (in turn), never its primary.
+    balance = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if role == "replica" else None
     client = RedisCluster(
-        startup_nodes=nodes, read_from_replicas=role == "replica", max_connections=max_connections,
+        startup_nodes=nodes, load_balancing_strategy=balance, max_connections=max_connections,
         require_full_coverage=False, **data,
     )
     return cast(Redis, client)
