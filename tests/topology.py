@@ -151,9 +151,11 @@ class SentinelSetup:
 
 
 class ClusterSetup:
-    """``shards`` primaries with a replica each; slots split evenly; fails over in ~2 s."""
+    """``shards`` primaries with ``replicas`` replicas each; slots split evenly; a shard fails
+    over in ~2 s, and its other replicas then follow the promoted one."""
 
-    def __init__(self, *, shards: int = 3) -> None:
+    def __init__(self, *, shards: int = 3, replicas: int = 1) -> None:
+        self._per_shard = replicas
         self.root = Path(tempfile.mkdtemp(prefix="keyherald-cluster-"))
         flags = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-require-full-coverage",
                  "no", "--cluster-replica-validity-factor", "0")
@@ -168,12 +170,13 @@ class ClusterSetup:
 
     def _start(self, shards: int, flags: tuple[str, ...]) -> None:
         bus: dict[int, int] = {}
-        for group, name in ((self.primaries, "shard-{}"), (self.replicas, "shard-{}-replica")):
-            for i in range(shards):
-                port = free_port()
-                node = Node(self.root, name.format(i), *flags, "--cluster-port", str(port))
-                bus[node.port] = port
-                group.append(node)
+        names = [(self.primaries, f"shard-{i}") for i in range(shards)]
+        names += [(self.replicas, f"shard-{i}-replica-{j}") for j in range(self._per_shard) for i in range(shards)]
+        for group, name in names:
+            port = free_port()
+            node = Node(self.root, name, *flags, "--cluster-port", str(port))
+            bus[node.port] = port
+            group.append(node)
         per = 16384 // shards
         first = self.primaries[0]
         for i, node in enumerate(self.primaries):
@@ -183,9 +186,9 @@ class ClusterSetup:
         with first.client() as client:
             for node in self.primaries[1:] + self.replicas:
                 client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus[node.port])
-        wait_for(lambda: all(self._known(n) == 2 * shards for n in self.nodes), 20, "the nodes to meet")
-        for primary, replica in zip(self.primaries, self.replicas, strict=True):
-            with primary.client() as client:
+        wait_for(lambda: all(self._known(n) == len(self.nodes) for n in self.nodes), 20, "the nodes to meet")
+        for i, replica in enumerate(self.replicas):
+            with self.primaries[i % shards].client() as client:
                 node_id = client.execute_command("CLUSTER", "MYID")
             with replica.client() as client:
                 client.execute_command("CLUSTER", "REPLICATE", node_id)

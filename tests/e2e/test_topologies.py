@@ -39,7 +39,7 @@ def sentinel() -> Iterator[SentinelSetup]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterSetup]:
-    setup = ClusterSetup(shards=3)
+    setup = ClusterSetup(shards=3, replicas=2)  # a shard that fails over keeps a replica: WAIT can be met
     try:
         yield setup
     finally:
@@ -266,7 +266,10 @@ def test_two_namespaces_on_two_shards_of_a_cluster_survive_a_shard_failover(
         token = str(fresh.json()["access_token"])
         return token if _revoke(issuer, "orders", secret, token) == 200 else None
 
-    revoked = wait_for(appends_again, 60, "the issuer of the failed shard to append again", every=0.25)
+    try:
+        revoked = wait_for(appends_again, 60, "the issuer of the failed shard to append again", every=0.25)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its log:\n{issuer.stderr()[-4000:]}") from None
     wait_for(lambda: agent.refuses(revoked) == "revoked", 20, "its agent to apply it")
     _, other_issuer, other_secret, other_agent = tenants[1]
     token = token_of(other_issuer.token("orders", other_secret))
