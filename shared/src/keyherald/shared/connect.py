@@ -25,8 +25,8 @@ from typing import Any, Literal, cast
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.cluster import LoadBalancingStrategy
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SlaveNotFoundError
+from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
