@@ -196,6 +196,10 @@ def test_a_failover_that_lost_writes_is_repaired_by_the_issuer_and_no_agent_roll
         secret = d.client("orders")
         agent = fleet.agent(d.agent_env("agent-primary", KEYHERALD_MAX_STALENESS="off"))
         assert agent.started
+        # One agent follows the replica: it will never see the lost events themselves.
+        behind = fleet.agent(d.agent_env("agent-replica", KEYHERALD_MAX_STALENESS="off",
+                                         KEYHERALD_REDIS_READ_URL=f"redis://{setup.replicas[0].address}/0"))
+        assert behind.started
         kept = [token_of(issuers[0].token("orders", secret)) for _ in range(2)]
         assert all(_revoke(issuers[0], "orders", secret, t) == 200 for t in kept)
         replica = setup.replicas[0]
@@ -224,6 +228,8 @@ def test_a_failover_that_lost_writes_is_repaired_by_the_issuer_and_no_agent_roll
 
         wait_for(carried_on, 60, "the issuer to append again", every=0.25)
         assert all(agent.refuses(t) == "revoked" for t in kept + lost)
+        wait_for(lambda: all(behind.refuses(t) == "revoked" for t in kept + lost), 20,
+                 "the agent that never saw the lost events to refuse them too")
         # What the new primary holds now carries every revocation: a new agent refuses them too.
         late = fleet.agent(d.agent_env("agent-late", KEYHERALD_MAX_STALENESS="off"))
         assert late.started, late.stderr()
