@@ -21,6 +21,7 @@ from keyherald.issuer.kek import generate_kek_text
 from keyherald.shared.names import Names
 from tests.procs import AgentProcess, Fleet, IssuerProcess, cli, wait_for
 from tests.servers import fresh_namespace
+from tests.tlsproxy import CertAuthority, TLSProxy
 from tests.topology import ClusterSetup, Node, SentinelSetup
 
 from .deployment import Deployment, token_of
@@ -362,3 +363,38 @@ def test_an_agent_on_a_cut_off_replica_reports_stale_fails_closed_and_recovers(
     replica.resume()
     wait_for(lambda: agent.refuses(token) is None, 30, "the agent to recover")
     assert not agent.status()["stale"]
+
+
+def test_tls_and_acl_users_to_the_primary_and_to_a_replica(pair: SentinelSetup, fleet: Fleet, tmp_path: Path) -> None:
+    """``rediss://`` with the CA named in the URL, an ACL user on each server: the issuer writes
+    (and waits for the replica) over TLS, the agent follows the replica over TLS. A client that
+    does not trust the server's certificate is refused plainly, its password never shown."""
+    ca = CertAuthority()
+    proxies = [TLSProxy(ca, node.port) for node in (pair.primary, pair.replicas[0])]
+    try:
+        for node in (pair.primary, pair.replicas[0]):
+            with node.client() as client:
+                client.acl_setuser("kh", enabled=True, passwords=["+tls-s3cret"], keys=["*"], channels=["*"],
+                                   commands=["+@all"])
+        tls = f"?ssl_ca_certs={ca.ca}&ssl_cert_reqs=required"
+        primary, replica = (f"rediss://kh:tls-s3cret@127.0.0.1:{p.port}/0{tls}" for p in proxies)
+        d = _deployment(primary, tmp_path, KEYHERALD_MIN_REPLICAS="1")
+        d.init()
+        issuer = fleet.issuer(d.host("issuer"))
+        issuer.wait_healthy(30)
+        secret = d.client("orders")
+        agent = fleet.agent(d.agent_env("agent", KEYHERALD_REDIS_READ_URL=replica))
+        assert agent.started, agent.stderr()
+        assert _followers(pair.replicas[0], d.names) == 1
+        token = token_of(issuer.token("orders", secret))
+        assert agent.refuses(token) is None
+        assert _revoke(issuer, "orders", secret, token) == 200
+        wait_for(lambda: agent.refuses(token) == "revoked", 10, "the revocation applied over TLS")
+
+        untrusting = {**d.host("operator"), "KEYHERALD_REDIS_URL": primary.split("?")[0]}  # the system's CAs
+        done = cli(untrusting, "log", "status")
+        assert done.returncode == 2 and "KEYHERALD_REDIS_URL" in done.stderr, done.stderr
+        assert "tls-s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    finally:
+        for proxy in proxies:
+            proxy.close()
