@@ -66,9 +66,9 @@ async def prepare(settings: IssuerSettings) -> None:
 
 
 def cleanup(url: str, namespace: str) -> None:
-    from redis import Redis
+    from keyherald.shared.connect import sync_client
 
-    client = Redis.from_url(url)
+    client = sync_client(url)
     try:
         keys = list(client.scan_iter(match=f"{{{namespace}}}:*", count=1000))
         if keys:

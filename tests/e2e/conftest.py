@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from keyherald.shared.connect import sync_client
+
 from .deployment import Deployment
 
 
@@ -20,5 +22,5 @@ def deployment(redis_url: str, namespace: str, kek: str, tmp_path: Path) -> Depl
 @pytest.fixture
 def attacker(redis_url: str) -> Iterator[Redis]:
     """Full read/write access to Redis, neither the KEK nor the control key."""
-    with Redis.from_url(redis_url) as client:
+    with sync_client(redis_url) as client:
         yield client

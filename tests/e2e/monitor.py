@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from redis import Redis
+from keyherald.shared.connect import sync_client
 
 __all__ = ["Monitor"]
 
@@ -25,7 +25,7 @@ class Monitor(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        with Redis.from_url(self._url) as client, client.monitor() as feed:
+        with sync_client(self._url) as client, client.monitor() as feed:
             self.ready.set()
             while not self._stop.is_set():
                 command = feed.next_command()

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
 from redis.exceptions import NoPermissionError, ResponseError
 
+from keyherald.shared.connect import sync_client
 from keyherald.shared.presence import agent_acl_rules
 from tests.procs import Fleet, wait_for
 from tests.servers import EmbeddedValkey
@@ -38,7 +38,7 @@ def test_an_agent_runs_as_a_user_that_cannot_write_the_log(
     issuer.wait_healthy()
     orders = d.client("orders")
     password = secrets.token_urlsafe(16)
-    admin = Redis.from_url(own_server.url)
+    admin = sync_client(own_server.url)
     admin.execute_command("ACL", "SETUSER", "agents", "on", f">{password}", *agent_acl_rules(namespace))
     as_agent = f"redis://agents:{password}@127.0.0.1:{own_server.port}/0"
 
@@ -52,7 +52,7 @@ def test_an_agent_runs_as_a_user_that_cannot_write_the_log(
     assert agent.refuses(token) == "revoked"
     assert agent.status()["follow_failures"] == 0
 
-    with Redis.from_url(as_agent) as redis:
+    with sync_client(as_agent) as redis:
         for attempt in (
             lambda: redis.xadd(d.names.events, {"event": "forged"}, id="99999-0"),
             lambda: redis.set(d.names.snapshot, "junk"),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from keyherald.shared.connect import sync_client
 from tests.procs import Fleet, wait_for
 from tests.servers import EmbeddedValkey
 
@@ -45,7 +46,7 @@ def _wipe(server: EmbeddedValkey) -> None:
 
 def test_a_redis_that_may_evict_keys_is_refused(own: Deployment, server: EmbeddedValkey, fleet: Fleet) -> None:
     d = own
-    with Redis.from_url(server.url) as admin:
+    with sync_client(server.url) as admin:
         admin.config_set("maxmemory-policy", "allkeys-lru")
         code, _out, err = d.operator("issuer", "init", host="issuer-1")
         assert code == 2 and "maxmemory-policy" in err and "allkeys-lru" in err and "noeviction" in err
@@ -181,7 +182,8 @@ def test_an_altered_backup_is_refused_and_changes_nothing(
     _wipe(server)
     code, _out, err = d.operator("restore", str(backup), host="fresh-host")
     assert code == 1 and ("altered" in err or "does not" in err), err
-    assert not Redis.from_url(d.redis_url).keys(f"{{{d.namespace}}}:*")
+    with sync_client(d.redis_url) as check:
+        assert not check.keys(f"{{{d.namespace}}}:*")
 
 
 def test_junk_over_the_keys_beside_the_log_is_repaired_by_the_leader(
@@ -195,7 +197,7 @@ def test_junk_over_the_keys_beside_the_log_is_repaired_by_the_leader(
     issuer = fleet.issuer(d.host("issuer-1"))
     issuer.wait_healthy()
     secret = d.client("orders")
-    with Redis.from_url(redis_url) as attacker:
+    with sync_client(redis_url) as attacker:
         attacker.set(d.names.control_key, "junk")
         wait_for(lambda: attacker.get(d.names.control_key) != b"junk", 10, "the control key written back")
         attacker.delete(d.names.control_key)

@@ -78,3 +78,22 @@ def test_the_revocations_benchmark_measures_issuer_and_agent_store(
     assert cells[1].count(" / ") == 1 and "s (" in cells[2] and cells[3].endswith(" ms") and " MB, " in cells[3]
     assert cells[4].endswith("ms") and " B / " in cells[5] and cells[6].endswith("ns")
     assert "previous agent store" in rows[1]
+
+
+def test_the_fleet_scale_benchmark_runs_agents_in_processes_on_the_primary_and_on_replicas() -> None:
+    """A small fleet (8 agents in 4 processes), both layouts: every agent applies every
+    revocation, and the servers' figures are read (their values are not asserted)."""
+    from bench import fleet_scale
+
+    results = asyncio.run(fleet_scale.run(8, 4, 3, quick=True))
+    assert [r["layout"] for r in results] == ["primary", "2 replicas"]
+    for result in results:
+        assert result["missing"] == 0 and result["p50_ms"] > 0
+        servers = result["servers"]
+        assert set(servers) == {"primary", "replica-0", "replica-1"}
+    on_primary, on_replicas = (r["servers"] for r in results)
+    # Where the agents' connections are is what the layouts differ by: all on the primary,
+    # then none there (the issuer's and this bench's own remain).
+    assert on_primary["primary"]["connections"] >= 8 > on_replicas["primary"]["connections"]
+    assert on_replicas["replica-0"]["connections"] + on_replicas["replica-1"]["connections"] >= 8
+    assert "| 2 replicas | 8 / 4 |" in fleet_scale.table(results)

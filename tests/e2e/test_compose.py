@@ -59,3 +59,23 @@ def test_the_image_keeps_its_own_path_whatever_the_hosts() -> None:
         assert "Program Files" not in json.dumps(service), name
     setup = " ".join(_strings(rendered["services"]["setup"]["command"])).replace("$$", "$")
     assert "$(cat /keyherald/public/anchor)" in setup
+
+
+def test_the_ha_profile_adds_a_replica_and_three_sentinels_keyherald_can_be_pointed_at() -> None:
+    """``--profile ha``: a replica of redis and a quorum of sentinels watching it; the README's
+    Sentinel URL and KEYHERALD_REDIS_READ_URL reach the issuer, the setup and inventory's agent."""
+    plain = _config()
+    assert not {"redis-replica", "sentinel-1"} & set(plain["services"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYHERALD_", "COMPOSE_"))}
+    url = "redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/keyherald"
+    env.update(PATH=HOSTILE_PATH, KEYHERALD_REDIS_URL=url, KEYHERALD_REDIS_READ_URL="replicas")
+    done = subprocess.run([str(COMPOSE), "-f", str(ROOT / "compose.yaml"), "--profile", "ha", "config", "--format",
+                           "json"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    assert "--replicaof" in services["redis-replica"]["command"]
+    sentinels = [services[f"sentinel-{i}"] for i in (1, 2, 3)]
+    assert all("sentinel monitor keyherald redis 6379 2" in " ".join(s["command"]) for s in sentinels)
+    for name in ("setup", "issuer", "inventory"):
+        assert services[name]["environment"]["KEYHERALD_REDIS_URL"] == url, name
+    assert services["inventory"]["environment"]["KEYHERALD_REDIS_READ_URL"] == "replicas"

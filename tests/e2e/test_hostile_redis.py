@@ -13,6 +13,7 @@ import time
 import pytest
 from redis import Redis
 
+from keyherald.shared.connect import sync_client
 from tests.procs import Fleet, skewed, wait_for
 
 from .deployment import Deployment, token_of
@@ -161,7 +162,7 @@ def test_suppressed_events_leave_agents_visibly_stale_then_refusing(
     stop = threading.Event()
 
     def suppress() -> None:
-        with Redis.from_url(d.redis_url) as redis:
+        with sync_client(d.redis_url) as redis:
             while not stop.is_set():
                 if redis.type(d.names.events) != b"string":
                     redis.delete(d.names.events)

@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from redis import Redis
 
+from keyherald.shared.connect import sync_client
 from tests.procs import Fleet, wait_for
 
 from .deployment import Deployment, token_of
@@ -42,7 +42,7 @@ def test_the_issuer_and_an_agent_export_what_happened(deployment: Deployment, fl
     assert revoked.status_code == 200
     wait_for(lambda: agent.refuses(first) == "revoked", 5, "the revocation applied")
     assert agent.refuses(second) is None and agent.refuses("junk") == "malformed"
-    with Redis.from_url(d.redis_url) as redis:  # junk in the stream: refused, counted, logged
+    with sync_client(d.redis_url) as redis:  # junk in the stream: refused, counted, logged
         redis.xadd(d.names.events, {"event": "junk"}, id="999999999-0")
     wait_for(lambda: agent.status()["refused_by_reason"].get("malformed") == 1, 5, "the junk refused")
 

@@ -15,13 +15,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from keyherald.issuer.http import create_app
 from keyherald.issuer.http.batching import LookupBatcher
 from keyherald.issuer.runtime import IssuerRuntime
+from keyherald.shared.connect import build_client
 from tests.tokenservice import add_client, basic, issuer
 
 __all__ = ["issuer"]
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = build_client(redis_url, decode_responses=True)
     yield client
     await client.aclose()
 
@@ -59,7 +60,7 @@ async def test_each_caller_gets_its_own_answer_on_one_connection(redis: Redis, n
 
 
 async def test_a_redis_error_reaches_every_caller_of_the_batch() -> None:
-    dead = Redis.from_url(_dead_url(), socket_connect_timeout=1)
+    dead = build_client(_dead_url(), socket_connect_timeout=1)
     try:
         batcher = LookupBatcher(lambda: dead)
         results = await asyncio.gather(*(batcher("GET", "{x}:k") for _ in range(5)),
@@ -121,7 +122,7 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(redis: Redis, name
 async def test_token_endpoint_answers_503_without_a_trace_when_redis_is_down(issuer: IssuerRuntime) -> None:
     secret = await add_client(issuer, "orders", ["inventory"])
     app = create_app(issuer)
-    dead = Redis.from_url(_dead_url(), socket_connect_timeout=1)
+    dead = build_client(_dead_url(), socket_connect_timeout=1)
     app.service.lookup = LookupBatcher(lambda: dead)  # type: ignore[attr-defined]
     try:
         transport = httpx.ASGITransport(app=app)

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.settings import IssuerSettings
+from keyherald.shared.connect import sync_client
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
@@ -46,7 +46,7 @@ def _checkpoint(settings: IssuerSettings) -> None:
 
 def test_a_rolled_back_log_is_refused_until_an_operator_accepts_it(env: IssuerSettings, cli: Cli) -> None:
     names = Names(env.namespace)
-    redis = Redis.from_url(env.redis_url)
+    redis = sync_client(env.redis_url)
     try:
         _checkpoint(env)
         saved = redis.mget(names.snapshot, names.head)

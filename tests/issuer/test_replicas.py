@@ -16,6 +16,7 @@ from redis import Redis
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared import EVENT_FIELD, Names
+from keyherald.shared.connect import sync_client
 from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.jwk import ControlAlgorithm
 
@@ -96,7 +97,7 @@ def test_leader_killed_with_sigkill_is_replaced_within_the_lease(
     replica_env: dict[str, str], issuer_settings: IssuerSettings, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     names = Names(issuer_settings.namespace)
-    redis = Redis.from_url(issuer_settings.redis_url)
+    redis = sync_client(issuer_settings.redis_url)
     try:
         processes.append(spawn(replica_env))
         first = wait_for(lambda: redis.get(names.leader), 20, "a leader")
@@ -147,7 +148,7 @@ def test_a_control_key_is_created_once_by_racing_replicas(
     replica_env: dict[str, str], issuer_settings: IssuerSettings, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     names = Names(issuer_settings.namespace)
-    redis = Redis.from_url(issuer_settings.redis_url)
+    redis = sync_client(issuer_settings.redis_url)
     try:
         processes.extend(spawn(replica_env) for _ in range(2))
         wait_for(lambda: redis.get(names.snapshot), 20, "genesis")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
 
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.tokens import sign_token
 from keyherald.shared.chain import digest
 from keyherald.shared.clock import ManualClock
+from keyherald.shared.connect import build_client
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.events import Event, EventType, KeyState
 from keyherald.shared.jwk import ControlAlgorithm, SigningKey
@@ -210,7 +210,7 @@ async def test_an_agent_follows_over_resp2_and_resp3(
     xread); every shape must reach the agent as events, not as errors healed by a resync."""
     url = f"{issuer.settings.redis_url}?protocol={protocol}"
     token = await mint(issuer, clock, jti="over-resp3")
-    client = None if own_client else Redis.from_url(url)
+    client = None if own_client else build_client(url)
     try:
         async with VerifierAgent(settings_for(issuer, redis_url=url), clock=clock, redis=client) as agent:
             assert agent.verify(token)["jti"] == "over-resp3"
@@ -246,7 +246,7 @@ async def test_a_killed_read_connection_is_replaced_and_nothing_is_missed(
 
 
 async def test_stopping_an_agent_that_is_still_starting_leaves_no_connection(redis_url: str, namespace: str) -> None:
-    admin = Redis.from_url(redis_url)
+    admin = build_client(redis_url)
 
     async def ours() -> int:
         """Connections of this namespace's agents (each names its connection): the shared server

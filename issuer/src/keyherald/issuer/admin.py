@@ -67,13 +67,19 @@ class Admin:
     async def state(self) -> State:
         return await self._ctx.log.read_state()
 
-    async def _last_seq(self, events: list[Event]) -> int:
+    async def _last_seq(self, events: list[Event], *, revokes: bool = False) -> int:
+        """The seq to report; for an action that takes trust away (``revokes``), only once
+        enough replicas hold it (NotReplicated otherwise: see :mod:`.durability`)."""
         self.last_events = events
         if not events:
-            return (await self._ctx.log.sync()).seq
-        if self._on_commit is not None:
-            await self._on_commit()
-        return events[-1].seq
+            seq = (await self._ctx.log.sync()).seq
+        else:
+            if self._on_commit is not None:
+                await self._on_commit()
+            seq = events[-1].seq
+        if revokes:  # also when nothing was appended (revoked already): the log may hold it alone
+            await self._ctx.durability.confirm(seq)
+        return seq
 
     async def rotate(self, *, emergency: bool = False) -> int:
         """Activate the standby now. ``emergency`` also revokes the key it replaces."""
@@ -87,7 +93,7 @@ class Admin:
                 return lifecycle.plan(state, now, policy, fresh)
             return lifecycle.rotate(state, now, policy, fresh.pop())
 
-        return await self._last_seq(await self._ctx.commit_with_keys(decide))
+        return await self._last_seq(await self._ctx.commit_with_keys(decide), revokes=emergency)
 
     async def revoke_key(self, kid: str) -> int:
         """Revoke a key; an active one is replaced at once by the standby every agent holds."""
@@ -96,7 +102,7 @@ class Admin:
         def decide(state: State, now: float, fresh: FreshKeys) -> list[Draft]:
             return lifecycle.revoke_key(state, kid, now, policy, fresh.pop())
 
-        return await self._last_seq(await self._ctx.commit_with_keys(decide))
+        return await self._last_seq(await self._ctx.commit_with_keys(decide), revokes=True)
 
     async def revoke_token(self, jti: str, expires_at: int) -> int:
         """Revoke one token by its jti; ``expires_at`` (its exp) bounds how long it is remembered."""
@@ -111,7 +117,7 @@ class Admin:
             until = min(int(expires_at), int(now) + max(ttl, state.max_token_ttl))
             return [(str(EventType.TOKEN_REVOKED), {"jti": jti, "expires_at": until})]
 
-        return await self._last_seq(await self._ctx.commit_with_keys(decide))
+        return await self._last_seq(await self._ctx.commit_with_keys(decide), revokes=True)
 
     async def revoke_tokens(self, tokens: Sequence[tuple[str, int]]) -> int:
         """Revoke many tokens at once (an incident): ``tokens.revoked`` events of at most
@@ -147,4 +153,4 @@ class Admin:
             data = {"sub": sub, "revoked_at": t, "expires_at": t + horizon}
             return [(str(EventType.SUBJECT_REVOKED), data)]
 
-        return await self._last_seq(await self._ctx.commit_with_keys(decide))
+        return await self._last_seq(await self._ctx.commit_with_keys(decide), revokes=True)

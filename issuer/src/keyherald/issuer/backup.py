@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 
 from keyherald.shared.chain import digest
 from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.connect import close_client
 from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.errors import ProtocolError
 from keyherald.shared.events import Event, LogLink
@@ -193,7 +194,7 @@ async def restore_backup(settings: IssuerSettings, backup: Backup, *, older: boo
             if mapping:
                 await redis.hset(key, mapping=mapping)
     finally:
-        await redis.aclose(close_connection_pool=True)
+        await close_client(redis)
     async with IssuerContext(settings, create=False, clock=clock) as ctx:
         previous = LogLink(log=state.log, seq=state.seq, head=state.head, time=state.time)
         if record is not None and older:  # as `log accept` does: the new log follows the furthest point

@@ -11,22 +11,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.connect import close_client, open_client
 from keyherald.shared.envelope import ControlKey
 from keyherald.shared.errors import SettingsError
 from keyherald.shared.events import Event
 from keyherald.shared.jwk import SigningKey, VerifyingKey
 from keyherald.shared.names import Names
+from keyherald.shared.redisurl import Topology, parse_redis_url
 from keyherald.shared.state import State
 
 from .clients import RecordSeal
 from .clocksync import RedisClock
 from .controlfile import ControlKeyFile
+from .durability import Durability
 from .errors import NamespaceEmpty
 from .eventlog import Draft, EventLog
 from .eviction import check_eviction_policy
@@ -41,23 +44,23 @@ __all__ = ["FreshKeys", "IssuerContext", "connect_redis"]
 
 
 async def connect_redis(url: str, *, max_connections: int = 64) -> Redis:
-    """A client that fails fast with a SettingsError naming KEYHERALD_REDIS_URL.
+    """A client of the primary (any topology: see keyherald.shared.connect) that fails fast
+    with a SettingsError naming KEYHERALD_REDIS_URL.
 
     The pool blocks (up to 5 s) for a free connection instead of failing a burst of
     requests outright, as redis-py's default pool does once it holds 100 connections.
     """
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=5, decode_responses=True,
+    client = await open_client(
+        url, max_connections=max_connections, blocking_timeout=5, decode_responses=True,
         socket_connect_timeout=3, health_check_interval=15,
     )
-    client = Redis(connection_pool=pool)
     try:
         await client.ping()
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        await client.aclose(close_connection_pool=True)
+        await close_client(client)
         raise SettingsError("KEYHERALD_REDIS_URL", f"cannot reach Redis ({type(exc).__name__})") from None
     except RedisError as exc:
-        await client.aclose(close_connection_pool=True)
+        await close_client(client)
         raise SettingsError("KEYHERALD_REDIS_URL", f"Redis refused us: {exc}") from None
     return client
 
@@ -118,6 +121,7 @@ class IssuerContext:
         self._keystore: KeyStore | None = None
         self._control: ControlKey | None = None
         self._client_seal: RecordSeal | None = None
+        self._durability: Durability | None = None
 
     async def open(self, *, create: bool | None = None, sync: bool = True) -> Self:
         """Connect and load the control key; ``create=False`` (admin commands) refuses a
@@ -132,6 +136,9 @@ class IssuerContext:
             if self._create if create is None else create:  # about to prepare a namespace: Redis must keep it
                 await check_eviction_policy(self._redis)
             self._keystore = KeyStore(self._redis, self.names, kek)
+            self._durability = Durability(
+                self._redis, self.names, min_replicas=self.settings.min_replicas, timeout=self.settings.replica_timeout,
+                replicated_topology=parse_redis_url(self.settings.redis_url).topology is Topology.SENTINEL)
             self._client_seal = RecordSeal(kek.derive(f"keyherald/{self.names.namespace}/client-registry"))
             may_create = self._create if create is None else create
             before = self._ran_here_before(kek) if may_create else None
@@ -213,7 +220,7 @@ class IssuerContext:
         if self._log is not None:
             self._log.write_record()
         if self._redis is not None:
-            await self._redis.aclose(close_connection_pool=True)
+            await close_client(self._redis)
             self._redis = None
 
     async def __aenter__(self) -> Self:
@@ -242,6 +249,12 @@ class IssuerContext:
     def keystore(self) -> KeyStore:
         assert self._keystore is not None, "IssuerContext is not open"
         return self._keystore
+
+    @property
+    def durability(self) -> Durability:
+        """When a revocation may be reported done (enough replicas hold it)."""
+        assert self._durability is not None, "IssuerContext is not open"
+        return self._durability
 
     @property
     def client_seal(self) -> RecordSeal:

@@ -13,6 +13,7 @@
         ├── LogRefused                       Redis holds a log this writer must not build on
         ├── AppendContention                 the log stayed contended for too long
         ├── SnapshotTooLarge                 the state outgrew what a snapshot may hold
+        ├── NotReplicated                    too few replicas confirmed a revocation in time
         ├── ClientNotFound                   no registered client with that client_id
         └── ClientExists                     a client of that name is registered already
 """
@@ -34,6 +35,7 @@ __all__ = [
     "LogRefused",
     "NamespaceEmpty",
     "NamespaceOwnedElsewhere",
+    "NotReplicated",
     "SnapshotTooLarge",
     "SettingsError",
 ]
@@ -96,3 +98,19 @@ class LogRefused(IssuerError):
     (a stale log and no local record): appending would build on what may be a rollback."""
 
     code = "log_refused"
+
+
+class NotReplicated(IssuerError):
+    """A revocation is in the log on the primary, but fewer replicas than KEYHERALD_MIN_REPLICAS
+    confirmed it in time: a failover now could lose it, so it is not reported done. Running
+    it again is safe (a revocation is idempotent)."""
+
+    code = "not_replicated"
+
+    def __init__(self, seq: int, confirmed: int, needed: int, timeout: float) -> None:
+        self.seq, self.confirmed, self.needed = seq, confirmed, needed
+        self.retry_after = max(1, int(timeout) + 1)
+        super().__init__(
+            f"appended at seq {seq}, but only {confirmed} of the {needed} replica(s) KEYHERALD_MIN_REPLICAS asks"
+            f" for confirmed it within {timeout:g}s: not done (a failover could lose it); run it again"
+        )

@@ -61,6 +61,19 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def _auto_or_int(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "auto"}):
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError("must be a number of replicas, or auto") from None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 16:
+        raise ValueError("must be 0-16 replicas, or auto")
+    return value
+
+
 class IssuerSettings(BaseKeyheraldSettings):
     kek: SecretStr | None = None
     """32-byte key-encryption key, base64url; encrypts every private key at rest."""
@@ -76,6 +89,14 @@ class IssuerSettings(BaseKeyheraldSettings):
     heartbeat_interval: Duration = 5.0
     lease_ttl: Duration = 5.0
     """The leader lease; a replica takes over within about this long after the leader dies."""
+    min_replicas: Annotated[int | None, BeforeValidator(_auto_or_int)] = None
+    """Replicas that must hold a revocation (of a token, a subject or a key, or an emergency
+    rotation) before it is reported done (Redis WAIT). None (``auto``, the default): 1 through
+    Sentinel, or when the primary reports a connected replica (or this process saw one); 0 on
+    a lone server. Set it in production: a new process cannot tell a primary whose replicas
+    all dropped out from a lone server."""
+    replica_timeout: Duration = 2.0
+    """How long a revocation waits for those replicas before it is reported not done."""
     stream_retain: int = Field(default=10_000, ge=100)
     """Events kept in the stream for agents catching up; older ones live only in the snapshot."""
     http_host: str = "127.0.0.1"

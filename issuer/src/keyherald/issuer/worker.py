@@ -11,11 +11,13 @@ follower, which backs off, does not have.)
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from faststream import FastStream
-from faststream.redis import RedisBroker
+from faststream.redis import RedisBroker, RedisClusterBroker, RedisSentinelBroker
 
 from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.redisurl import Topology, parse_redis_url
 
 from .runtime import IssuerRuntime
 from .settings import IssuerSettings
@@ -23,6 +25,27 @@ from .settings import IssuerSettings
 __all__ = ["create_worker"]
 
 log = logging.getLogger("keyherald.issuer")
+
+
+def _broker(url: str, logger: logging.Logger) -> RedisBroker:
+    """FastStream's broker for the app's lifecycle (it consumes nothing), of the topology the
+    URL names, from the parts :mod:`keyherald.shared.redisurl` parsed (never re-parsed here)."""
+    target = parse_redis_url(url)
+    wanted = {"username", "password", "db", "ssl"}
+    auth: dict[str, Any] = {k: v for k, v in target.connection_options().items() if k in wanted}
+    if target.topology is Topology.SENTINEL:
+        return RedisSentinelBroker(
+            sentinels=list(target.hosts), sentinel_master_name=target.service,
+            sentinel_kwargs=target.sentinel_connection_options(), log_level=logging.DEBUG, logger=logger, **auth,
+        )
+    if target.topology is Topology.CLUSTER:
+        host, port = target.hosts[0]
+        auth.pop("db", None)
+        return RedisClusterBroker(host=host, port=port, log_level=logging.DEBUG, logger=logger, **auth)
+    if target.topology is Topology.SINGLE and len(target.hosts) > 1:
+        host, port = target.hosts[0]
+        return RedisBroker(host=host, port=port, log_level=logging.DEBUG, logger=logger, **auth)
+    return RedisBroker(target.url, log_level=logging.DEBUG, logger=logger)
 
 
 def create_worker(
@@ -35,13 +58,11 @@ def create_worker(
     # FastStream's own loggers colour their lines whatever the output: ours format them
     # (text, coloured only on a terminal, or JSON; see keyherald.shared.logs).
     faststream_log = logging.getLogger("keyherald.faststream")
-    broker = RedisBroker(settings.redis_url, log_level=logging.DEBUG, logger=faststream_log)
+    broker = _broker(settings.redis_url, faststream_log)
 
     async def started() -> None:
         await runtime.start()
         log.info("issuer %s: replica %s started", settings.issuer, runtime.replica_id)
 
-    # The runtime starts before the broker, so the first replica creates the control key
-    # and the genesis keys before anything is consumed; it stops after the broker.
     app = FastStream(broker, logger=faststream_log, on_startup=[started], after_shutdown=[runtime.stop])
     return app, runtime

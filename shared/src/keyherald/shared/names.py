@@ -52,6 +52,12 @@ class Names:
         return self._key("head")
 
     @property
+    def replicated(self) -> str:
+        """A string: the seq of the last event a writer waited for replicas to hold (a write of
+        the waiting connection's own, which Redis WAIT counts from)."""
+        return self._key("replicated")
+
+    @property
     def signing_keys(self) -> str:
         """A hash kid -> encrypted private key (issuer only)."""
         return self._key("signing-keys")

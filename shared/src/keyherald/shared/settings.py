@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import SettingsError
 from .names import Names, validate_namespace
+from .redisurl import parse_redis_url
 
 __all__ = ["BaseKeyheraldSettings", "load_settings", "settings_error"]
 
@@ -31,9 +32,11 @@ class BaseKeyheraldSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://", "valkey://", "valkeys://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value
+        try:
+            parse_redis_url(value)
+        except SettingsError as exc:
+            raise ValueError(exc.problem) from None
+        return value.strip()
 
     @field_validator("issuer")
     @classmethod

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyherald.shared.clock import Clock, system_clock
+from keyherald.shared.connect import close_client
 from keyherald.shared.events import Event, KeyState
 from keyherald.shared.lineage import freshness_bound
 from keyherald.shared.presence import PresenceRecord
@@ -37,7 +38,7 @@ from .keycache import KeyCache
 from .presence import PresenceWriter, default_agent_id
 from .settings import VerifierSettings
 from .signedstate import Material, SignedState
-from .source import LogSource, connect
+from .source import LogSource, follow_clients
 from .status import AgentStatus, KeyStatus
 from .threaded import BackgroundLoop
 from .validator import Validator
@@ -68,6 +69,8 @@ class VerifierAgent:
         self._clock = clock
         self._own_redis = redis is None
         self._redis = redis
+        self._primary: Redis | None = None
+        """The primary, for the presence record, when the log is read from a replica."""
         self.keys = KeyCache(self.settings.issuer)
         self.keys.configure(self.settings.max_staleness, self.settings.leeway)
         self._signed = SignedState(self.keys, self.settings.anchor(), issuer=self.settings.issuer)
@@ -123,7 +126,9 @@ class VerifierAgent:
         if self._source == "memory":
             return  # fed in memory (keyherald.verifier.testing): nothing to follow
         if self._redis is None:
-            self._redis = connect(self.settings.redis_url)
+            self._redis, self._primary = await follow_clients(
+                self.settings.redis_url, self.settings.redis_read_url, seed=self.agent_id,
+                presence=self.settings.presence)
         source = LogSource(self._redis, self.settings.names, own_connection=self._own_redis)
         if self._client_name is not None:
             source.client_name = self._client_name
@@ -188,8 +193,9 @@ class VerifierAgent:
             delay = min(delay * 2, _RETRY_CAP)
         presence = None
         if self.settings.presence:
+            writes = source if self._primary is None else LogSource(self._primary, self.settings.names)
             presence = self.presence = PresenceWriter(
-                source, self.settings.names, self.agent_id, self.settings.presence_interval, self._presence_record
+                writes, self.settings.names, self.agent_id, self.settings.presence_interval, self._presence_record
             )
         follower = self._follower = Follower(source, self.settings.names, self._signed, presence=presence)
         follower.start_from_state()
@@ -231,7 +237,7 @@ class VerifierAgent:
                 # redis-py (8.x) now and then swallows a cancel that lands mid-command and
                 # goes on blocking; dropping the connections makes the read fail, and the
                 # follower then honours the pending cancel.
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(RedisError, OSError, AttributeError):  # no pool: a cluster
                     await self._redis.connection_pool.disconnect()
                 await asyncio.wait(pending, timeout=5)
         for task in tasks:
@@ -242,10 +248,12 @@ class VerifierAgent:
                 await self._follower.source.close()
 
     async def _close_redis(self) -> None:
-        if self._own_redis and self._redis is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.aclose()
-            self._redis = None
+        if self._own_redis:
+            for client in (self._redis, self._primary):
+                if client is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await close_client(client)
+            self._redis = self._primary = None
 
     # -- synchronous applications -------------------------------------------------------
 

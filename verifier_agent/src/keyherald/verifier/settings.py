@@ -16,8 +16,10 @@ from pydantic_settings import NoDecode
 
 from keyherald.shared.durations import Duration, parse_duration
 from keyherald.shared.envelope import TrustAnchor
+from keyherald.shared.errors import SettingsError
 from keyherald.shared.events import REVOCATION_GRACE
 from keyherald.shared.presence import validate_agent_id
+from keyherald.shared.redisurl import REPLICAS, parse_redis_url
 from keyherald.shared.settings import BaseKeyheraldSettings, settings_error
 
 __all__ = ["VerifierSettings"]
@@ -104,6 +106,11 @@ class VerifierSettings(BaseKeyheraldSettings):
     at most once a second); a record not rewritten within three intervals counts as lost."""
     agent_id: str | None = None
     """This agent's id in the fleet view; default: host name, pid and a random suffix."""
+    redis_read_url: str | None = None
+    """Follow the log here rather than on KEYHERALD_REDIS_URL's primary: a replica's URL (or
+    several, ``redis://h1:p1,h2:p2``: the agent picks one by its id), a ``redis+sentinel://``
+    URL (a replica of that service), or ``replicas`` (those of KEYHERALD_REDIS_URL's Sentinel
+    service or cluster). The presence record is still written to the primary."""
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -137,6 +144,18 @@ class VerifierSettings(BaseKeyheraldSettings):
         if not 0.5 <= value <= 3600:
             raise ValueError("must be between 0.5s and 1h")
         return value
+
+    @field_validator("redis_read_url")
+    @classmethod
+    def _read_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if value.strip().lower() != REPLICAS:
+            try:
+                parse_redis_url(value, setting="KEYHERALD_REDIS_READ_URL")
+            except SettingsError as exc:
+                raise ValueError(exc.problem) from None
+        return value.strip()
 
     @field_validator("agent_id")
     @classmethod

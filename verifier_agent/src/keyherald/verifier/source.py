@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
+from keyherald.shared.connect import Role, build_client, open_client, read_target
 from keyherald.shared.envelope import MAX_SNAPSHOT_LENGTH
 from keyherald.shared.names import EVENT_FIELD, Names
 
@@ -40,6 +41,7 @@ __all__ = [
     "entries",
     "entry_id",
     "event_value",
+    "follow_clients",
     "text",
 ]
 
@@ -63,22 +65,34 @@ class CheckpointTooLarge(Exception):
     """The checkpoint in Redis is longer than any genuine one may be: refused unread."""
 
 
-def connect(url: str, *, block_ms: int | None = None) -> Redis:
+def _options(block_ms: int | None) -> dict[str, Any]:
+    block = BLOCK_MS if block_ms is None else block_ms
+    return {
+        "decode_responses": False, "socket_connect_timeout": 2.0, "socket_timeout": block / 1000 + SOCKET_MARGIN,
+        "socket_keepalive": True, "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def connect(url: str, *, block_ms: int | None = None, role: Role = "primary", seed: str = "") -> Redis:
     """A client fit for blocking reads: socket timeout above the block time, no hidden retries.
 
     A connection that dies silently (no RST: a partition, a dead NAT entry) is then noticed
     within block + SOCKET_MARGIN seconds, and the follower's own backoff takes over.
     """
-    block = BLOCK_MS if block_ms is None else block_ms
-    return Redis.from_url(
-        url,
-        decode_responses=False,
-        socket_connect_timeout=2.0,
-        socket_timeout=block / 1000 + SOCKET_MARGIN,
-        socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-    )
+    return build_client(url, role=role, seed=seed, **_options(block_ms), retry_on_timeout=False)
+
+
+async def follow_clients(
+    redis_url: str, read_url: str | None, seed: str, *, presence: bool = True,
+) -> tuple[Redis, Redis | None]:
+    """The client the agent follows the log with (KEYHERALD_REDIS_READ_URL's server, or a
+    replica picked by ``seed``, or the primary), and, when that is not the primary and the agent
+    writes its presence, a client of the primary for that (None: none needed)."""
+    target, role = read_target(redis_url, read_url)
+    reader = await open_client(target, role=role, seed=seed, **_options(None))
+    if read_url is None or not read_url.strip() or not presence:
+        return reader, None
+    return reader, await open_client(redis_url, **_options(None))
 
 
 def entry_id(value: object) -> EntryId | None:
@@ -139,7 +153,7 @@ class LogSource:
     def __init__(self, redis: Redis, names: Names, *, own_connection: bool = False) -> None:
         self.redis = redis
         self._names = names
-        self._own = own_connection
+        self._own = own_connection and hasattr(redis, "connection_pool")  # a RedisCluster routes each command
         self._conn: Any = None
         self.client_name = f"keyherald-agent:{names.namespace}"
         """Set on the follower's connection: the fleet view counts connections by it to say

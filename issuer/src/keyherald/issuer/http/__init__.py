@@ -29,11 +29,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from keyherald.shared.clock import Clock
+from keyherald.shared.connect import node_client
 from keyherald.shared.names import Names
 from keyherald.shared.state import State
 
 from ..clients import Client
-from ..errors import IssuerError
+from ..errors import IssuerError, NotReplicated
 from ..ratelimit import AuthFailureLimiter
 from ..settings import IssuerSettings
 from .admin import AdminDenied, admin_router
@@ -66,7 +67,7 @@ class Service:
         self.settings: IssuerSettings = runtime.settings
         self.clock: Clock = runtime.clock
         self._limiter: AuthFailureLimiter | None = None
-        self.lookup = LookupBatcher(lambda: self.redis)
+        self.lookup = LookupBatcher(lambda: node_client(self.redis, self.settings.names.head))
         """The reads of each token request (the log's head, both failure counters), batched."""
         runtime.closing.append(self.lookup.close)
         self.clients = ClientView(runtime)
@@ -183,8 +184,12 @@ def _redis_down(exc: RedisError) -> Response:
 
 def _log_unusable(exc: IssuerError) -> Response:
     log.warning("request failed: %s", exc)
-    body = {"error": "temporarily_unavailable", "error_description": "the issuer cannot use its log right now"}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"})
+    description, retry = "the issuer cannot use its log right now", 1
+    if isinstance(exc, NotReplicated):  # in the log, but a failover could still lose it: not done
+        description, retry = "too few Redis replicas confirmed the revocation in time; it is not done: retry", \
+            exc.retry_after
+    body = {"error": "temporarily_unavailable", "error_description": description}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(retry), "Cache-Control": "no-store"})
 
 
 def create_app(runtime: IssuerRuntime) -> FastAPI:
