@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis import Redis
 
 from keyherald.issuer.kek import generate_kek_text
+from keyherald.shared.connect import sync_client
 from keyherald.shared.names import Names
 from tests.procs import AgentProcess, Fleet, IssuerProcess, wait_for
 from tests.servers import cleanup_namespace, fresh_namespace
@@ -254,7 +254,7 @@ def test_an_agent_that_does_not_confirm_is_named(stack: Stack, page: Page) -> No
 def test_attacker_influenced_values_render_as_text(stack: Stack, page: Page) -> None:
     """Client names, audiences, subjects and agent ids come from users and from Redis."""
     names = Names(stack.d.namespace)
-    with Redis.from_url(stack.d.redis_url) as redis:
+    with sync_client(stack.d.redis_url) as redis:
         # Someone who can write Redis fakes an agent named like markup.
         record = {"agent_id": XSS, "audience": [XSS], "log": "", "seq": 0, "interval": 5.0, "connected": True,
                   "stale": False, "refusing": False}

@@ -47,6 +47,10 @@ UNHEALTHY_AFTER = 3
 FLEET_EVERY = 5.0
 
 
+STOP_GRACE = 5.0
+"""How long stop() waits for its tasks to end once cancelled."""
+
+
 class IssuerRuntime:
     """Everything one replica runs; ``role`` and ``redis_ok`` feed /healthz.
 
@@ -162,11 +166,13 @@ class IssuerRuntime:
 
     async def stop(self) -> None:
         refreshing = self._refreshing
-        for task in [*self._tasks, *([refreshing] if refreshing is not None else [])]:
+        tasks = [*self._tasks, *([refreshing] if refreshing is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *([refreshing] if refreshing is not None else [])]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:  # bounded: a task that swallowed its cancellation must not hold the process
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for task in pending:
+                log.error("task %s did not stop within %.0f s of being cancelled", task.get_name(), STOP_GRACE)
         self._tasks.clear()
         agent, self.agent = self.agent, None
         if agent is not None:
@@ -232,6 +238,7 @@ class IssuerRuntime:
 
     async def _duty_loop(self) -> None:
         while True:
+            _stop_if_cancelled()  # a cancel swallowed below (a library that catches it) ends the loop here
             await asyncio.sleep(self.tick_interval)
             try:
                 await self._duty_once()
@@ -249,6 +256,7 @@ class IssuerRuntime:
                 self.redis_ok, self.role = False, "follower"
                 await asyncio.sleep(min(5.0, 0.2 * 2**self.duty_failures))
             except (IssuerError, ProtocolError) as exc:
+                _stop_if_cancelled()
                 self.duty_failures += 1
                 if isinstance(exc, LogRefused) or self.duty_failures >= UNHEALTHY_AFTER:
                     self.problem = str(exc)
@@ -302,6 +310,7 @@ class IssuerRuntime:
 
     async def _refresh(self) -> None:
         while True:
+            _stop_if_cancelled()
             self._refresh_again = False
             with contextlib.suppress(RedisError, OSError, IssuerError, ProtocolError):
                 await self.on_event()
