@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import resource
 import secrets
 import statistics
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis.exceptions import RedisError
 
+from bench.propagation import server as _server
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.issuer.kek import generate_kek_text
@@ -157,21 +157,6 @@ def _agent(url: str, namespace: str, anchor: str, probes: Path, store: str, *, t
         raise RuntimeError(f"agent worker failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
-
-
-@contextlib.contextmanager
-def _server() -> Any:
-    url = os.environ.get("KEYHERALD_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    from tests.servers import EmbeddedValkey
-
-    valkey = EmbeddedValkey()
-    try:
-        yield valkey.url
-    finally:
-        valkey.close()
 
 
 @contextlib.asynccontextmanager
