@@ -130,9 +130,9 @@ def test_revoke_subject_key_and_token_print_their_seq(env: IssuerSettings, cli: 
 
     active = _state(env).active_key
     assert active is not None
-    code, out, _ = cli("revoke", "key", active.kid)
+    code, out, err = cli("revoke", "key", active.kid)
     state = _state(env)
-    assert code == 0 and out.strip().endswith(f"seq {state.seq}")
+    assert code == 0 and out.strip().endswith(f"seq {state.seq}"), err
     assert state.keys[active.kid].state == "revoked"
     assert state.active_key is not None and state.active_key.kid != active.kid
 
