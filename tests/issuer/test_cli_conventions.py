@@ -105,3 +105,16 @@ def test_revoke_loads_neither_the_worker_nor_the_http_server(env: IssuerSettings
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert done.stderr.strip().splitlines()[-1] == "0 []", done.stderr
     assert json.loads(done.stdout)["seq"] > 0
+
+
+def test_an_identifier_that_starts_with_a_dash_is_a_value_not_an_option() -> None:
+    """One kid or jti in 64 starts with '-' (base64url): `revoke key -x...` used to be refused
+    as an unknown option (exit 2), one key revocation in 64."""
+    parser = build_parser()
+    kid = "-Jq3VnB0cYk9m8rT1pWzQ2xL5sHdE7uFgAaIoNlKbC4"
+    assert parser.parse_args(["revoke", "key", kid]).kid == kid
+    args = parser.parse_args(["revoke", "token", "--jti", "-f3Kx9Lm2Qa7Zp1Rt8Yw", "--expires-at", "1893456000"])
+    assert args.jti == "-f3Kx9Lm2Qa7Zp1Rt8Yw"
+    assert parser.parse_args(["anchor", "rotate", "--revoke-previous"]).revoke_previous
+    with pytest.raises(SystemExit):
+        parser.parse_args(["revoke", "key", kid, "--no-such-flag"])

@@ -61,7 +61,9 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from ._common import Parser
+
+    parser = Parser(
         prog="keyherald",
         description="keyherald: rotating JWT signing keys and revocations, pushed to offline verifiers.",
         epilog="Settings come from KEYHERALD_* environment variables; flags override them. "

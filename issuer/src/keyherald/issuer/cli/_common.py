@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
+    "Parser",
     "OperationFailed",
     "acted",
     "Subparsers",
@@ -37,6 +39,19 @@ Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 class OperationFailed(Exception):
     """The command ran but its operation was refused or failed (exit 1)."""
+
+
+_VALUE_WITH_A_DASH = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[A-Za-z0-9_][A-Za-z0-9_-]{15,}$")
+"""What argparse takes for a value, not an option, though it starts with '-': numbers, as
+argparse does, and base64url identifiers (kids, thumbprints, jtis: 1 in 64 starts with '-')."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but ``revoke key -x9...`` is a kid, not an unknown option (exit 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _VALUE_WITH_A_DASH
 
 
 def add_parser(sub: Any, name: str, text: str, **kwargs: Any) -> argparse.ArgumentParser:
