@@ -79,7 +79,7 @@ def connect(url: str, *, block_ms: int | None = None, role: Role = "primary", se
     A connection that dies silently (no RST: a partition, a dead NAT entry) is then noticed
     within block + SOCKET_MARGIN seconds, and the follower's own backoff takes over.
     """
-    return build_client(url, role=role, seed=seed, **_options(block_ms), retry_on_timeout=False)
+    return build_client(url, role=role, seed=seed, **_options(block_ms))  # retry: none (Retry(.., 0))
 
 
 async def follow_clients(
