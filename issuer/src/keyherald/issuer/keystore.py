@@ -172,13 +172,13 @@ class KeyStore:
                 ) from None
             try:
                 held = self._open_stored(stored, name) if stored is not None and not damaged else None
-            except (DamagedBlob, WrongKEK):  # the file's key opened: the KEK is right, the blob is junk
+            except DamagedBlob:  # junk (WrongKEK stays a refusal: another deployment's key, never overwritten)
                 held, damaged = None, True
             if held is None:
                 await self._redis.set(self._names.control_key, kept, nx=not damaged)
-            elif held.anchor.thumbprint != key.anchor.thumbprint and await self._rotated_from(key, key):
-                # The log's checkpoint is signed by the file's key: Redis holds a key the anchor was
-                # rotated away from (put back by a Redis writer), or another key: the file's wins.
+            elif held.anchor.thumbprint != key.anchor.thumbprint and await self._rotated_from(held, key):
+                # The checkpoint's chain leads from Redis' key to the file's: Redis holds a key the
+                # anchor was rotated away from (put back by a Redis writer): the file's wins.
                 await self._redis.set(self._names.control_key, kept)
             elif held.anchor.thumbprint != key.anchor.thumbprint:
                 if not await self._rotated_from(key, held):

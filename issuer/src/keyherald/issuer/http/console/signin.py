@@ -74,7 +74,8 @@ async def signin(console: Console, request: Request) -> Response:
             return await _failed(console, counted, address, "token", denied.description)
         exp = claims.get("exp")
         session_id, _ = await store.create(
-            str(claims.get("sub", "")), "token", expires=float(exp) if isinstance(exp, int) else None,
+            str(claims.get("sub", "")), "token",
+            expires=float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None,
             jti=str(claims.get("jti", "")), kid=token_kid(token),
         )
         who = str(claims.get("sub", ""))
