@@ -221,7 +221,7 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
         problem = problem or "the head key names another log than the checkpoint"
     elif claim.seq > state.seq:
         problem = problem or f"the head claims seq {claim.seq} but the stream verifies only to {state.seq}"
-    elif head != format_head(state) and _text(await raw(redis, "GET", names.head)) == head:
+    elif head != format_head(state) and await _head_again(redis, names) == head:
         # Read again: a head behind the tail we just read is most often a writer appending meanwhile.
         problem = problem or f"the head key says seq {claim.seq} but the stream verifies to {state.seq}"
     else:
@@ -229,6 +229,13 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     return Observed(head=head, state=state, checkpoint_seq=checkpoint_seq, checkpoint_time=checkpoint_time,
                     problem=problem, checkpoint_text=text, checkpoint_base=snapshot.head == genesis_head(snapshot.log),
                     head_only=head_only)
+
+
+async def _head_again(redis: Redis, names: Names) -> str | None:
+    try:
+        return _text(await raw(redis, "GET", names.head))
+    except ResponseError:  # made another type meanwhile: the next look judges it
+        return None
 
 
 async def _probe(redis: Redis, names: Names) -> tuple[Any, int, bool]:
