@@ -113,6 +113,8 @@ def test_an_identifier_that_starts_with_a_dash_is_a_value_not_an_option() -> Non
     parser = build_parser()
     kid = "-Jq3VnB0cYk9m8rT1pWzQ2xL5sHdE7uFgAaIoNlKbC4"
     assert parser.parse_args(["revoke", "key", kid]).kid == kid
+    with_h = "-hAbc3VnB0cYk9m8rT1pWzQ2xL5sHdE7uFgAaIoNlKb"  # not -h (help) with a value
+    assert parser.parse_args(["revoke", "key", with_h]).kid == with_h
     args = parser.parse_args(["revoke", "token", "--jti", "-f3Kx9Lm2Qa7Zp1Rt8Yw", "--expires-at", "1893456000"])
     assert args.jti == "-f3Kx9Lm2Qa7Zp1Rt8Yw"
     assert parser.parse_args(["anchor", "rotate", "--revoke-previous"]).revoke_previous

@@ -53,6 +53,12 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = _VALUE_WITH_A_DASH
 
+    def _parse_optional(self, arg_string: str) -> Any:
+        # Before argparse's prefix matching, which reads "-hAbc..." as -h with a value.
+        if _VALUE_WITH_A_DASH.match(arg_string) and arg_string not in self._option_string_actions:
+            return None
+        return super()._parse_optional(arg_string)
+
 
 def add_parser(sub: Any, name: str, text: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A sub-command whose one-line help is also its --help description."""
