@@ -31,10 +31,20 @@ log = logging.getLogger("keyherald.issuer")
 
 POLICY_EVERY = 60.0
 
+REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+"""SET KEYS[1] to ARGV[2] only if it still holds ARGV[1]."""
+
 
 class StoreAudit:
     def __init__(self, ctx: IssuerContext) -> None:
         self._ctx = ctx
+        self._replace = ctx.redis.register_script(REPLACE)
         self._verified_blob: str | None = None
         self._policy_at = float("-inf")
         self._clients_destroyed = False
@@ -107,7 +117,9 @@ class StoreAudit:
         if self._opens_to_ours(str(blob)):
             self._verified_blob = str(blob)
             return None
-        await ctx.redis.set(key, ctx.keystore.sealed_control(ctx.control))
+        # Compare-and-set on what was judged: a rotation by another writer meanwhile wins.
+        if not await self._replace(keys=[key], args=[blob, ctx.keystore.sealed_control(ctx.control)]):
+            return None
         self._verified_blob = None
         return "the control key was not the one the log names (junk, another seal, or an older key): written back"
 
