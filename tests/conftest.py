@@ -15,7 +15,7 @@ from keyherald.shared.clock import ManualClock
 from keyherald.shared.jwk import ControlAlgorithm
 
 from .procs import Fleet
-from .servers import cleanup_namespace, fresh_namespace, server_url
+from .servers import EmbeddedValkey, cleanup_namespace, fresh_namespace, server_url
 
 # Writers keep a record of the log on disk (KEYHERALD_STATE_DIR); the tests' go to a
 # directory of their own, never the developer's ~/.local/state. Processes the tests start
@@ -85,3 +85,13 @@ def fleet() -> Iterator[Fleet]:
         yield found
     finally:
         found.close()
+
+
+@pytest.fixture
+def own_server() -> Iterator[EmbeddedValkey]:
+    """A server of the test's own, for what is global to a server (ACL users, a wipe, a stop)."""
+    server = EmbeddedValkey()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from .deployment import Deployment, token_of
 
 pytestmark = pytest.mark.redis
 
-
-@pytest.fixture
-def own_server() -> Iterator[EmbeddedValkey]:
-    """A server of the test's own: ACL users are global to a server."""
-    server = EmbeddedValkey()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_an_agent_runs_as_a_user_that_cannot_write_the_log(

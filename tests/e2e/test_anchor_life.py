@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,8 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def server() -> Iterator[EmbeddedValkey]:
-    valkey = EmbeddedValkey()
-    try:
-        yield valkey
-    finally:
-        valkey.close()
-
-
-@pytest.fixture
-def own(server: EmbeddedValkey, namespace: str, kek: str, tmp_path: Path) -> Deployment:
-    return Deployment(server.url, namespace, kek, tmp_path)
+def own(own_server: EmbeddedValkey, namespace: str, kek: str, tmp_path: Path) -> Deployment:
+    return Deployment(own_server.url, namespace, kek, tmp_path)
 
 
 def _wipe(server: EmbeddedValkey) -> None:
@@ -44,9 +34,9 @@ def _wipe(server: EmbeddedValkey) -> None:
     server.start()  # same port, no data
 
 
-def test_a_redis_that_may_evict_keys_is_refused(own: Deployment, server: EmbeddedValkey, fleet: Fleet) -> None:
+def test_a_redis_that_may_evict_keys_is_refused(own: Deployment, own_server: EmbeddedValkey, fleet: Fleet) -> None:
     d = own
-    with sync_client(server.url) as admin:
+    with sync_client(own_server.url) as admin:
         admin.config_set("maxmemory-policy", "allkeys-lru")
         code, _out, err = d.operator("issuer", "init", host="issuer-1")
         assert code == 2 and "maxmemory-policy" in err and "allkeys-lru" in err and "noeviction" in err
@@ -72,7 +62,7 @@ def test_issuer_run_prepares_no_namespace_unless_told(deployment: Deployment, fl
 
 
 def test_redis_restarted_empty_with_the_control_key_file(
-    own: Deployment, server: EmbeddedValkey, fleet: Fleet
+    own: Deployment, own_server: EmbeddedValkey, fleet: Fleet
 ) -> None:
     """The control key survives in its file: the restarted replica starts a new log signed by
     the same key, running agents adopt it with every revocation, fresh agents bootstrap on the
@@ -92,7 +82,7 @@ def test_redis_restarted_empty_with_the_control_key_file(
     wait_for(lambda: running.refuses(revoked) == "revoked", 5, "the revocation applied")
 
     issuer.stop()
-    _wipe(server)
+    _wipe(own_server)
     restarted = fleet.issuer(d.host("issuer-1"))
     restarted.wait_healthy()
     wait_for(lambda: running.status()["resets"] >= 1, 10, "the running agent adopting the new log")
@@ -104,13 +94,13 @@ def test_redis_restarted_empty_with_the_control_key_file(
     # Without the file, the same host makes no new control key either: its record says the
     # namespace was in use, so Redis lost it.
     restarted.stop()
-    _wipe(server)
+    _wipe(own_server)
     del d.base["KEYHERALD_CONTROL_KEY_FILE"]
     code, _out, err = d.operator("issuer", "init", host="issuer-1")
     assert code != 0 and "ran the namespace before" in err
 
 
-def test_backup_wipe_and_restore(own: Deployment, server: EmbeddedValkey, fleet: Fleet) -> None:
+def test_backup_wipe_and_restore(own: Deployment, own_server: EmbeddedValkey, fleet: Fleet) -> None:
     d = own
     d.init()
     issuer = fleet.issuer(d.host("issuer-1"))
@@ -129,7 +119,7 @@ def test_backup_wipe_and_restore(own: Deployment, server: EmbeddedValkey, fleet:
     wait_for(lambda: running.refuses(after) == "revoked", 5, "the later revocation applied")
 
     issuer.stop()
-    _wipe(server)
+    _wipe(own_server)
     # This host's record saw the later revocation: the older backup is refused unless accepted as such.
     code, out, err = d.operator("restore", str(backup), host="issuer-1")
     assert code == 1 and "further than the backup" in err and "--older" in err, err
@@ -153,7 +143,7 @@ def test_backup_wipe_and_restore(own: Deployment, server: EmbeddedValkey, fleet:
 
 @pytest.mark.parametrize("tamper", ["events cut off", "head edited", "a signing key replaced", "tag removed"])
 def test_an_altered_backup_is_refused_and_changes_nothing(
-    own: Deployment, server: EmbeddedValkey, fleet: Fleet, tamper: str,
+    own: Deployment, own_server: EmbeddedValkey, fleet: Fleet, tamper: str,
 ) -> None:
     """The file is tagged under the KEK as a whole: cutting the newest events off (and fixing
     its head to match) would have restored a log without the revocations in them."""
@@ -179,7 +169,7 @@ def test_an_altered_backup_is_refused_and_changes_nothing(
     else:
         document["mac"] = ""
     backup.write_text(json.dumps(document))
-    _wipe(server)
+    _wipe(own_server)
     code, _out, err = d.operator("restore", str(backup), host="fresh-host")
     assert code == 1 and ("altered" in err or "does not" in err), err
     with sync_client(d.redis_url) as check:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +31,6 @@ pytestmark = pytest.mark.redis
 
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
 
-
-@pytest.fixture
-def own_server() -> Iterator[EmbeddedValkey]:
-    server = EmbeddedValkey()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
