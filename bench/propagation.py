@@ -33,12 +33,11 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,21 +65,6 @@ GAP = 0.01
 """Pause between revocations, so that each one is measured on its own."""
 WARMUP = 3
 """Revocations sent first and left out of the figures (connections and caches warm up)."""
-
-
-@contextlib.contextmanager
-def server() -> Iterator[str]:
-    url = os.environ.get("KEYHERALD_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    from tests.servers import EmbeddedValkey
-
-    valkey = EmbeddedValkey()
-    try:
-        yield valkey.url
-    finally:
-        valkey.close()
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -273,13 +257,13 @@ stream path cannot hide in the figures."""
 
 
 @contextlib.asynccontextmanager
-async def fresh_issuer(url: str) -> AsyncIterator[IssuerContext]:
+async def fresh_issuer(url: str, **overrides: str) -> AsyncIterator[IssuerContext]:
     """A namespace of its own for each block: the snapshot, which the append script rewrites
     with every event, stays small instead of growing with every revocation of the run (a
     growing append would slow the XADD itself, for every contender, and blur the ratio)."""
     settings = IssuerSettings(
         redis_url=url, namespace=f"bench-{uuid.uuid4().hex[:8]}", issuer="https://issuer.bench",
-        kek=generate_kek_text(), heartbeat_interval="1h",
+        kek=generate_kek_text(), heartbeat_interval="1h", **overrides,  # type: ignore[arg-type]
     )
     async with IssuerContext(settings, create=True) as ctx:
         try:
@@ -293,7 +277,9 @@ async def fresh_issuer(url: str) -> AsyncIterator[IssuerContext]:
 
 async def run(sizes: list[int], scale: float) -> str:
     rows: list[Row] = []
-    with server() as url:
+    from tests.servers import server_url  # KEYHERALD_TEST_REDIS_URL, or an embedded Valkey
+
+    with server_url() as url:
         for n in sizes:
             rounds = max(5, int(ROUNDS.get(n, 20) * scale))
             blocks = max(1, min(BLOCKS.get(n, 2), rounds // 5))

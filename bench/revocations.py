@@ -40,7 +40,7 @@ import time
 import timeit
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis.exceptions import RedisError
 
-from bench.propagation import server as _server
+from bench.propagation import fresh_issuer
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
-from keyherald.issuer.kek import generate_kek_text
-from keyherald.issuer.rotation import Rotator
-from keyherald.issuer.settings import IssuerSettings
 from keyherald.shared.events import EventType
 from keyherald.shared.revocations import TokenSet, next_generation
 from keyherald.shared.state import State
@@ -159,20 +156,6 @@ def _agent(url: str, namespace: str, anchor: str, probes: Path, store: str, *, t
     return result
 
 
-@contextlib.asynccontextmanager
-async def _issuer(url: str) -> AsyncIterator[IssuerContext]:
-    settings = IssuerSettings(redis_url=url, namespace=f"bench-rev-{uuid.uuid4().hex[:8]}", issuer=ISSUER,
-                              kek=generate_kek_text(), heartbeat_interval="1h", token_ttl="1h")
-    async with IssuerContext(settings, create=True) as ctx:
-        try:
-            await Rotator(ctx).tick()
-            yield ctx
-        finally:
-            keys = [k async for k in ctx.redis.scan_iter(match=f"{{{settings.namespace}}}:*")]
-            for i in range(0, len(keys), 500):
-                await ctx.redis.delete(*keys[i:i + 500])
-
-
 def _pct(samples: list[float]) -> tuple[float, float]:
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return cuts[49] * 1000, cuts[98] * 1000
@@ -273,7 +256,7 @@ def _sign_ms(ctx: IssuerContext) -> float:
 
 async def run_all(url: str, sizes: list[int], appends: int, reference: bool, runs: int) -> list[dict[str, Any]]:
     async with contextlib.AsyncExitStack() as stack:
-        contexts = [await stack.enter_async_context(_issuer(url)) for _ in sizes]
+        contexts = [await stack.enter_async_context(fresh_issuer(url, token_ttl="1h")) for _ in sizes]
         rows = []
         for ctx, n in zip(contexts, sizes, strict=True):
             rows.append(await _prepare(ctx, n))
@@ -324,7 +307,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 async def run(sizes: list[int], appends: int, *, reference: bool = True, runs: int = 3) -> str:
-    with _server() as url:
+    from tests.servers import server_url  # KEYHERALD_TEST_REDIS_URL, or an embedded Valkey
+
+    with server_url() as url:
         return table(await run_all(url, sizes, appends, reference, runs))
 
 
