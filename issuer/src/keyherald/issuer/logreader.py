@@ -214,7 +214,8 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     problem = broken
     # Only a head ahead of the verified stream can mean lost events; any other wrong head (none,
     # another log's, behind the stream, or the right seq with a wrong digest) is written again.
-    head_only = broken is None and (claim is None or claim.log != state.log or claim.seq <= state.seq)
+    ahead = claim is not None and claim.log == state.log and claim.seq > state.seq
+    head_only = broken is None and not ahead  # read only with a problem
     if claim is None:
         problem = problem or "the head key is not a head"
     elif claim.log != state.log:
@@ -224,8 +225,6 @@ async def read_log(redis: Redis, names: Names, anchor: TrustAnchor, issuer: str)
     elif head != format_head(state) and await _head_again(redis, names) == head:
         # Read again: a head behind the tail we just read is most often a writer appending meanwhile.
         problem = problem or f"the head key says seq {claim.seq} but the stream verifies to {state.seq}"
-    else:
-        head_only = False  # the head is right, or moved on while read: nothing to write
     return Observed(head=head, state=state, checkpoint_seq=checkpoint_seq, checkpoint_time=checkpoint_time,
                     problem=problem, checkpoint_text=text, checkpoint_base=snapshot.head == genesis_head(snapshot.log),
                     head_only=head_only)
