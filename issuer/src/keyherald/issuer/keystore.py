@@ -49,13 +49,16 @@ class KeyStore:
     def _name(self, kid: str) -> str:
         return f"{self._names.namespace}/signing-key/{kid}"
 
+    def _field(self, key: SigningKey, made_at: float) -> str:
+        """The hash field's value: the seal, and beside it when the key was made."""
+        return dumps({**loads_object(self._seal(key, self._name(key.kid))), "made_at": int(made_at)}).decode()
+
     async def put(self, key: SigningKey, *, made_at: float) -> None:
         """Store before the key is announced: agents must never hold a key we cannot use.
 
         ``made_at`` (outside the seal) lets the leader sweep keys a lost append never announced.
         """
-        sealed = loads_object(self._seal(key, self._name(key.kid)))
-        blob = dumps({**sealed, "made_at": int(made_at)}).decode()
+        blob = self._field(key, made_at)
         await self._redis.hset(self._names.signing_keys, key.kid, blob)
         self._cache[key.kid] = key
 
@@ -120,8 +123,7 @@ class KeyStore:
         )
         restored = []
         for kid, key in self._cache.items():
-            sealed = loads_object(self._seal(key, self._name(kid)))
-            if await self._redis.hsetnx(self._names.signing_keys, kid, dumps({**sealed, "made_at": 0}).decode()):
+            if await self._redis.hsetnx(self._names.signing_keys, kid, self._field(key, 0)):
                 restored.append(kid)
         return restored
 
@@ -147,8 +149,7 @@ class KeyStore:
             if ok:
                 self._verified[kid] = str(blob)
                 continue
-            sealed = loads_object(self._seal(self._cache[kid], self._name(kid)))
-            await self._redis.hset(self._names.signing_keys, kid, dumps({**sealed, "made_at": 0}).decode())
+            await self._redis.hset(self._names.signing_keys, kid, self._field(self._cache[kid], 0))
             fixed.append(kid)
         return fixed
 
