@@ -52,7 +52,7 @@ from bench.propagation import fresh_issuer
 from keyherald.issuer.admin import Admin
 from keyherald.issuer.context import IssuerContext
 from keyherald.shared.events import EventType
-from keyherald.shared.revocations import TokenSet, next_generation
+from keyherald.shared.revocations import TokenGroups, TokenSet, group_items, next_generation
 from keyherald.shared.state import State
 from keyherald.verifier import VerifierAgent, VerifierSettings
 
@@ -70,8 +70,8 @@ class ReferenceStore(dict[str, int]):
         self.generation = next_generation()
 
     @classmethod
-    def from_dict(cls, tokens: dict[str, int]) -> ReferenceStore:
-        return cls(tokens.items())
+    def from_groups(cls, groups: TokenGroups) -> ReferenceStore:
+        return cls(group_items(groups))
 
     def get(self, jti: str, default: int = 0) -> int:  # type: ignore[override]
         return dict.get(self, jti, default)

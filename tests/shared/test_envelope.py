@@ -16,6 +16,7 @@ from keyherald.shared.errors import BadSignature, MalformedMessage, UnsupportedV
 from keyherald.shared.events import Event, Snapshot
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.jws import sign_compact
+from keyherald.shared.revocations import group_items
 from keyherald.shared.state import Outcome, State
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "protocol.json").read_text())
@@ -282,8 +283,8 @@ def test_a_bulk_revocation_says_it_must_be_understood_and_nothing_else_may(
     bulk = VECTORS["events"][REVOKED + 1]
     assert bulk["event"]["type"] == "tokens.revoked"
     header = json.loads(b64url_decode(bulk["jws"].split(".")[0]))
-    assert header["crit"] == ["khv"] and header["khv"] == "2.2"
-    assert anchor.open_event(bulk["jws"]).data["tokens"] == {"5a2d": 1800000290, "6b3e": 1800000300}
+    assert header["crit"] == ["khv"] and header["khv"] == "2.3"
+    assert anchor.open_event(bulk["jws"]).data["tokens"] == {"5a2d": 1800000290, "6b3e": 1800000300, "7c4f": 1800000290}
     single = json.loads(b64url_decode(VECTORS["events"][REVOKED]["jws"].split(".")[0]))
     assert "crit" not in single
     event = Event.model_validate(bulk["event"])
@@ -295,14 +296,36 @@ def test_a_bulk_revocation_says_it_must_be_understood_and_nothing_else_may(
             anchor.open_event(text)
 
 
-@pytest.mark.parametrize("tokens", [{"j": "1800000300"}, {"j": 1.5}, {"j": True}, {"j": None}, ["j"]])
-def test_a_checkpoint_whose_revoked_tokens_are_not_integers_is_refused(
+@pytest.mark.parametrize("tokens", [
+    {"j": "1800000300"}, {"j": 1.5}, {"j": True}, {"j": None}, ["j"], [[1800000300, "j"]], [[1800000300, []]],
+    [[1800000300.0, ["j"]]], [[True, ["j"]]], [[1800000300, ["j", 7]]], [[1800000300, ["j"], 1]], [[1800000300]],
+    [{"1800000300": ["j"]}], "j",
+])
+def test_a_checkpoint_whose_revoked_tokens_are_malformed_is_refused(
     control: ControlKey, anchor: TrustAnchor, tokens: object
 ) -> None:
     document = {**VECTORS["snapshot"]["snapshot"], "revoked_tokens": tokens}
-    header = {"typ": "keyherald-snapshot+jws", "khv": "2.2", "jwk": control.signing_key.public.jwk}
+    header = {"typ": "keyherald-snapshot+jws", "khv": "2.3", "jwk": control.signing_key.public.jwk}
     with pytest.raises(MalformedMessage, match="not a valid document"):
         anchor.open_snapshot(sign_compact(header, dumps(document), control.signing_key))
-    good = {**document, "revoked_tokens": {"j": 1800000300}}
-    assert anchor.open_snapshot(sign_compact(header, dumps(good), control.signing_key)).revoked_tokens == {
-        "j": 1800000300}
+    good = {**document, "revoked_tokens": [[1800000300, ["j", "k"]]]}
+    opened = anchor.open_snapshot(sign_compact(header, dumps(good), control.signing_key))
+    assert dict(group_items(opened.revoked_tokens)) == {"j": 1800000300, "k": 1800000300}
+
+
+def test_a_checkpoint_in_the_2_2_form_opens_to_the_same_state(anchor: TrustAnchor) -> None:
+    """Agents are upgraded before issuers: a 2.3 agent reads a 2.2 issuer's checkpoint."""
+    older = anchor.open_snapshot(VECTORS["snapshot_2_2"]["jws"], issuer=ISSUER)
+    newer = anchor.open_snapshot(VECTORS["snapshot"]["jws"], issuer=ISSUER)
+    assert older == newer and len(newer.revoked_tokens) == 2
+    assert State.from_snapshot(older).to_snapshot().model_dump(mode="json") == VECTORS["snapshot"]["snapshot"]
+
+
+def test_a_jti_listed_in_two_groups_keeps_its_later_end(control: ControlKey, anchor: TrustAnchor) -> None:
+    """Not what an issuer writes; a reader still gives it the fold's meaning (the agent's store too:
+    tests/verifier/test_revocation_store.py)."""
+    document = {**VECTORS["snapshot"]["snapshot"], "revoked_tokens": [[1800000300, ["j"]], [1800000200, ["j", "k"]]]}
+    header = {"typ": "keyherald-snapshot+jws", "khv": "2.3", "jwk": control.signing_key.public.jwk}
+    opened = anchor.open_snapshot(sign_compact(header, dumps(document), control.signing_key))
+    state = State.from_snapshot(opened)
+    assert dict(state.revoked_tokens.items()) == {"j": 1800000300, "k": 1800000200}  # type: ignore[attr-defined]

@@ -7,14 +7,16 @@ an agent written in another language can check itself against this file. PS256 (
 default control key, RSA-3072) signs with a random salt: its section holds a key made for
 the file and envelopes to verify, not to reproduce.
 
-Protocol 2.2 (2.1 plus ``tokens.revoked``, the bulk form, whose envelope carries
-``crit: ["khv"]``): every event names its log and carries ``prev``, the digest (SHA-256,
-base64url) of the previous event's compact JWS; the first event's ``prev`` is the log's
-genesis digest. The file holds the chain of digests, the base checkpoint (seq 0) and the
-checkpoint the events fold into, an event spliced from another log, and an envelope of a
-future major version (3.0), which a reader must refuse with "unsupported protocol version",
-and an anchor rotation (2.1): the link, the events on both sides of it, and the checkpoint
-signed by the new key that an agent pinned to the old one opens through the chain.
+Protocol 2.3 (2.2 with the checkpoint's ``revoked_tokens`` grouped by end; 2.2 added
+``tokens.revoked``, the bulk form, whose envelope carries ``crit: ["khv"]``): every event
+names its log and carries ``prev``, the digest (SHA-256, base64url) of the previous event's
+compact JWS; the first event's ``prev`` is the log's genesis digest. The file holds the chain
+of digests, the base checkpoint (seq 0) and the checkpoint the events fold into (in the 2.3
+form, and the same state in 2.2's object form, which readers still open), an event spliced
+from another log, an envelope of a future major version (3.0), which a reader must refuse
+with "unsupported protocol version", and an anchor rotation (2.1): the link, the events on
+both sides of it, and the checkpoint signed by the new key that an agent pinned to the old
+one opens through the chain.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from keyherald.shared.anchorchain import make_link
 from keyherald.shared.chain import digest, genesis_head
 from keyherald.shared.encoding import dumps
-from keyherald.shared.envelope import EVENT_TYP, ControlKey
+from keyherald.shared.envelope import EVENT_TYP, PROTOCOL_VERSION, SNAPSHOT_TYP, ControlKey
 from keyherald.shared.events import Event, KeyRecord, KeyState
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.jws import sign_compact
@@ -53,7 +55,7 @@ def _drafts(token_key: SigningKey) -> list[tuple[str, float, dict[str, Any]]]:
         ("key.published", 1800000000.0, {"key": published.model_dump(mode="json")}),
         ("key.activated", 1800000000.0, {"key": record.model_dump(mode="json")}),
         ("token.revoked", 1800000010.5, {"jti": "4f1c", "expires_at": 1800000300}),
-        ("tokens.revoked", 1800000011.0, {"tokens": {"5a2d": 1800000290, "6b3e": 1800000300}}),
+        ("tokens.revoked", 1800000011.0, {"tokens": {"5a2d": 1800000290, "6b3e": 1800000300, "7c4f": 1800000290}}),
         ("client.updated", 1800000012.0, {"client_id": "orders", "record": digest("a stored record")}),
         ("heartbeat", 1800000015.0, {"active_kid": token_key.kid}),
     ]
@@ -121,8 +123,8 @@ def main() -> None:
         {"typ": EVENT_TYP, "khv": "3.0"}, dumps(future.model_dump(mode="json")), control.signing_key
     )
     doc = {
-        "comment": "keyherald protocol 2.1 vectors; the control key seeds are public: never use them",
-        "protocol": "2.1",
+        "comment": f"keyherald protocol {PROTOCOL_VERSION} vectors; the control key seeds are public: never use them",
+        "protocol": PROTOCOL_VERSION,
         "issuer": ISSUER,
         "log": LOG,
         "control_seed_hex": SEED.hex(),
@@ -132,10 +134,19 @@ def main() -> None:
         "spliced": {"event": spliced.model_dump(mode="json"), "jws": control.seal_event(spliced),
                     "why": "a genuine event of another log at the next seq: refused (not this log)"},
         "future_version": {"jws": future_jws, "why": "khv 3.0: refused as an unsupported protocol version"},
+        "snapshot_2_2": _older_form(control, chain["snapshot"]["snapshot"]),
         "ps256": _ps256(token_key),
         "rotation": _rotation(control, token_key, chain),
     }
     print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def _older_form(control: ControlKey, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint above as a 2.2 issuer wrote it: revoked_tokens an object jti -> end."""
+    older = {**snapshot, "revoked_tokens": {jti: end for end, jtis in snapshot["revoked_tokens"] for jti in jtis}}
+    header = {"typ": SNAPSHOT_TYP, "khv": "2.2", "jwk": control.signing_key.public.jwk}
+    return {"snapshot": older, "jws": sign_compact(header, dumps(older), control.signing_key),
+            "why": "2.2's form of the same checkpoint: a 2.3 reader opens it to the same state"}
 
 
 def _ps256(token_key: SigningKey) -> dict[str, object]:

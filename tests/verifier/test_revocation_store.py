@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from keyherald.shared.revocations import RevokedTokens
+from keyherald.shared.revocations import RevokedTokens, grouped
 from keyherald.verifier import revocations
 from keyherald.verifier.revocations import CompactRevocations
 
@@ -31,7 +31,7 @@ def test_it_follows_the_issuers_store_through_revocations_prunes_and_merges(
     jtis = [f"jti-{i}" for i in range(3000)]
     start = {j: 1000 + rng.randrange(600) for j in jtis[:1500]}
     reference = RevokedTokens(start.items())
-    compact = CompactRevocations.from_dict(start)
+    compact = CompactRevocations.from_groups(grouped(start.items()))
     now = 1000
     for step in range(40):
         batch = [(rng.choice(jtis), now + rng.randrange(900)) for _ in range(rng.randrange(1, 120))]
@@ -51,14 +51,14 @@ def test_it_follows_the_issuers_store_through_revocations_prunes_and_merges(
 
 
 def test_passed_entries_go_and_a_lookup_of_a_stranger_misses() -> None:
-    compact = CompactRevocations.from_dict({f"t{i}": 100 + i for i in range(1000)})
+    compact = CompactRevocations.from_groups([(100 + i, [f"t{i}"]) for i in range(1000)])
     assert "t999" in compact and "stranger" not in compact and len(compact) == 1000
     compact.prune(600)  # every end below 600 passed: more than an eighth, so the base is rebuilt
     assert len(compact) == 500 and compact.held == 500 and "t499" not in compact and "t500" in compact
 
 
 def test_a_copy_is_independent_and_the_generation_moves_on_every_revocation() -> None:
-    compact = CompactRevocations.from_dict({"a": 500})
+    compact = CompactRevocations.from_groups([(500, ["a"])])
     copy, generation = compact.copy(), compact.generation
     copy.revoke("b", 600)
     assert "b" in copy and "b" not in compact and compact.generation == generation
@@ -68,11 +68,19 @@ def test_a_copy_is_independent_and_the_generation_moves_on_every_revocation() ->
 
 def test_what_a_new_log_lacks_is_kept_and_absorbed_back() -> None:
     """A log replacing another (Redis restored) lacks a revocation: the agent keeps it."""
-    old = CompactRevocations.from_dict({"kept": 900, "both": 900})
-    new = CompactRevocations.from_dict({"both": 900})
+    old = CompactRevocations.from_groups([(900, ["both", "kept"])])
+    new = CompactRevocations.from_groups([(900, ["both"])])
     extra = old.beyond(new)
     assert len(extra) == 1 and "kept" in extra
     new.absorb(extra, 0)
     assert "kept" in new and len(new) == 2
     new.absorb(RevokedTokens([("from-file", 950)]), 0)
     assert "from-file" in new and len(new) == 3
+
+
+def test_a_jti_in_two_groups_of_a_checkpoint_keeps_its_later_end() -> None:
+    """Not what an issuer writes, but a reader gives it the fold's meaning: one entry, the later end."""
+    compact = CompactRevocations.from_groups([(900, ["j", "k"]), (700, ["j", "l"]), (800, ["j"])])
+    assert (compact.get("j"), compact.get("k"), compact.get("l"), len(compact), compact.held) == (900, 900, 700, 3, 3)
+    compact.prune(850)  # "j" outlives the prune of its earlier ends
+    assert "j" in compact and compact.get("j") == 900

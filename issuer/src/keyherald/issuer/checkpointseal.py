@@ -3,8 +3,9 @@
 A million revocations make a 48 MB checkpoint. ``ControlKey.seal_snapshot`` builds it in a
 few long C calls (a sort, ``json.dumps``, base64), each holding the GIL for up to a second:
 even on a thread, appends would wait that long. :func:`seal_checkpoint` writes the very same
-bytes in steps of a few milliseconds (chunks sorted and merged, each chunk's JSON, base64 by
-slices), so the loop gets the GIL back between them. Small states take the short road.
+bytes in steps of a few milliseconds (chunks sorted and merged by end then jti, each chunk's
+groups as JSON, base64 by slices), so the loop gets the GIL back between them. Small states
+take the short road.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import heapq
 import json
 import secrets
 from dataclasses import replace
-from itertools import islice
+from itertools import groupby, islice
+from operator import itemgetter
 
 from keyherald.shared.encoding import b64url_encode, dumps
 from keyherald.shared.envelope import PROTOCOL_VERSION, SNAPSHOT_TYP, ControlKey
@@ -51,7 +53,7 @@ def seal_checkpoint(control: ControlKey, state: State) -> Sealed:
     rest = dumps(document).decode("utf-8")
     slot = f'"revoked_tokens":"{marker}"'
     before, after = rest.split(slot)
-    payload = "".join((before, '"revoked_tokens":{', _members(tokens), "}", after)).encode("utf-8")
+    payload = "".join((before, '"revoked_tokens":[', _groups(tokens), "]", after)).encode("utf-8")
     header = {"typ": SNAPSHOT_TYP, "khv": PROTOCOL_VERSION, "jwk": control.signing_key.public.jwk}
     full = {**header, "alg": control.signing_key.alg, "kid": control.signing_key.kid}
     body = "".join(b64url_encode(payload[i:i + _B64_SLICE]) for i in range(0, len(payload), _B64_SLICE))
@@ -60,17 +62,26 @@ def seal_checkpoint(control: ControlKey, state: State) -> Sealed:
     return Sealed(f"{signing_input}.{b64url_encode(signature)}")
 
 
-def _members(tokens: RevokedTokens) -> str:
-    """``"jti":end`` pairs sorted by jti, comma-separated, as ``json.dumps(sort_keys=True)``
-    writes them: chunks sorted on their own, then merged (a Python loop the GIL leaves often)."""
+def _groups(tokens: RevokedTokens) -> str:
+    """The ``[end,[jti,...]]`` groups, comma-separated, as ``dumps(grouped(...))`` writes them:
+    chunks sorted on their own by (end, jti), then merged (a Python loop the GIL leaves often).
+    A group may span several steps: each step's jtis of the open group are appended to it."""
     items = iter(tokens.items())  # a copy nobody changes: safe to walk lazily
     runs = []
-    while chunk := list(islice(items, STEP)):
+    while chunk := [(end, jti) for jti, end in islice(items, STEP)]:
         chunk.sort()
         runs.append(chunk)
     merged = heapq.merge(*runs)
-    parts = []
-    while block := dict(islice(merged, STEP)):
-        text = json.dumps(block, separators=(",", ":"), ensure_ascii=False)
-        parts.append(text[1:-1])
-    return ",".join(parts)
+    parts: list[str] = []
+    current: int | None = None
+    while block := list(islice(merged, STEP)):
+        for end, run in groupby(block, key=itemgetter(0)):
+            jtis = json.dumps([jti for _, jti in run], separators=(",", ":"), ensure_ascii=False)[1:-1]
+            if end == current:
+                parts.append(f",{jtis}")
+            else:
+                parts.append(f"{']],' if current is not None else ''}[{end},[{jtis}")
+                current = end
+    if current is not None:
+        parts.append("]]")
+    return "".join(parts)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .chain import validate_log_id
 from .jwk import Algorithm
+from .revocations import TokenGroups, read_groups
 
 __all__ = [
     "AnchorLink",
@@ -219,7 +220,8 @@ class Snapshot(_Model):
     max_token_ttl: int = 0
     heartbeat_interval: float = DEFAULT_HEARTBEAT
     keys: list[KeyRecord] = Field(default_factory=list)
-    revoked_tokens: dict[str, int] = Field(default_factory=dict)
+    revoked_tokens: TokenGroups = Field(default_factory=list)
+    """``[[end, [jti, ...]], ...]`` (2.3); 2.2's object jti -> end is read too."""
     revoked_subjects: dict[str, SubjectRevocation] = Field(default_factory=dict)
     clients: dict[str, ClientMark] = Field(default_factory=dict)
     """client_id -> its current record's digest ('' once deleted) and the time of that change.
@@ -234,3 +236,8 @@ class Snapshot(_Model):
     @classmethod
     def _log_id(cls, value: str) -> str:
         return validate_log_id(value)
+
+    @field_validator("revoked_tokens", mode="before")
+    @classmethod
+    def _groups(cls, value: object) -> TokenGroups:
+        return read_groups(value)

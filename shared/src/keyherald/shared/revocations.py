@@ -5,6 +5,10 @@ The issuer folds every event into one of these (a heartbeat prunes: with a plain
 would cost a pass over every live revocation). Agents hold a compact store instead
 (``keyherald.verifier.revocations``) that answers the same questions; :class:`TokenSet` is
 what the fold asks of either.
+
+A checkpoint writes them grouped by end (:data:`TokenGroups`, protocol 2.3): a million
+revocations parse in a tenth of a second as a few thousand lists of strings, where the
+jti -> end object of 2.2 took over a second of JSON object building.
 """
 
 from __future__ import annotations
@@ -14,9 +18,53 @@ import itertools
 from collections.abc import ItemsView, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
-__all__ = ["RevokedTokens", "TokenSet", "next_generation"]
+__all__ = ["RevokedTokens", "TokenGroups", "TokenSet", "group_items", "grouped", "next_generation", "read_groups"]
 
 _generations = itertools.count(1)
+
+TokenGroups = list[tuple[int, list[str]]]
+"""A checkpoint's revoked tokens: ``(end, [jti, ...])`` pairs. Written with ends ascending,
+jtis sorted within a group and each jti once; a reader depends on none of that (a jti found
+twice keeps its later end, as the fold would)."""
+
+
+def grouped(items: Iterable[tuple[str, int]]) -> TokenGroups:
+    """jti -> end pairs (each jti once) in the canonical form a checkpoint writes."""
+    by_end: dict[int, list[str]] = {}
+    for jti, end in items:
+        jtis = by_end.get(end)
+        if jtis is None:
+            by_end[end] = [jti]
+        else:
+            jtis.append(jti)
+    return [(end, sorted(by_end[end])) for end in sorted(by_end)]
+
+
+def group_items(groups: TokenGroups) -> Iterator[tuple[str, int]]:
+    """The groups' jti -> end pairs."""
+    for end, jtis in groups:
+        yield from zip(jtis, itertools.repeat(end))
+
+
+def read_groups(value: object) -> TokenGroups:
+    """A checkpoint's ``revoked_tokens`` in either form: 2.3's groups, or 2.2's object
+    jti -> end. Checked in C-level passes over the jtis (a million, at scale); ValueError
+    for anything else (a bool is no end, a number no jti)."""
+    if type(value) is dict:
+        if not set(map(type, value.values())) <= {int}:
+            raise ValueError("revoked_tokens is not an object of integers")
+        return grouped(value.items())
+    if type(value) is not list:
+        raise ValueError("revoked_tokens is neither groups nor an object")
+    groups: TokenGroups = []
+    for group in value:
+        if type(group) is not list or len(group) != 2:
+            raise ValueError("a revoked_tokens group is not [end, [jti, ...]]")
+        end, jtis = group
+        if type(end) is not int or type(jtis) is not list or not jtis or not set(map(type, jtis)) <= {str}:
+            raise ValueError("a revoked_tokens group is not [end, [jti, ...]]")
+        groups.append((end, jtis))
+    return groups
 
 
 def next_generation() -> int:
@@ -82,8 +130,8 @@ class RevokedTokens:
             self.revoke_many(held.items())
 
     @classmethod
-    def from_dict(cls, tokens: dict[str, int]) -> RevokedTokens:
-        return cls(tokens.items())
+    def from_groups(cls, groups: TokenGroups) -> RevokedTokens:
+        return cls(group_items(groups))
 
     def __contains__(self, jti: object) -> bool:
         return jti in self._map

@@ -41,7 +41,7 @@ from .events import (
     TokensRevokedData,
 )
 from .names import stream_id
-from .revocations import RevokedTokens, TokenSet
+from .revocations import RevokedTokens, TokenGroups, TokenSet, grouped
 
 __all__ = ["KEY_RANK", "Outcome", "State"]
 
@@ -213,16 +213,15 @@ class State:
             max_token_ttl=self.max_token_ttl,
             heartbeat_interval=self.heartbeat_interval,
             keys=sorted(self.keys.values(), key=lambda k: (k.published_at, k.kid)),
-            revoked_tokens=_jtis(self.revoked_tokens),
             revoked_subjects=dict(sorted(self.revoked_subjects.items())),
             clients=dict(sorted(self.clients.items())),
             anchor=self.anchor,
             anchors=list(self.anchors),
-        )
+        ).model_copy(update={"revoked_tokens": _groups(self.revoked_tokens)})  # built right: not checked again
 
     @classmethod
     def from_snapshot(
-        cls, snapshot: Snapshot, *, tokens: Callable[[dict[str, int]], TokenSet] | None = None,
+        cls, snapshot: Snapshot, *, tokens: Callable[[TokenGroups], TokenSet] | None = None,
     ) -> State:
         """``tokens`` builds the revoked-token store from the checkpoint's (an agent's is compact)."""
         return cls(
@@ -236,7 +235,7 @@ class State:
             max_token_ttl=snapshot.max_token_ttl,
             heartbeat_interval=snapshot.heartbeat_interval,
             keys={k.kid: k for k in snapshot.keys},
-            revoked_tokens=(tokens or RevokedTokens.from_dict)(snapshot.revoked_tokens),
+            revoked_tokens=(tokens or RevokedTokens.from_groups)(snapshot.revoked_tokens),
             revoked_subjects=dict(snapshot.revoked_subjects),
             clients=dict(snapshot.clients),
             anchor=snapshot.anchor,
@@ -296,10 +295,10 @@ class State:
         )
 
 
-def _jtis(tokens: TokenSet) -> dict[str, int]:
+def _groups(tokens: TokenSet) -> TokenGroups:
     if not isinstance(tokens, RevokedTokens):
         raise TypeError("only the issuer's store of revoked tokens can be written as a checkpoint")
-    return dict(sorted(tokens.items()))
+    return grouped(tokens.items())
 
 
 KEY_RANK = {KeyState.PUBLISHED: 0, KeyState.ACTIVE: 1, KeyState.RETIRED: 2, KeyState.REVOKED: 3}

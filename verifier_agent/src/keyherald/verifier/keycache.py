@@ -90,7 +90,7 @@ class KeyCache:
 
     def load_snapshot(self, snapshot: Snapshot, *, current: bool = True) -> None:
         """Replace everything with a verified snapshot (bootstrap, resync or reset)."""
-        self.load_state(State.from_snapshot(snapshot, tokens=CompactRevocations.from_dict), current=current)
+        self.load_state(State.from_snapshot(snapshot, tokens=CompactRevocations.from_groups), current=current)
 
     def load_state(self, state: State, *, current: bool = True) -> None:
         self._swap(state, expired=())

@@ -29,11 +29,11 @@ from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import accumulate, compress, repeat
-from operator import add, and_, ge, lshift, or_, rshift
+from itertools import accumulate, compress, islice, repeat
+from operator import add, and_, eq, ge, lshift, or_, rshift
 from typing import NamedTuple
 
-from keyherald.shared.revocations import RevokedTokens, TokenSet, next_generation
+from keyherald.shared.revocations import RevokedTokens, TokenGroups, TokenSet, next_generation
 
 __all__ = ["MERGE_MIN", "CompactRevocations"]
 
@@ -59,16 +59,15 @@ class _Base(NamedTuple):
     shift: int
 
 
-def _base(packed: Iterable[int], *, dedupe: bool = False) -> _Base:
-    """A base from ``(key << 32) | end`` values, in any order (sorting is the one cost).
-    ``dedupe``: a key given twice keeps its latest end (merging stores that overlap)."""
+def _base(packed: Iterable[int]) -> _Base:
+    """A base from ``(key << 32) | end`` values, in any order (sorting is the one cost). A
+    key given twice (stores that overlap, a jti listed twice) keeps its latest end."""
     merged = sorted(packed)
     keys = array("Q", map(rshift, merged, repeat(32)))
     ends = array("I", map(and_, merged, repeat(_END_MAX)))
-    if dedupe and len(keys) > 1:
+    if any(map(eq, keys, islice(keys, 1, None))):  # rare: one C pass tells
         latest = dict(zip(keys, ends, strict=True))  # sorted by (key, end): the last end wins
-        if len(latest) < len(keys):
-            keys, ends = array("Q", latest.keys()), array("I", latest.values())
+        keys, ends = array("Q", latest.keys()), array("I", latest.values())
     return _indexed(keys, ends)
 
 
@@ -150,14 +149,14 @@ class CompactRevocations:
         self.view = (recent, len(base.keys) > 0)
 
     @classmethod
-    def from_dict(cls, tokens: dict[str, int]) -> CompactRevocations:
-        """Build from a checkpoint's jti -> end (C-level passes: hash, pack, sort, split)."""
+    def from_groups(cls, groups: TokenGroups) -> CompactRevocations:
+        """Build from a checkpoint's groups: per group, C-level passes (hash, pack); one sort."""
+        packed: list[int] = []
+        for end, jtis in groups:
+            keys = map(add, map(hash, jtis), repeat(_OFFSET))
+            packed.extend(map(or_, map(lshift, keys, repeat(32)), repeat(_clamp(end))))
         store = cls()
-        keys = map(add, map(hash, tokens.keys()), repeat(_OFFSET))
-        values = tokens.values()
-        in_range = not tokens or (min(values) >= 0 and max(values) <= _END_MAX)
-        ends: Iterable[int] = values if in_range else map(_clamp, values)
-        store._swap(_base(map(or_, map(lshift, keys, repeat(32)), ends)), {})
+        store._swap(_base(packed), {})
         return store
 
     # -- lookups (any thread) --------------------------------------------------------------
@@ -267,8 +266,7 @@ class CompactRevocations:
             if end >= horizon and end > adds.get(key, -1):
                 adds[key] = end
         if len(adds) * 4 > len(base.keys):
-            dedupe = bool(self._shadowed) or bool(extra)
-            self._swap(_base([*self._live_packed(), *extra], dedupe=dedupe), {})
+            self._swap(_base([*self._live_packed(), *extra]), {})
         else:
             self._swap(_merged(base, horizon, sorted(adds.items())), {})
         self._shadowed = set()
@@ -305,7 +303,7 @@ class CompactRevocations:
         find = other._key_lookup()
         missing = [p for p in self._live_packed() if find(p >> 32) < (p & _END_MAX)]
         extra = CompactRevocations()
-        extra._swap(_base(missing, dedupe=True), {})
+        extra._swap(_base(missing), {})
         extra._horizon = self._horizon
         return extra
 

@@ -28,7 +28,7 @@ from keyherald.shared.envelope import TrustAnchor
 from keyherald.shared.errors import BrokenAnchorChain, ProtocolError
 from keyherald.shared.events import Event, EventType, Snapshot
 from keyherald.shared.lineage import Relation, relate
-from keyherald.shared.revocations import RevokedTokens
+from keyherald.shared.revocations import RevokedTokens, group_items, read_groups
 from keyherald.shared.state import Outcome, State
 
 from .keycache import KeyCache
@@ -102,7 +102,8 @@ def held_jtis(material: Material) -> RevokedTokens:
     what a compact store's hashes cannot give back."""
     held = RevokedTokens()
     try:
-        held.revoke_many(loads_object(b64url_decode(material.snapshot.split(".")[1])).get("revoked_tokens", {}).items())
+        checkpoint = loads_object(b64url_decode(material.snapshot.split(".")[1]))
+        held.revoke_many(group_items(read_groups(checkpoint.get("revoked_tokens", []))))
         for text in material.events:
             event = loads_object(b64url_decode(text.split(".")[1]))
             data = event.get("data", {})
@@ -248,7 +249,7 @@ class SignedState:
         """Load ``snapshot`` keeping what the state knew that it may lack: revocations never
         roll back, a key keeps the furthest state it reached, and the key cache's tombstones
         keep revoked and expired keys unusable. Keys the checkpoint does not hold are dropped."""
-        new = State.from_snapshot(snapshot, tokens=CompactRevocations.from_dict)
+        new = State.from_snapshot(snapshot, tokens=CompactRevocations.from_groups)
         material = self.material if self.keep_texts else None
         self._kept = with_jtis(self.keys.state.beyond(new), material, new)
         new.absorb(self.keys.state)
