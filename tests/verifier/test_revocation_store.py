@@ -78,9 +78,37 @@ def test_what_a_new_log_lacks_is_kept_and_absorbed_back() -> None:
     assert "from-file" in new and len(new) == 3
 
 
-def test_a_jti_in_two_groups_of_a_checkpoint_keeps_its_later_end() -> None:
+@pytest.mark.parametrize("merge_min", [2, 4096])  # the table, or the overlay for a small checkpoint
+def test_a_jti_in_two_groups_of_a_checkpoint_keeps_its_later_end(
+    merge_min: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Not what an issuer writes, but a reader gives it the fold's meaning: one entry, the later end."""
+    monkeypatch.setattr(revocations, "MERGE_MIN", merge_min)
     compact = CompactRevocations.from_groups([(900, ["j", "k"]), (700, ["j", "l"]), (800, ["j"])])
     assert (compact.get("j"), compact.get("k"), compact.get("l"), len(compact), compact.held) == (900, 900, 700, 3, 3)
     compact.prune(850)  # "j" outlives the prune of its earlier ends
     assert "j" in compact and compact.get("j") == 900
+
+
+def test_memory_stays_bounded_through_churn_and_lookups_stay_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens revoked and passing for hours of issuer time: passed entries are deleted in place
+    and their slots reused or rebuilt away, so the table never outgrows what is live."""
+    monkeypatch.setattr(revocations, "MERGE_MIN", 64)
+    rng = random.Random(7)
+    start = {f"start-{i}": 1000 + rng.randrange(300) for i in range(20_000)}  # an incident's worth, passing
+    compact = CompactRevocations.from_groups(grouped(start.items()))
+    reference = RevokedTokens(start.items())
+    now, serial = 1000, 0
+    for _ in range(300):
+        batch = [(f"t{serial + i}", now + rng.randrange(300)) for i in range(rng.randrange(20, 60))]
+        serial += len(batch)
+        compact.revoke_many(batch)
+        reference.revoke_many(batch)
+        now += 10
+        compact.prune(now)
+        reference.prune(now)
+        table = compact._parts[0]
+        assert len(table.keys) <= 6 * max(len(reference), 64) and compact.held <= len(reference) * 9 // 8 + 128
+    probes = [f"t{i}" for i in range(serial - 3000, serial)] + [f"start-{i}" for i in range(50)]
+    _same(compact, reference, probes, now)
+    assert len(compact) == len(reference)

@@ -33,6 +33,7 @@ from keyherald.shared.state import State
 from .cachefile import CacheFileError, read_material
 from .catchup import Candidate, MaterialError, from_material, from_redis
 from .errors import BootstrapError
+from .heap import release_freed
 from .settings import VerifierSettings
 from .signedstate import Material, SignedState, with_jtis
 from .source import CheckpointTooLarge, LogSource, NoSnapshot
@@ -161,3 +162,4 @@ class Boot:
     def _load(self, candidate: Candidate, *, current: bool, origin: str) -> None:
         self._signed.load_state(candidate.state, candidate.material, current=current)
         self.origin = origin
+        release_freed(len(candidate.material.snapshot))  # the checkpoint's parse is over

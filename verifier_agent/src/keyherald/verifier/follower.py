@@ -33,6 +33,7 @@ from keyherald.shared.names import Names
 from keyherald.shared.state import Outcome
 
 from .catchup import follow_tail
+from .heap import release_freed
 from .presence import PresenceWriter
 from .signedstate import Adoption, SignedState
 from .source import (
@@ -303,7 +304,12 @@ class Follower:
     async def _from_checkpoint(self) -> None:
         if time.monotonic() < self._refused_until:
             return
+        release_freed(await self._take_checkpoint())  # its temporaries are gone by now
+
+    async def _take_checkpoint(self) -> int:
+        """Fetch the checkpoint and let the state judge it; its length (0: none read)."""
         signed = self._signed
+        checkpoint: object = ""
         try:
             raw = await self.source.checkpoint()
             checkpoint = text(raw)
@@ -311,28 +317,29 @@ class Follower:
                 raise MalformedMessage("the checkpoint is not ASCII text")
             snapshot = signed.open_snapshot(checkpoint)
         except NoSnapshot:
-            return
+            return 0
         except CheckpointTooLarge:
             self._refuse_checkpoint("checkpoint_too_large")
-            return
+            return 0
         except ProtocolError as exc:
             self._refuse_checkpoint(f"snapshot_{exc.code}")
-            return
+            return len(checkpoint) if isinstance(checkpoint, str) else 0
         adoption = signed.adopt(checkpoint, snapshot)
         if adoption is Adoption.REFUSED:
             self._refuse_checkpoint(None)
-            return
+            return len(checkpoint)
         if adoption in (Adoption.SAME, Adoption.BEHIND):
             # Fetched for nothing (a newest entry or a gap that promised more):
             # the next fetch waits, doubling, so such junk costs a bounded bandwidth.
             self._refuse_checkpoint(None)
-            return
+            return len(checkpoint)
         self._refused_wait = REFUSED_CHECKPOINT_WAIT[0]
         if adoption in (Adoption.RESYNC, Adoption.RESET):
             self._cursor = (snapshot.seq, 0)
             self._skipped.clear()
             await follow_tail(self.source, signed)
             self._cursor = max(self._cursor, (signed.keys.state.seq, 0))
+        return len(checkpoint)
 
     def _refuse_checkpoint(self, code: str | None) -> None:
         if code is not None:
