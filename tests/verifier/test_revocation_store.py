@@ -112,3 +112,53 @@ def test_memory_stays_bounded_through_churn_and_lookups_stay_exact(monkeypatch: 
     probes = [f"t{i}" for i in range(serial - 3000, serial)] + [f"start-{i}" for i in range(50)]
     _same(compact, reference, probes, now)
     assert len(compact) == len(reference)
+
+
+def test_a_prune_at_a_fractional_horizon_counts_as_the_issuer_does() -> None:
+    """Heartbeat times are fractional: an entry ending at the horizon's whole second has passed."""
+    items = [(f"t{i}", 1_800_000_000 + i // 300) for i in range(6000)]
+    reference, compact = RevokedTokens(items), CompactRevocations.from_groups(grouped(items))
+    for store in (reference, compact):
+        store.prune(1_800_000_010.25)
+    assert len(compact) == len(reference) == 2700
+
+
+def test_len_seen_from_another_thread_mid_prune_is_a_whole_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """status() on another thread may run while a prune deletes in place: it sees the count
+    before the prune or after it, never a deleted entry subtracted twice."""
+    items = [(f"a{i}", 100) for i in range(6000)] + [(f"b{i}", 10_000) for i in range(3830)]
+    store = CompactRevocations.from_groups(grouped(items))
+    seen: list[int] = []
+    delete_before = revocations._Table.delete_before
+
+    def watched(table: revocations._Table, horizon: int) -> None:
+        delete_before(table, horizon)
+        seen.append(len(store))
+
+    monkeypatch.setattr(revocations._Table, "delete_before", watched)
+    store.prune(200)
+    assert seen == [9830] and len(store) == 3830
+
+
+def test_a_resync_absorbing_the_same_revocations_does_not_grow_the_table() -> None:
+    items = [(f"jti-{i}", 1_800_000_000 + i % 3600) for i in range(50_000)]
+    old, new = CompactRevocations.from_groups(grouped(items)), CompactRevocations.from_groups(grouped(items))
+    slots = len(new._parts[0].keys)
+    new.absorb(old, 1_799_999_000)
+    assert len(new) == 50_000 and len(new._parts[0].keys) == slots
+
+
+def test_a_horizon_beyond_32_bits_leaves_lookups_working() -> None:
+    """Ends are kept in 32 bits: a signed time past 2106 must not mark empty slots deleted
+    (a lookup would then find no empty slot to stop at)."""
+    old = CompactRevocations.from_groups([(1_800_000_000, ["a", "b", "c"])])
+    kept = old.beyond(CompactRevocations.from_groups([(1_800_000_000, ["a"])]))
+    kept.prune(4_294_967_297)
+    assert 0 in kept._parts[0].keys and "x" not in kept and len(kept) == 0
+
+
+def test_a_new_stores_view_shows_what_it_holds() -> None:
+    store = CompactRevocations()
+    store.revoke("x", 2_000_000_000)
+    recent, _ = store.view
+    assert "x" in recent and len(store) == 1

@@ -44,7 +44,8 @@ __all__ = [
 
 PROTOCOL_VERSION = "2.3"
 """Carried in every envelope's header as ``khv``. A reader refuses a major version it does not
-know (a minor one adds only what older readers may ignore)."""
+know; a minor one adds only what older readers may ignore, or refuse and so fail closed (a
+2.2 agent cannot start from a 2.3 checkpoint: docs/protocol.md, Versions)."""
 PROTOCOL_MAJOR = 2
 _VERSION = re.compile(r"(\d{1,4})\.(\d{1,4})")
 EVENT_TYP = "keyherald-event+jws"

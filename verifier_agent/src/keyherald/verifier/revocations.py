@@ -30,6 +30,7 @@ The hashes mean nothing outside this process: this store cannot be written back 
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Iterable, Iterator
 from itertools import compress, count, repeat
@@ -147,9 +148,10 @@ class _Table:
         keys, ends = self.keys, self.ends
         gone = 0
         for i in compress(count(), map(lt, ends, repeat(horizon))):
-            keys[i] = _DELETED
-            ends[i] = _END_MAX
-            gone += 1
+            if keys[i] & 1:  # an entry (an empty or deleted slot's end never passes anyway)
+                keys[i] = _DELETED
+                ends[i] = _END_MAX
+                gone += 1
         self.live -= gone
 
     def copy(self) -> _Table:
@@ -171,21 +173,31 @@ def _hashed(recent: dict[str, int]) -> list[tuple[int, int]]:
 class CompactRevocations:
     """jti -> end, as :class:`keyherald.shared.revocations.TokenSet` asks, in about 25 B each."""
 
-    __slots__ = ("_counts", "_horizon", "_parts", "generation", "view")
+    __slots__ = ("_counts", "_horizon", "_parts", "_size", "generation", "view")
 
     def __init__(self) -> None:
-        self._parts: tuple[_Table, dict[str, int]] = (_Table(), {})
-        self.view: tuple[dict[str, int], bool] = ({}, False)
-        """(overlay, the table holds anything): a jti in the overlay is revoked; one that is
-        not needs a table lookup (``in``) only when the flag says so."""
         self._counts: dict[int, int] = {}
         """The table's entries by end: how many have passed, without a scan."""
         self._horizon = 0
+        """Entries ending before this have passed (a whole second: ends are)."""
+        self._size = 0
+        self._parts: tuple[_Table, dict[str, int]]
+        self.view: tuple[dict[str, int], bool]
+        """(overlay, the table holds anything): a jti in the overlay is revoked; one that is
+        not needs a table lookup (``in``) only when the flag says so."""
+        self._swap(_Table(), {})
         self.generation = next_generation()
 
     def _swap(self, table: _Table, recent: dict[str, int]) -> None:
         self._parts = (table, recent)
         self.view = (recent, table.live > 0)
+
+    def _publish(self) -> None:
+        """Once a change is whole: what ``len()`` says on any thread (counted mid-change, it
+        could count a deleted entry twice)."""
+        table, recent = self._parts
+        self.view = (recent, table.live > 0)
+        self._size = table.live - self._passed(self._horizon) + len(recent)
 
     @classmethod
     def from_groups(cls, groups: TokenGroups) -> CompactRevocations:
@@ -197,12 +209,13 @@ class CompactRevocations:
             for end, jtis in groups:
                 for jti in jtis:
                     store._add(jti, end)
-            store._swap(*store._parts)
+            store._publish()
             return store
         table = _Table(size)
         for end, jtis in groups:
             table.fill(_keyed(jtis), _clamp(end), store._counts)
         store._swap(table, {})
+        store._publish()
         return store
 
     # -- lookups (any thread) --------------------------------------------------------------
@@ -235,8 +248,7 @@ class CompactRevocations:
 
     def __len__(self) -> int:
         """Live revocations: the table's not yet passed, plus the overlay's."""
-        table, recent = self._parts
-        return table.live - self._passed(self._horizon) + len(recent)
+        return self._size
 
     def __bool__(self) -> bool:
         return len(self) > 0
@@ -252,12 +264,14 @@ class CompactRevocations:
     def revoke(self, jti: str, expires_at: int) -> None:
         self._add(jti, expires_at)
         self._maybe_merge()
+        self._publish()
         self.generation = next_generation()
 
     def revoke_many(self, tokens: Iterable[tuple[str, int]]) -> None:
         for jti, expires_at in tokens:
             self._add(jti, expires_at)
         self._maybe_merge()
+        self._publish()
         self.generation = next_generation()
 
     def _add(self, jti: str, end: int) -> None:
@@ -287,7 +301,9 @@ class CompactRevocations:
         table, recent = self._parts
         adds = [*_hashed(recent), *extra]
         if not table.room(len(adds)):
-            table = self._rebuilt(len(adds))
+            new = len({key for key, _ in adds if table.find(key) < 0})  # a resync's are mostly held
+            if not table.room(new):
+                table = self._rebuilt(new)
         table.put(adds, self._counts)
         self._swap(table, {})
 
@@ -301,20 +317,22 @@ class CompactRevocations:
         return table
 
     def prune(self, horizon: float) -> None:
-        self._horizon = max(self._horizon, int(horizon))
+        self._horizon = max(self._horizon, math.ceil(min(max(horizon, 0), _END_MAX)))
+        horizon = self._horizon
         table, recent = self._parts
         gone = [j for j, end in recent.items() if end < horizon] if recent else []
         for jti in gone:
             del recent[jti]
-        passed = self._passed(self._horizon)
+        passed = self._passed(horizon)
         if passed and passed * 8 >= table.live:
             if (table.live - passed) * 5 < len(table.keys) and len(table.keys) > _MIN_SLOTS:
                 table = self._rebuilt(0)  # mostly gone: a smaller table gives the memory back
             else:
-                table.delete_before(self._horizon)
-                for end in [e for e in self._counts if e < self._horizon]:
+                table.delete_before(horizon)
+                for end in [e for e in self._counts if e < horizon]:
                     del self._counts[end]
             self._swap(table, recent)
+        self._publish()
 
     def _entries(self) -> list[tuple[int, int]]:
         """Every entry not passed, as (key, end), the overlay's jtis hashed."""
@@ -332,6 +350,7 @@ class CompactRevocations:
             self._maybe_merge()
         else:
             raise TypeError(f"cannot absorb a {type(other).__name__}")
+        self._publish()
         self.generation = next_generation()
 
     def beyond(self, other: TokenSet) -> CompactRevocations:
@@ -345,6 +364,7 @@ class CompactRevocations:
         table.put(missing, extra._counts)
         extra._swap(table, {})
         extra._horizon = self._horizon
+        extra._publish()
         return extra
 
     def copy(self) -> CompactRevocations:
@@ -353,6 +373,7 @@ class CompactRevocations:
         table, recent = self._parts
         clone._swap(table.copy(), dict(recent))
         clone._counts, clone._horizon = dict(self._counts), self._horizon
+        clone._publish()
         return clone
 
     def __repr__(self) -> str:
