@@ -1,6 +1,6 @@
 """Sealing a large checkpoint in small steps, so that the issuer's event loop keeps running.
 
-A million revocations make a 48 MB checkpoint. ``ControlKey.seal_snapshot`` builds it in a
+A million revocations make a 33 MB checkpoint. ``ControlKey.seal_snapshot`` builds it in a
 few long C calls (a sort, ``json.dumps``, base64), each holding the GIL for up to a second:
 even on a thread, appends would wait that long. :func:`seal_checkpoint` writes the very same
 bytes in steps of a few milliseconds (chunks sorted and merged by end then jti, each chunk's
