@@ -59,3 +59,25 @@ async def test_a_running_agent_refuses_a_future_major_event_and_says_so(
         assert agent.status().seq == state.seq and agent.keys.state.head != digest(text)
         assert "unsupported protocol version 3.0" in caplog.text and "upgrade keyherald" in caplog.text
         assert refuses(agent, token) is None  # nothing misread: the token is as it was
+
+
+async def test_an_upgraded_agent_starts_from_a_2_2_issuers_checkpoint_and_follows_on(
+    issuer: IssuerContext, clock: ManualClock
+) -> None:
+    """Agents are upgraded before issuers: a 2.3 agent reads the checkpoint a 2.2 issuer wrote
+    (revoked tokens as an object jti -> end) to the same state, then follows the log."""
+    revoked = await mint(issuer, clock, jti="revoked-before")
+    fine = await mint(issuer, clock, jti="still-fine")
+    await Admin(issuer).revoke_tokens([("revoked-before", int(clock()) + 300), ("other", int(clock()) + 200)])
+    state = await issuer.log.read_state()
+    document = state.to_snapshot().model_dump(mode="json")
+    document["revoked_tokens"] = {jti: end for end, jtis in document["revoked_tokens"] for jti in jtis}
+    key = issuer.control.signing_key
+    older = sign_compact({"typ": SNAPSHOT_TYP, "khv": "2.2", "jwk": key.public.jwk}, dumps(document), key)
+    await issuer.redis.set(issuer.names.snapshot, older)
+    async with running_agent(issuer, clock) as agent:
+        assert agent.status().seq == state.seq and agent.status().revoked_tokens == 2
+        assert refuses(agent, revoked) == "revoked" and refuses(agent, fine) is None
+        await Admin(issuer).revoke_token("still-fine", int(clock()) + 300)
+        await eventually(lambda: refuses(agent, fine) == "revoked", within=3, what="the next revocation")
+        assert agent.status().revoked_tokens == 3

@@ -121,8 +121,8 @@ class Admin:
 
     async def revoke_tokens(self, tokens: Sequence[tuple[str, int]]) -> int:
         """Revoke many tokens at once (an incident): ``tokens.revoked`` events of at most
-        BULK_BYTES of data each, appended together; then a checkpoint, so that agents that
-        cannot read the bulk form (2.1) resync from it rather than miss them."""
+        BULK_BYTES of data each, appended together; then a checkpoint, so that an agent
+        starting or resyncing reads them in one document, not in thousands of events."""
         for jti, _ in tokens:
             if not jti or len(jti) > 256:
                 raise ValueError("every jti must be 1-256 characters")

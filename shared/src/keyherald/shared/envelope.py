@@ -59,8 +59,8 @@ MIN_CONTROL_RSA_BITS = 3072
 """The control key outlives many token keys: 128-bit strength (NIST SP 800-57), not 112."""
 CRIT = ("khv",)
 """The one ``crit`` allowed (2.2): events an older reader must not skip carry it, and a 2.1
-reader refuses any ``crit``: it misses the event, sees a gap and resyncs from the checkpoint
-(written right after), instead of following on without it."""
+reader refuses any ``crit``: it misses the event and sees a gap, instead of following on
+without it (it cannot resync from a 2.3 checkpoint either: it goes stale, fail-closed)."""
 MUST_UNDERSTAND = frozenset({"tokens.revoked"})
 _M = TypeVar("_M", bound=BaseModel)
 _THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
