@@ -8,6 +8,7 @@ import pytest
 
 from keyherald.shared.revocations import RevokedTokens, grouped
 from keyherald.verifier import revocations
+from keyherald.verifier.jtitable import JtiTable
 from keyherald.verifier.revocations import CompactRevocations
 
 
@@ -129,13 +130,13 @@ def test_len_seen_from_another_thread_mid_prune_is_a_whole_count(monkeypatch: py
     items = [(f"a{i}", 100) for i in range(6000)] + [(f"b{i}", 10_000) for i in range(3830)]
     store = CompactRevocations.from_groups(grouped(items))
     seen: list[int] = []
-    delete_before = revocations._Table.delete_before
+    delete_passed = JtiTable.delete_passed
 
-    def watched(table: revocations._Table, horizon: int) -> None:
-        delete_before(table, horizon)
+    def watched(table: JtiTable) -> None:
+        delete_passed(table)
         seen.append(len(store))
 
-    monkeypatch.setattr(revocations._Table, "delete_before", watched)
+    monkeypatch.setattr(JtiTable, "delete_passed", watched)
     store.prune(200)
     assert seen == [9830] and len(store) == 3830
 
@@ -162,3 +163,34 @@ def test_a_new_stores_view_shows_what_it_holds() -> None:
     store.revoke("x", 2_000_000_000)
     recent, _ = store.view
     assert "x" in recent and len(store) == 1
+
+
+def test_absorbing_later_ends_of_passed_entries_never_fills_the_table() -> None:
+    """Passed entries a rebuild drops come back through the merge: the new table is sized for
+    them (a full table would leave a lookup no empty slot to stop at)."""
+    store = CompactRevocations()
+    store.prune(1000)
+    store.revoke_many((f"t{i}", 500) for i in range(9830))  # already expired when revoked
+    other = CompactRevocations.from_groups(grouped([(f"t{i}", 5000) for i in range(9830)]
+                                                   + [(f"n{i}", 5000) for i in range(2000)]))
+    store.absorb(other, 1000)
+    table = store._parts[0]
+    assert table.room(0) and "stranger" not in store and len(store) == 11830 and store.get("t7") == 5000
+
+
+def test_len_costs_nothing_with_many_distinct_ends() -> None:
+    """Day-long tokens give tens of thousands of distinct ends: a revocation must not walk them."""
+    store = CompactRevocations.from_groups(grouped((f"t{i}", 1000 + i) for i in range(50_000)))
+    store.prune(1200)
+    assert len(store) == 49_800
+    walked = []
+
+    class Counting(dict[int, int]):
+        def items(self):  # type: ignore[no-untyped-def, override]
+            walked.append(1)
+            return super().items()
+
+    store._parts[0].counts = Counting(store._parts[0].counts)
+    for i in range(100):
+        store.revoke(f"new-{i}", 90_000)
+    assert not walked and len(store) == 49_900
