@@ -83,7 +83,11 @@ class JtiTable:
             self._counted(end, 1)
 
     def _counted(self, end: int, n: int) -> None:
-        self.counts[end] = self.counts.get(end, 0) + n
+        held = self.counts.get(end, 0) + n
+        if held:
+            self.counts[end] = held
+        else:  # a prune walks the ends held: none left at this one
+            del self.counts[end]
         if end < self.horizon:
             self.passed += n
 
