@@ -5,7 +5,7 @@ temporaries: its text, the decoded payload, a million jti strings. glibc keeps m
 in its heap, counted in the service's RSS: freeing the first large buffers raises its mmap
 threshold (later ones come from the heap) and the threshold past which it trims the heap's
 top. ``malloc_trim(0)`` hands the free pages back; at a million revocations it takes the
-agent's RSS from about 72 to about 25 bytes per revocation (``bench/revocations.py``). Other
+agent's RSS from about 72 to about 44 bytes per revocation (``bench/revocations.py``). Other
 C libraries (musl, macOS) are left alone.
 """
 
