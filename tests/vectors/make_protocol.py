@@ -33,6 +33,7 @@ from keyherald.shared.envelope import EVENT_TYP, PROTOCOL_VERSION, SNAPSHOT_TYP,
 from keyherald.shared.events import Event, KeyRecord, KeyState
 from keyherald.shared.jwk import SigningKey
 from keyherald.shared.jws import sign_compact
+from keyherald.shared.revocations import group_items
 from keyherald.shared.state import State
 
 SEED = bytes(range(32))  # a test key, public on purpose
@@ -143,7 +144,7 @@ def main() -> None:
 
 def _older_form(control: ControlKey, snapshot: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint above as a 2.2 issuer wrote it: revoked_tokens an object jti -> end."""
-    older = {**snapshot, "revoked_tokens": {jti: end for end, jtis in snapshot["revoked_tokens"] for jti in jtis}}
+    older = {**snapshot, "revoked_tokens": dict(group_items(snapshot["revoked_tokens"]))}
     header = {"typ": SNAPSHOT_TYP, "khv": "2.2", "jwk": control.signing_key.public.jwk}
     return {"snapshot": older, "jws": sign_compact(header, dumps(older), control.signing_key),
             "why": "2.2's form of the same checkpoint: a 2.3 reader opens it to the same state"}

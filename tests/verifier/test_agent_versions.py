@@ -16,6 +16,7 @@ from keyherald.shared.envelope import EVENT_TYP, SNAPSHOT_TYP
 from keyherald.shared.events import Event
 from keyherald.shared.jws import sign_compact
 from keyherald.shared.names import stream_id
+from keyherald.shared.revocations import group_items
 from keyherald.verifier import BootstrapError, VerifierAgent
 
 from .agent_kit import eventually, mint, refuses, running_agent, settings_for
@@ -71,7 +72,7 @@ async def test_an_upgraded_agent_starts_from_a_2_2_issuers_checkpoint_and_follow
     await Admin(issuer).revoke_tokens([("revoked-before", int(clock()) + 300), ("other", int(clock()) + 200)])
     state = await issuer.log.read_state()
     document = state.to_snapshot().model_dump(mode="json")
-    document["revoked_tokens"] = {jti: end for end, jtis in document["revoked_tokens"] for jti in jtis}
+    document["revoked_tokens"] = dict(group_items(document["revoked_tokens"]))
     key = issuer.control.signing_key
     older = sign_compact({"typ": SNAPSHOT_TYP, "khv": "2.2", "jwk": key.public.jwk}, dumps(document), key)
     await issuer.redis.set(issuer.names.snapshot, older)

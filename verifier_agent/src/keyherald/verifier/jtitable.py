@@ -21,13 +21,14 @@ from collections.abc import Iterable, Iterator
 from itertools import compress, count, repeat
 from operator import lt, or_
 
-__all__ = ["DELETED", "END_MAX", "JtiTable", "clamp", "keyed"]
+__all__ = ["DELETED", "END_MAX", "MIN_SLOTS", "JtiTable", "clamp", "keyed"]
 
 END_MAX = (1 << 32) - 1
 """Ends are clamped to 32 bits; an empty or deleted slot's end is this, so it never passes."""
 DELETED = 2
 """Marks a deleted entry's slot (an entry's key is odd: ``hash | 1``)."""
-_MIN_SLOTS = 16
+MIN_SLOTS = 16
+"""The smallest table (a new store's, empty)."""
 
 
 def clamp(end: float) -> int:
@@ -47,7 +48,7 @@ class JtiTable:
     __slots__ = ("counts", "ends", "horizon", "keys", "live", "mask", "passed", "used")
 
     def __init__(self, entries: int = 0, horizon: int = 0) -> None:
-        wanted = max(_MIN_SLOTS, -(-entries * 5 // 3))  # at most 3/5 full once built
+        wanted = max(MIN_SLOTS, -(-entries * 5 // 3))  # at most 3/5 full once built
         size = 1 << (wanted - 1).bit_length()
         self.keys = array("q", bytes(8 * size))
         self.ends = array("I", b"\xff" * (4 * size))

@@ -33,14 +33,12 @@ from collections.abc import Iterable
 
 from keyherald.shared.revocations import RevokedTokens, TokenGroups, TokenSet, next_generation
 
-from .jtitable import END_MAX, JtiTable, clamp, keyed
+from .jtitable import END_MAX, MIN_SLOTS, JtiTable, clamp, keyed
 
 __all__ = ["MERGE_MIN", "CompactRevocations"]
 
 MERGE_MIN = 4096
 """The overlay is moved into the table once it holds this many."""
-_SHRINK_FROM = 16
-"""Tables of more slots than this shrink once mostly passed."""
 
 
 def _hashed(recent: dict[str, int]) -> list[tuple[int, int]]:
@@ -183,14 +181,14 @@ class CompactRevocations:
         return table
 
     def prune(self, horizon: float) -> None:
-        self._horizon = horizon = max(self._horizon, clamp(math.ceil(min(max(horizon, 0), END_MAX))))
+        self._horizon = horizon = max(self._horizon, math.ceil(min(max(horizon, 0), END_MAX)))
         table, recent = self._parts
         gone = [j for j, end in recent.items() if end < horizon] if recent else []
         for jti in gone:
             del recent[jti]
         table.advance(horizon)
         if table.passed and table.passed * 8 >= table.live:
-            if (table.live - table.passed) * 5 < len(table.keys) and len(table.keys) > _SHRINK_FROM:
+            if (table.live - table.passed) * 5 < len(table.keys) and len(table.keys) > MIN_SLOTS:
                 table = self._rebuilt(0)  # mostly gone: a smaller table gives the memory back
             else:
                 table.delete_passed()
@@ -210,12 +208,9 @@ class CompactRevocations:
             for jti, end in other.items():
                 if end >= horizon:
                     self._add(jti, end)
-            if len(self._parts[1]) >= MERGE_MIN:
-                self._merge()
         else:
             raise TypeError(f"cannot absorb a {type(other).__name__}")
-        self._publish()
-        self.generation = next_generation()
+        self._settle()
 
     def beyond(self, other: TokenSet) -> CompactRevocations:
         """What ``self`` holds that ``other`` lacks (or ends earlier): rare (a new log), O(n)."""
