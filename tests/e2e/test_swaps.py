@@ -62,6 +62,13 @@ def _seq(head: bytes | None) -> int:
     return int(head.split(b":")[1]) if head else 0
 
 
+def _said_not_done(code: int, err: str) -> bool:
+    """The command failed and said so: appended but not confirmed, or refused before it
+    appended anything (MONITOR is asynchronous: the swap can land inside the command's first
+    read, and the log then looks rolled back against the record that read just wrote)."""
+    return code == 1 and ("not confirmed" in err or "nothing was appended" in err) and "Traceback" not in err
+
+
 def _recorded_then_passed(attacker: Redis, d: Deployment) -> Recording:
     recording = Recording(attacker, d)
     wait_for(lambda: _seq(attacker.get(d.names.head)) > _seq(recording.head) + 1, 10, "the live log moving on")
@@ -73,7 +80,7 @@ def test_a_revocation_appended_to_a_swapped_in_log_is_never_acknowledged_and_los
 ) -> None:
     """F1: the revocation lands in an old log no reader follows, then the live log is swapped
     back. The command must not report it done unless it is enforced: it retries on the live
-    log, or it says it is not confirmed."""
+    log, or it says it is not done."""
     d = deployment
     d.init()
     issuer = fleet.issuer(d.host("issuer-1"))
@@ -108,7 +115,7 @@ def test_a_revocation_appended_to_a_swapped_in_log_is_never_acknowledged_and_los
         for agent in [*agents, fresh]:
             wait_for(lambda a=agent: a.refuses(token) == "revoked", 10, "the acknowledged revocation enforced")
     else:
-        assert code == 1 and "not confirmed" in err, err
+        assert _said_not_done(code, err), err
 
 
 @pytest.mark.parametrize("change", ["rotate-secret", "disable"])
@@ -136,7 +143,9 @@ def test_a_client_change_is_never_undone_by_a_log_from_before_it(
         time.sleep(0.2)
         code, out, err = d.operator("clients", change, "orders", *(["--json"] if change == "rotate-secret" else []))
     assert fired.is_set(), "the attack did not run: the test proves nothing"
-    assert code == 0 or "not confirmed" in err, err
+    assert code == 0 or _said_not_done(code, err), err
+    if "nothing was appended" in err:
+        return  # refused before appending: there is no change for the attacker to undo
     if code == 0 and change == "rotate-secret":
         fresh = json.loads(out)["client_secret"]
         wait_for(lambda: issuer.token("orders", fresh).status_code == 200, 10, "the new secret working")
